@@ -1,0 +1,147 @@
+"""The CPU backend: libvips through pyvips.
+
+``thumbnail`` does the heavy lifting: shrink-on-load (a JPEG decodes at 1/2, 1/4 or 1/8 scale when the output
+is small enough), EXIF auto-orientation and colour management to sRGB (CMYK with its embedded profile, 16-bit
+inputs) in one streaming pass. Decode strictness is ``fail_on`` (default ``warning``: a truncated or corrupt
+file fails with DECODE_FAILED instead of producing grey or garbage; ``truncated`` is the lenient choice).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyvips
+
+from ..contract import ResizeSpec
+from ..errors import DecodeFailed, ImgworkerError, LimitExceeded, UnsupportedImage
+from ..geometry import Geometry, plan
+from ..limits import Limits
+from .base import Rendered
+
+# EXIF orientations 5-8 swap width and height when displayed.
+_SWAPS_SIDES = {5, 6, 7, 8}
+FAIL_ON = ("none", "truncated", "error", "warning")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    loader: str
+    pages: int
+    has_alpha: bool
+
+
+def _translate(exc: pyvips.Error, what: str) -> ImgworkerError:
+    text = f"{exc.message} {exc.detail}".strip()
+    if "not in a known format" in text or "not a known file format" in text:
+        return UnsupportedImage(f"{what} is not an image in a supported format (JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF)")
+    detail = " ".join(line.strip() for line in exc.detail.splitlines() if line.strip())[:300]
+    return DecodeFailed(f"{what} could not be decoded: {detail or exc.message}")
+
+
+def probe(source: bytes, limits: Limits) -> SourceInfo:
+    """Header-only open (~ms): refuse bombs before any pixel is decoded."""
+    if not source:
+        raise UnsupportedImage("source is empty (0 bytes)")
+    try:
+        image = pyvips.Image.new_from_buffer(source, "", access="sequential")
+        fields = set(image.get_fields())
+        orientation = image.get("orientation") if "orientation" in fields else 1
+        pages = image.get("n-pages") if "n-pages" in fields else 1
+        loader = image.get("vips-loader")
+    except pyvips.Error as exc:
+        raise _translate(exc, "source") from None
+    width, height = image.width, image.height
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
+    if width * height > limits.max_source_pixels:
+        raise LimitExceeded(
+            f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
+        )
+    return SourceInfo(width, height, loader.replace("load_buffer", "").replace("load", ""), pages, image.hasalpha())
+
+
+def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
+    if fmt == "jpeg" and image.hasalpha():
+        image = image.flatten(background=list(background))
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    try:
+        if fmt == "jpeg":
+            return bytes(image.jpegsave_buffer(Q=quality, keep="none", optimize_coding=True))
+        if fmt == "png":
+            return bytes(image.pngsave_buffer(compression=6, keep="none"))
+        if fmt == "webp":
+            return bytes(image.webpsave_buffer(Q=quality, keep="none"))
+        if fmt == "avif":
+            return bytes(image.heifsave_buffer(Q=quality, compression="av1", keep="none", effort=2))
+    except pyvips.Error as exc:
+        raise _translate(exc, "output") from None
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def to_srgb8(image: pyvips.Image) -> pyvips.Image:
+    """8-bit sRGB (or 8-bit grey), whatever came out of the loader."""
+    if image.interpretation in ("b-w", "grey16"):
+        return image.colourspace("b-w") if image.interpretation == "grey16" else image
+    if image.interpretation != "srgb" or image.format != "uchar":
+        image = image.colourspace("srgb")
+    return image
+
+
+def apply_geometry(image: pyvips.Image, geo: Geometry, background: tuple[int, int, int]) -> pyvips.Image:
+    if geo.crops:
+        image = image.crop(geo.crop_left, geo.crop_top, geo.final_w, geo.final_h)
+    elif geo.pads:
+        bg: list[float] = list(background) + ([255.0] if image.hasalpha() else [])
+        if image.bands < 3:
+            bg = [float(background[0])] + ([255.0] if image.hasalpha() else [])
+        image = image.embed(geo.pad_left, geo.pad_top, geo.final_w, geo.final_h, extend="background", background=bg)
+    return image
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def __init__(self, fail_on: str = "warning") -> None:
+        if fail_on not in FAIL_ON:
+            raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON)}")
+        self.fail_on = fail_on
+
+    def thumbnail(self, source: bytes, geo: Geometry, **options: Any) -> pyvips.Image:
+        try:
+            return pyvips.Image.thumbnail_buffer(
+                source,
+                geo.resize_w,
+                height=geo.resize_h,
+                size="force",
+                option_string=f"fail_on={self.fail_on}",
+                **options,
+            )
+        except pyvips.Error as exc:
+            raise _translate(exc, "source") from None
+
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
+        t0 = time.perf_counter()
+        info = probe(source, limits)
+        geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
+        image = to_srgb8(self.thumbnail(source, geo))
+        image = apply_geometry(image, geo, spec.background)
+        try:
+            # Materialise the (small) result so decode errors surface here and stage timings are honest.
+            image = image.copy_memory()
+        except pyvips.Error as exc:
+            raise _translate(exc, "source") from None
+        t1 = time.perf_counter()
+        data = encode(image, spec.format, spec.quality, spec.background)
+        t2 = time.perf_counter()
+        return Rendered(
+            data=data,
+            width=image.width,
+            height=image.height,
+            format=spec.format,
+            timings={"decode": (t1 - t0) * 1000, "encode": (t2 - t1) * 1000},
+        )

@@ -1,0 +1,64 @@
+"""Is there a usable CUDA device? CuPy and nvImageCodec are optional and imported lazily, only here."""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import Any
+
+INSTALL_HINT = (
+    "install imgworker[gpu] (CuPy for CUDA 12 drivers) or imgworker[gpu-cuda13] (CuPy for CUDA 13 drivers); "
+    "`nvidia-smi` shows the driver's CUDA version"
+)
+
+
+class GpuUnavailable(RuntimeError):
+    """No usable CUDA device: the message says why and which extra to install."""
+
+
+def _import_cupy() -> Any:
+    return importlib.import_module("cupy")
+
+
+@lru_cache(maxsize=1)
+def probe() -> tuple[bool, str]:
+    """(usable, reason). Cached: the answer does not change while the process runs."""
+    try:
+        cp = _import_cupy()
+    except ImportError as exc:
+        return False, f"cupy is not installed ({exc})"
+    except Exception as exc:  # a broken CUDA install can raise anything at import
+        return False, f"cupy failed to import: {type(exc).__name__}: {exc}"
+    try:
+        if not cp.cuda.is_available():
+            return False, "cupy found no CUDA device or driver"
+        count = int(cp.cuda.runtime.getDeviceCount())
+        name = cp.cuda.runtime.getDeviceProperties(0)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return True, f"{count} device(s), device 0 is {name}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}"
+    except Exception as exc:  # driver/runtime mismatch surfaces here (e.g. cupy-cuda13x on a CUDA 12 driver)
+        return False, f"cupy could not use the device: {type(exc).__name__}: {exc}"
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device; never raises."""
+    return probe()[0]
+
+
+def require_gpu(option: str = "--backend gpu") -> Any:
+    """Return the cupy module, or raise GpuUnavailable naming the extra to install."""
+    ok, reason = probe()
+    if not ok:
+        raise GpuUnavailable(f"{option}: no usable CUDA device ({reason}); {INSTALL_HINT}; or use --backend cpu")
+    return _import_cupy()
+
+
+@lru_cache(maxsize=1)
+def nvimgcodec() -> Any | None:
+    """nvImageCodec's Python module (GPU JPEG decode/encode) if importable and working, else None."""
+    try:
+        mod = importlib.import_module("nvidia.nvimgcodec")
+        mod.Decoder()  # fails without a device or without libnvjpeg
+        return mod
+    except Exception:
+        return None

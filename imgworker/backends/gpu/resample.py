@@ -1,0 +1,189 @@
+"""Separable antialiased resampling written once against an array module ``xp`` (numpy or cupy).
+
+Weights are *banded*: for each output pixel along an axis, a start index into the input and a fixed number
+of tap weights (``Band``). That is O(out * taps) memory instead of a dense out x in matrix, and is the same
+layout the CuPy RawKernels in kernels.py consume, so the numpy path here is the reference they are tested
+against.
+
+Sampling follows libvips' reduce: output pixel ``i`` has its centre at input coordinate
+``(i + 0.5) * scale - 0.5`` (``scale = in / out``); when shrinking, the kernel is stretched by ``scale`` so it
+also low-pass filters (antialiasing); edges repeat the border pixel; each row of weights sums to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+KERNELS = ("lanczos3", "linear", "area")
+
+# Anything with numpy's array API (numpy, cupy): typed loosely because cupy ships no stubs.
+XP = Any
+Array = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """Banded weights for one axis: ``out[i] = sum_k weights[i, k] * in[starts[i] + k]``."""
+
+    starts: npt.NDArray[np.int32]  # (out,)
+    weights: npt.NDArray[np.float32]  # (out, taps), rows sum to 1
+
+    @property
+    def taps(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def out_size(self) -> int:
+        return int(self.weights.shape[0])
+
+
+def _lanczos3(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    a = 3.0
+    out = np.sinc(x) * np.sinc(x / a)
+    return np.where(np.abs(x) < a, out, 0.0)
+
+
+def _linear(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.maximum(0.0, 1.0 - np.abs(x))
+
+
+_SUPPORT = {"lanczos3": 3.0, "linear": 1.0}
+
+
+@lru_cache(maxsize=256)
+def band(in_size: int, out_size: int, kernel: str = "lanczos3") -> Band:
+    """Banded weights resampling ``in_size`` samples to ``out_size`` (cached: batches reuse sizes)."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be >= 1, got {in_size} -> {out_size}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    scale = in_size / out_size
+    i = np.arange(out_size, dtype=np.float64)
+    if kernel == "area":
+        # Exact box coverage: output pixel i covers [i*scale, (i+1)*scale) of the input.
+        lo, hi = i * scale, (i + 1) * scale
+        starts = np.floor(lo).astype(np.int64)
+        taps = math.ceil(scale) + 1
+        idx = starts[:, None] + np.arange(taps)[None, :]
+        w = np.clip(np.minimum(idx + 1, hi[:, None]) - np.maximum(idx, lo[:, None]), 0.0, None)
+    else:
+        stretch = max(scale, 1.0)  # widen the kernel when shrinking: that is the antialiasing
+        support = _SUPPORT[kernel] * stretch
+        centre = (i + 0.5) * scale - 0.5
+        starts = np.floor(centre - support).astype(np.int64) + 1
+        taps = int(math.ceil(2 * support)) + 1
+        idx = starts[:, None] + np.arange(taps)[None, :]
+        x = (idx - centre[:, None]) / stretch
+        w = _lanczos3(x) if kernel == "lanczos3" else _linear(x)
+    return _fold_edges(in_size, starts, w)
+
+
+def _fold_edges(in_size: int, starts: npt.NDArray[np.int64], w: npt.NDArray[np.float64]) -> Band:
+    """Clamp taps to the image (edge repeat) and shift each band inside [0, in_size).
+
+    Taps falling outside are added to the border pixel, so kernels never read out of bounds and need no
+    per-tap bounds checks.
+    """
+    out_size, raw_taps = w.shape
+    taps = min(raw_taps, in_size)
+    shifted = np.clip(starts, 0, in_size - taps)
+    folded = np.zeros((out_size, taps), dtype=np.float64)
+    rows = np.arange(out_size)
+    for k in range(raw_taps):
+        pos = np.clip(starts + k, 0, in_size - 1) - shifted
+        folded[rows, pos] += w[:, k]
+    sums = folded.sum(axis=1, keepdims=True)
+    # A Lanczos lobe can in theory sum to ~0 only for degenerate sizes; guard the division anyway.
+    folded = np.where(np.abs(sums) > 1e-12, folded / np.where(sums == 0, 1, sums), 1.0 / taps)
+    # Trim columns that are zero for every output (wide area/linear bands padded by one).
+    while folded.shape[1] > 1 and not folded[:, -1].any():
+        folded = folded[:, :-1]
+    return Band(shifted.astype(np.int32), folded.astype(np.float32))
+
+
+def apply_band(xp: XP, img: Array, b: Band, axis: int) -> Array:
+    """Resample float32 ``img`` (H, W, C) along ``axis`` (0 rows, 1 columns) with gathers + weighted sum."""
+    starts = xp.asarray(b.starts)
+    weights = xp.asarray(b.weights)
+    acc = None
+    for k in range(b.taps):
+        idx = starts + k
+        if axis == 0:
+            term = img[idx] * weights[:, k, None, None]
+        else:
+            term = img[:, idx] * weights[None, :, k, None]
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def resize(xp: XP, img: Array, out_w: int, out_h: int, kernel: str = "lanczos3") -> Array:
+    """Resize a uint8 or float (H, W, C) image to (out_h, out_w, C) float32 (not yet rounded).
+
+    The axis that shrinks most goes first so the second pass touches fewer pixels.
+    """
+    h, w = int(img.shape[0]), int(img.shape[1])
+    x = img.astype(xp.float32, copy=False)
+    passes = [(0, h, out_h), (1, w, out_w)]
+    passes.sort(key=lambda p: p[2] / p[1])
+    for axis, n_in, n_out in passes:
+        if n_in != n_out:
+            x = apply_band(xp, x, band(n_in, n_out, kernel), axis)
+    return x
+
+
+def to_uint8(xp: XP, img: Array) -> Array:
+    return xp.clip(xp.rint(img), 0, 255).astype(xp.uint8)
+
+
+def premultiply(xp: XP, img: Array) -> Array:
+    """float32 RGBA -> premultiplied, so transparent pixels do not bleed their colour into edges."""
+    out = img.astype(xp.float32, copy=True)
+    out[..., :3] *= out[..., 3:4] / 255.0
+    return out
+
+
+def unpremultiply(xp: XP, img: Array) -> Array:
+    out = img.copy()
+    alpha = out[..., 3:4]
+    safe = xp.where(alpha > 0, alpha, 1.0)
+    out[..., :3] = xp.where(alpha > 0, out[..., :3] * (255.0 / safe), 0.0)
+    return out
+
+
+# --- Geometry helpers for fit modes and pipelines (all take and return (H, W, C) arrays). ---
+
+
+def crop(img: Array, left: int, top: int, width: int, height: int) -> Array:
+    return img[top : top + height, left : left + width]
+
+
+def pad(xp: XP, img: Array, width: int, height: int, left: int, top: int, fill: tuple[int, ...]) -> Array:
+    """Place ``img`` on a (height, width) canvas of ``fill`` (one value per channel) at (left, top)."""
+    channels = int(img.shape[2])
+    canvas = xp.empty((height, width, channels), dtype=img.dtype)
+    canvas[...] = xp.asarray(fill[:channels], dtype=img.dtype)
+    canvas[top : top + img.shape[0], left : left + img.shape[1]] = img
+    return canvas
+
+
+def flatten(xp: XP, img: Array, background: tuple[int, int, int]) -> Array:
+    """Composite RGBA (straight alpha) over an opaque ``background`` -> RGB float32."""
+    x = img.astype(xp.float32, copy=False)
+    alpha = x[..., 3:4] / 255.0
+    bg = xp.asarray(background, dtype=xp.float32)
+    return x[..., :3] * alpha + bg * (1.0 - alpha)
+
+
+def flip(xp: XP, img: Array, horizontal: bool = True) -> Array:
+    return xp.flip(img, axis=1 if horizontal else 0)
+
+
+def rotate90(xp: XP, img: Array, turns: int = 1) -> Array:
+    """Rotate clockwise by ``turns`` quarter turns."""
+    return xp.rot90(img, k=-turns, axes=(0, 1))

@@ -1,0 +1,109 @@
+"""The Python client: submit imgworker jobs and get typed results or typed errors.
+
+    from imgworker import Client
+    with Client(["127.0.0.1:4730"]) as client:
+        result = client.resize(src="file:///data/in.jpg", dst="file:///data/out.jpg", width=512)
+        print(result.width, result.height, result.ms)
+
+A failed job raises the ImgworkerError subclass for its code (``SourceNotFound``, ``DecodeFailed``...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import InternalError, Unavailable, error_from_dict
+from .gearman import GearmanError, JobStatus, SyncClient
+
+Priority = Literal["normal", "high", "low"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A successful job's result object (see docs/contract.md for the fields)."""
+
+    raw: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.raw[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def default_unique(payload: dict[str, Any]) -> str:
+    """Same payload, same unique id: gearmand coalesces duplicate submissions of a queued/running job."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+def parse_result(body: bytes) -> Result:
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        raise InternalError(f"worker sent a result that is not JSON: {body[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise InternalError("worker sent a result that is not a JSON object")
+    if not obj.get("ok", False):
+        raise error_from_dict(obj.get("error") or {})
+    return Result(obj)
+
+
+class Client:
+    def __init__(self, servers: Sequence[str] = ("127.0.0.1:4730",), *, timeout: float | None = 120.0) -> None:
+        self.timeout = timeout
+        self._gearman = SyncClient(list(servers))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._gearman.close()
+
+    def run(
+        self,
+        function: str,
+        payload: dict[str, Any],
+        *,
+        unique: str | None = None,
+        priority: Priority = "normal",
+        timeout: float | None = None,
+    ) -> Result:
+        """Submit any job (``resize``, ``resize@gpu``, a pipeline name) and wait for its result."""
+        data = json.dumps(payload).encode()
+        try:
+            body = self._gearman.submit(
+                function,
+                data,
+                unique=unique or default_unique(payload),
+                priority=priority,
+                timeout=timeout if timeout is not None else self.timeout,
+            )
+        except GearmanError as exc:
+            raise Unavailable(f"job {function!r} did not complete: {exc}") from exc
+        return parse_result(body)
+
+    def resize(self, *, src: str, dst: str, function: str = "resize", **params: Any) -> Result:
+        return self.run(function, {"src": src, "dst": dst, **params})
+
+    def submit_background(
+        self, function: str, payload: dict[str, Any], *, unique: str | None = None, priority: Priority = "normal"
+    ) -> str:
+        """Queue a job without waiting; returns its handle for ``status``."""
+        data = json.dumps(payload).encode()
+        try:
+            return self._gearman.submit_background(
+                function, data, unique=unique or default_unique(payload), priority=priority
+            )
+        except GearmanError as exc:
+            raise Unavailable(f"job {function!r} was not queued: {exc}") from exc
+
+    def status(self, handle: str) -> JobStatus:
+        return self._gearman.get_status(handle)

@@ -1,0 +1,164 @@
+"""Worker configuration: one typed object with defaults, environment overrides and validation at start-up.
+
+Precedence: command-line flag > ``IMGWORKER_*`` environment variable > default. Every field's flag and
+variable are derived from its name (``max_source_pixels`` -> ``--max-source-pixels`` /
+``IMGWORKER_MAX_SOURCE_PIXELS``); list fields take a comma-separated variable and a repeatable flag. An
+unknown ``IMGWORKER_*`` variable is an error with a did-you-mean hint, since a typo would otherwise be silent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .limits import Limits
+
+ENV_PREFIX = "IMGWORKER_"
+_LIMITS = Limits()
+# Variables read elsewhere (not worker options) that must not be reported as unknown.
+_OTHER_ENV = {"IMGWORKER_LOG_JSON", "IMGWORKER_TEST_GEARMAND"}
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message says which and how to fix it."""
+
+
+def _meta(help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {"help": help, "flag": flag, "choices": choices}
+
+
+@dataclass
+class WorkerConfig:
+    servers: list[str] = field(
+        default_factory=lambda: ["127.0.0.1:4730"],
+        metadata=_meta("job server HOST:PORT; repeat to register with several (Gearman HA)", "--server"),
+    )
+    roots: list[str] = field(
+        default_factory=list, metadata=_meta("directory file:// may read and write; repeatable", "--root")
+    )
+    pipelines: str | None = field(default=None, metadata=_meta("directory of pipeline YAML files"))
+    processes: int = field(default=0, metadata=_meta("worker processes (0: one per CPU core)"))
+    concurrency: int = field(default=2, metadata=_meta("jobs in flight per process"))
+    backend: str = field(default="auto", metadata=_meta("image backend", choices=("auto", "cpu", "gpu")))
+    fail_on: str = field(
+        default="warning",
+        metadata=_meta("decode strictness (libvips fail_on)", choices=("none", "truncated", "error", "warning")),
+    )
+    max_source_pixels: int = field(default=_LIMITS.max_source_pixels, metadata=_meta("refuse larger sources"))
+    max_source_bytes: int = field(default=_LIMITS.max_source_bytes, metadata=_meta("refuse larger source files"))
+    max_output_pixels: int = field(default=_LIMITS.max_output_pixels, metadata=_meta("refuse larger outputs"))
+    max_frames: int = field(default=_LIMITS.max_frames, metadata=_meta("refuse animations with more frames"))
+    job_timeout: float = field(default=_LIMITS.job_timeout_s, metadata=_meta("seconds a job may run (TIMEOUT)"))
+    drain_timeout: float = field(default=30.0, metadata=_meta("seconds to finish jobs in flight on SIGTERM"))
+    metrics_port: int = field(default=0, metadata=_meta("port for /metrics, /healthz, /readyz (0: off)"))
+    metrics_host: str = field(default="0.0.0.0", metadata=_meta("address the metrics server listens on"))
+    s3_endpoint: str | None = field(default=None, metadata=_meta("S3-compatible endpoint URL (MinIO, Ceph...)"))
+    s3_region: str | None = field(default=None, metadata=_meta("S3 region"))
+    s3_buckets: list[str] = field(
+        default_factory=list, metadata=_meta("bucket (or bucket/prefix) s3:// may use; repeatable", "--s3-bucket")
+    )
+    client_id: str | None = field(default=None, metadata=_meta("Gearman client id (default: host-pid)"))
+    log_level: str = field(default="info", metadata=_meta("log level", choices=("debug", "info", "warning", "error")))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_source_pixels=self.max_source_pixels,
+            max_source_bytes=self.max_source_bytes,
+            max_output_pixels=self.max_output_pixels,
+            max_frames=self.max_frames,
+            job_timeout_s=self.job_timeout,
+        )
+
+    @property
+    def effective_processes(self) -> int:
+        return self.processes or os.cpu_count() or 1
+
+    def validate(self) -> WorkerConfig:
+        if not self.servers:
+            raise ConfigError("at least one job server is required: --server HOST:PORT or IMGWORKER_SERVERS")
+        for server in self.servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"job server {server!r} must be HOST:PORT, e.g. 127.0.0.1:4730")
+        for root in self.roots:
+            if not os.path.isdir(root):
+                raise ConfigError(f"--root {root!r} is not an existing directory")
+        if self.pipelines is not None and not os.path.isdir(self.pipelines):
+            raise ConfigError(f"--pipelines {self.pipelines!r} is not an existing directory")
+        for name in ("processes", "concurrency", "max_source_pixels", "max_source_bytes", "max_output_pixels"):
+            if getattr(self, name) < (0 if name == "processes" else 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+        if self.job_timeout <= 0 or self.drain_timeout < 0:
+            raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError("--metrics-port must be 0 (off) or a port number")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
+        return self
+
+
+def _is_list(f: dataclasses.Field[Any]) -> bool:
+    return str(f.type).startswith("list")
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(f.type)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{f.name.upper()} must be a number, got {raw!r}") from None
+    if _is_list(f):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+    fields = {f.name.upper(): f for f in dataclasses.fields(WorkerConfig)}
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _OTHER_ENV:
+            continue
+        name = key[len(ENV_PREFIX) :]
+        f = fields.get(name)
+        if f is None:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown environment variable {key}{hint}")
+        values[f.name] = _convert(f, raw)
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(WorkerConfig):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} [{env}]"}
+        if _is_list(f):
+            kwargs["action"] = "append"
+        elif str(f.type) in ("int", "float"):
+            kwargs["type"] = int if str(f.type) == "int" else float
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, **kwargs)
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    values = from_env(environ)
+    if args is not None:
+        for f in dataclasses.fields(WorkerConfig):
+            given = getattr(args, f.name, None)
+            if given is not None:
+                values[f.name] = given
+    return WorkerConfig(**values).validate()

@@ -1,0 +1,172 @@
+"""The job contract: parse and validate a job's JSON payload (docs/contract.md is its public description).
+
+Every rejection is a BadRequest whose message names the key, what was given and what is allowed, with a
+"did you mean" hint for misspelt keys, so a PHP or Perl developer can fix the call from the message alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadRequest
+from .limits import Limits
+
+CONTRACT_VERSION = 1
+
+FITS = ("inside", "cover", "contain", "fill", "outside")
+FORMATS = ("jpeg", "png", "webp", "avif")
+_EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".avif": "avif"}
+DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 50, "png": 100}
+
+RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
+COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id")
+KNOWN_KEYS = COMMON_KEYS + RESIZE_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class ResizeSpec:
+    """What a plain ``resize`` job asks for."""
+
+    width: int | None = None
+    height: int | None = None
+    fit: str = "inside"
+    format: str = "jpeg"
+    quality: int = 85
+    background: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    src: str
+    dst: str
+    resize: ResizeSpec | None
+    pipeline: str | None = None
+    # Keys given next to ``pipeline``: overrides the pipeline validates against its own parameters.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    notify: str | None = None
+    id: str | None = None
+
+
+def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def format_from_path(path: str) -> str | None:
+    return _EXTENSIONS.get(posixpath.splitext(path.lower())[1])
+
+
+def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
+    if len(data) > limits.max_payload_bytes:
+        raise BadRequest(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key!r} must be an integer from {lo} to {hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{key!r} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _choice(obj: dict[str, Any], key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    value = obj.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise BadRequest(f"{key!r} must be one of {', '.join(allowed)}; got {value!r}")
+    return value.lower()
+
+
+def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"{key!r} is required: an object-store URL such as file:///data/in/photo.jpg")
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_color(value: Any, key: str = "background") -> tuple[int, int, int]:
+    """``"#rrggbb"``, ``"#rgb"`` or ``[r, g, b]`` (0-255)."""
+    if isinstance(value, str) and value.startswith("#") and len(value) in (4, 7):
+        hexpart = value[1:]
+        if len(hexpart) == 3:
+            hexpart = "".join(c * 2 for c in hexpart)
+        try:
+            return (int(hexpart[0:2], 16), int(hexpart[2:4], 16), int(hexpart[4:6], 16))
+        except ValueError:
+            pass
+    elif (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    ):
+        return (value[0], value[1], value[2])
+    raise BadRequest(f"{key!r} must be a colour like \"#ffffff\" or [255, 255, 255], got {value!r}")
+
+
+def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
+    side = limits.max_output_side
+    width = _int(obj, "width", 1, side)
+    height = _int(obj, "height", 1, side)
+    if width is None and height is None:
+        raise BadRequest("give 'width', 'height' or both (pixels, 1 to %d)" % side)
+    fmt = _choice(obj, "format", FORMATS, None) or format_from_path(dst)
+    if fmt is None:
+        raise BadRequest(
+            f"cannot tell the output format from dst {dst!r}: give 'format' (one of {', '.join(FORMATS)}) "
+            "or end dst in .jpg, .png, .webp or .avif"
+        )
+    quality = _int(obj, "quality", 1, 100)
+    background = parse_color(obj["background"]) if "background" in obj else (255, 255, 255)
+    return ResizeSpec(
+        width=width,
+        height=height,
+        fit=_choice(obj, "fit", FITS, "inside") or "inside",
+        format=fmt,
+        quality=quality if quality is not None else DEFAULT_QUALITY[fmt],
+        background=background,
+    )
+
+
+def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
+    """Parse a job payload. ``pipeline`` is set when the job came in on a pipeline's own function name."""
+    obj = decode_payload(data, limits)
+    src = _str(obj, "src", required=True)
+    dst = _str(obj, "dst", required=True)
+    assert src is not None and dst is not None
+    name = pipeline or _str(obj, "pipeline", required=False)
+    notify = _str(obj, "notify", required=False)
+    job_id = obj.get("id")
+    if job_id is not None and not isinstance(job_id, str | int):
+        raise BadRequest(f"'id' must be a string or integer, got {job_id!r}")
+    if name is not None:
+        # The pipeline validates its own overrides (it knows which parameters it allows).
+        overrides = {k: v for k, v in obj.items() if k not in COMMON_KEYS}
+        return JobRequest(src, dst, None, name, overrides, notify, None if job_id is None else str(job_id))
+    for key in obj:
+        if key not in KNOWN_KEYS:
+            raise BadRequest(
+                f"unknown key {key!r}{suggest(key, KNOWN_KEYS)}; a resize job takes: {', '.join(KNOWN_KEYS)}"
+            )
+    spec = parse_resize(obj, dst, limits)
+    return JobRequest(src, dst, spec, None, {}, notify, None if job_id is None else str(job_id))

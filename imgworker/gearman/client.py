@@ -1,0 +1,282 @@
+"""Asyncio Gearman client: foreground/background submits routed by job handle, round robin + failover."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .connection import Connection
+from .errors import ConnectionLost, GearmanError, GearmanTimeout, JobError, JobFailed, NoServerAvailable
+from .protocol import DEFAULT_MAX_PACKET, P, Packet
+
+log = logging.getLogger(__name__)
+
+Priority = Literal["normal", "high", "low"]
+_FG = {"normal": P.SUBMIT_JOB, "high": P.SUBMIT_JOB_HIGH, "low": P.SUBMIT_JOB_LOW}
+_BG = {"normal": P.SUBMIT_JOB_BG, "high": P.SUBMIT_JOB_HIGH_BG, "low": P.SUBMIT_JOB_LOW_BG}
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A foreground job waiting for its result."""
+
+    future: asyncio.Future[bytes]
+    on_status: Callable[[int, int], object] | None = None
+    on_data: Callable[[bytes], object] | None = None
+    on_warning: Callable[[bytes], object] | None = None
+    chunks: list[bytes] = field(default_factory=list)
+
+
+class _ClientConn:
+    """A connection plus the routing tables for what is outstanding on it."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.conn: Connection | None = None
+        # Responses answered in request order (JOB_CREATED, OPTION_RES, ERROR): FIFO of
+        # (future, waiter-or-None). The waiter is registered under its handle the moment JOB_CREATED is read,
+        # before any WORK_* for that handle can be processed.
+        self.pending: deque[tuple[asyncio.Future[object], _Waiter | None]] = deque()
+        self.jobs: dict[str, list[_Waiter]] = {}
+        self.status: dict[str, list[asyncio.Future[JobStatus]]] = {}
+
+    def on_packet(self, p: Packet) -> None:
+        t = p.type
+        if t == P.JOB_CREATED:
+            fut, waiter = self.pending.popleft()
+            handle = p.args[0].decode()
+            if waiter is not None and not waiter.future.done():
+                self.jobs.setdefault(handle, []).append(waiter)
+            if not fut.done():
+                fut.set_result(handle)
+        elif t == P.WORK_COMPLETE or t == P.WORK_FAIL or t == P.WORK_EXCEPTION:
+            h = p.args[0].decode()
+            for w in self.jobs.pop(h, ()):
+                if w.future.done():
+                    continue
+                if t == P.WORK_COMPLETE:
+                    w.future.set_result(p.args[1])
+                elif t == P.WORK_FAIL:
+                    w.future.set_exception(JobFailed(h))
+                else:
+                    w.future.set_exception(JobError(h, p.args[1].decode(errors="replace")))
+        elif t == P.WORK_STATUS or t == P.WORK_DATA or t == P.WORK_WARNING:
+            for w in self.jobs.get(p.args[0].decode(), ()):
+                self._callback(w, t, p.args)
+        elif t == P.STATUS_RES:
+            hb, known, running, num, den = p.args
+            st = JobStatus(known == b"1", running == b"1", _int(num), _int(den))
+            for f in self.status.pop(hb.decode(), ()):
+                if not f.done():
+                    f.set_result(st)
+        elif t == P.OPTION_RES:
+            fut, _ = self.pending.popleft()
+            if not fut.done():
+                fut.set_result(p.args[0].decode())
+        elif t == P.ERROR:
+            err = GearmanError(f"{self.server}: server error {p.args[0].decode()}: {p.args[1].decode()}")
+            if self.pending:
+                fut, _ = self.pending.popleft()
+                if not fut.done():
+                    fut.set_exception(err)
+            else:
+                log.error("%s", err)
+        else:
+            log.debug("%s: ignoring packet type %d", self.server, t)
+
+    @staticmethod
+    def _callback(w: _Waiter, t: int, args: tuple[bytes, ...]) -> None:
+        try:
+            if t == P.WORK_STATUS:
+                if w.on_status:
+                    w.on_status(_int(args[1]), _int(args[2]))
+            elif t == P.WORK_DATA:
+                if w.on_data:
+                    w.on_data(args[1])
+            elif w.on_warning:
+                w.on_warning(args[1])
+        except Exception:
+            log.exception("job callback failed")
+
+    def on_close(self, exc: BaseException | None) -> None:
+        err = ConnectionLost(f"{self.server}: connection lost while waiting ({exc})")
+        for fut, w in self.pending:
+            if w is not None and not w.future.done():
+                w.future.set_exception(err)
+            if not fut.done():
+                fut.set_exception(err)
+        self.pending.clear()
+        for ws in self.jobs.values():
+            for w in ws:
+                if not w.future.done():
+                    w.future.set_exception(err)
+        self.jobs.clear()
+        for fs in self.status.values():
+            for f in fs:
+                if not f.done():
+                    f.set_exception(err)
+        self.status.clear()
+
+
+def _int(b: bytes) -> int:
+    try:
+        return int(b)
+    except ValueError:
+        return 0
+
+
+class Client:
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        client_id: str | None = None,
+        connect_timeout: float = 5.0,
+        max_packet: int = DEFAULT_MAX_PACKET,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one server is required")
+        self.servers = list(servers)
+        self.client_id = client_id
+        self.connect_timeout = connect_timeout
+        self.max_packet = max_packet
+        self._conns: dict[str, _ClientConn] = {}
+        self._connecting: dict[str, asyncio.Task[_ClientConn]] = {}
+        self._rr = 0
+        self._closed = False
+
+    async def submit(
+        self,
+        function: str,
+        data: bytes,
+        *,
+        unique: str | None = None,
+        priority: Priority = "normal",
+        timeout: float | None = None,
+        on_status: Callable[[int, int], object] | None = None,
+        on_data: Callable[[bytes], object] | None = None,
+        on_warning: Callable[[bytes], object] | None = None,
+    ) -> bytes:
+        """Run a foreground job and return its result."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), on_status, on_data, on_warning)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._submit(_FG[priority], function, data, unique, waiter)
+                return await waiter.future
+        except TimeoutError as e:
+            raise GearmanTimeout(f"job {function!r} did not finish within {timeout}s") from e
+        finally:
+            if not waiter.future.done():
+                waiter.future.cancel()  # routing tables skip finished waiters
+            elif not waiter.future.cancelled():
+                waiter.future.exception()  # mark retrieved: no "never retrieved" noise
+
+    async def submit_background(
+        self, function: str, data: bytes, *, unique: str | None = None, priority: Priority = "normal"
+    ) -> str:
+        """Queue a background job; returns 'host:port/handle' (the server part routes get_status)."""
+        cc, handle = await self._submit(_BG[priority], function, data, unique, None)
+        return f"{cc.server}/{handle}"
+
+    async def get_status(self, handle: str, *, timeout: float | None = None) -> JobStatus:
+        server, sep, h = handle.partition("/")
+        if not sep:
+            server, h = self.servers[0], handle
+        cc = await self._get_conn(server)
+        assert cc.conn is not None
+        fut: asyncio.Future[JobStatus] = asyncio.get_running_loop().create_future()
+        cc.status.setdefault(h, []).append(fut)
+        cc.conn.send(P.GET_STATUS, h.encode())
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError as e:
+            raise GearmanTimeout(f"no status for {handle} within {timeout}s") from e
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in self._connecting.values():
+            t.cancel()
+        for cc in list(self._conns.values()):
+            if cc.conn is not None:
+                await cc.conn.close()
+        self._conns.clear()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    async def _submit(
+        self, ptype: int, function: str, data: bytes, unique: str | None, waiter: _Waiter | None
+    ) -> tuple[_ClientConn, str]:
+        cc = await self._pick()
+        assert cc.conn is not None
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
+        cc.pending.append((fut, waiter))
+        await cc.conn.send_and_drain(ptype, function.encode(), (unique or "").encode(), data)
+        handle = await fut
+        assert isinstance(handle, str)
+        return cc, handle
+
+    async def _pick(self) -> _ClientConn:
+        """Round robin over servers, skipping ones that refuse connections."""
+        n = len(self.servers)
+        start = self._rr
+        self._rr = (self._rr + 1) % n
+        errors = []
+        for i in range(n):
+            server = self.servers[(start + i) % n]
+            try:
+                return await self._get_conn(server)
+            except (TimeoutError, OSError, ConnectionLost) as e:
+                errors.append(f"{server}: {e or type(e).__name__}")
+        raise NoServerAvailable("no gearman server available: " + "; ".join(errors))
+
+    async def _get_conn(self, server: str) -> _ClientConn:
+        if self._closed:
+            raise GearmanError("client is closed")
+        cc = self._conns.get(server)
+        if cc is not None and cc.conn is not None and not cc.conn.closed:
+            return cc
+        task = self._connecting.get(server)
+        if task is None:
+            # One connect per server even when 1,000 submits arrive together.
+            task = asyncio.get_running_loop().create_task(self._connect(server))
+            self._connecting[server] = task
+            task.add_done_callback(lambda _t: self._connecting.pop(server, None))
+        return await asyncio.shield(task)
+
+    async def _connect(self, server: str) -> _ClientConn:
+        cc = _ClientConn(server)
+        cc.conn = await Connection.open(
+            server, cc.on_packet, cc.on_close, timeout=self.connect_timeout, max_packet=self.max_packet
+        )
+        if self.client_id:
+            cc.conn.send(P.SET_CLIENT_ID, self.client_id.encode())
+        opt: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        cc.pending.append((opt, None))
+        cc.conn.send(P.OPTION_REQ, b"exceptions")
+        try:
+            await asyncio.wait_for(opt, self.connect_timeout)
+        except BaseException:
+            await cc.conn.close()
+            raise
+        self._conns[server] = cc
+        return cc

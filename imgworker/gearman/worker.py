@@ -1,0 +1,332 @@
+"""Asyncio Gearman worker: registers with every server, runs up to ``max_jobs`` handlers at once."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from .connection import Connection
+from .errors import ConnectionLost
+from .protocol import P, Packet
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Job"], Awaitable[bytes]]
+
+
+class Job:
+    """A job assigned to this worker. Results are sent by the worker from the handler's return value."""
+
+    __slots__ = ("_conn", "data", "function", "handle", "server", "unique")
+
+    def __init__(self, conn: Connection, handle: str, function: str, unique: str, data: bytes) -> None:
+        self._conn = conn
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.server = conn.server
+
+    def _send(self, ptype: int, *args: bytes) -> None:
+        # The connection may have died; gearmand has then re-queued the job and nobody wants our updates.
+        if not self._conn.closed:
+            self._conn.send(ptype, self.handle.encode(), *args)
+
+    async def send_status(self, numerator: int, denominator: int) -> None:
+        self._send(P.WORK_STATUS, str(numerator).encode(), str(denominator).encode())
+
+    async def send_data(self, data: bytes) -> None:
+        self._send(P.WORK_DATA, data)
+
+    async def send_warning(self, data: bytes) -> None:
+        self._send(P.WORK_WARNING, data)
+
+    def __repr__(self) -> str:
+        return f"Job({self.server}/{self.handle} {self.function} {len(self.data)}B)"
+
+
+@dataclass(slots=True)
+class _Ability:
+    handler: Handler
+    timeout: int | None
+
+
+class _Session:
+    """Per-server state: the live connection and its grab/sleep state."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.conn: Connection | None = None
+        self.registered = False
+        self.asleep = False
+        self.grabs = 0  # GRAB_JOB_UNIQ sent, answer not yet received
+        self.lost = asyncio.Event()
+
+
+class Worker:
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        client_id: str | None = None,
+        max_jobs: int = 1,
+        reconnect_max_delay: float = 30.0,
+        on_connection_change: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one server is required")
+        if max_jobs < 1:
+            raise ValueError("max_jobs must be >= 1")
+        self.servers = list(servers)
+        self.client_id = client_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.max_jobs = max_jobs
+        self.reconnect_max_delay = reconnect_max_delay
+        self.on_connection_change = on_connection_change
+        self._abilities: dict[str, _Ability] = {}
+        self._sessions = [_Session(s) for s in self.servers]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._draining = False
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self.jobs_done = 0
+        self.jobs_failed = 0
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def connected(self) -> list[str]:
+        return [s.server for s in self._sessions if s.registered and s.conn and not s.conn.closed]
+
+    def register(self, name: str, handler: Handler, timeout: int | None = None) -> None:
+        self._abilities[name] = _Ability(handler, timeout)
+        for s in self._sessions:
+            if s.registered and s.conn and not self._draining:
+                self._send_can_do(s.conn, name)
+                self._fill()
+
+    def unregister(self, name: str) -> None:
+        self._abilities.pop(name, None)
+        for s in self._sessions:
+            if s.registered and s.conn and not s.conn.closed:
+                s.conn.send(P.CANT_DO, name.encode())
+
+    async def run(self) -> None:
+        """Serve until close() is called."""
+        self._stopped = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        for s in self._sessions:
+            name = f"gearman-worker-{s.server}"
+            t = asyncio.get_running_loop().create_task(self._session_loop(s), name=name)
+            self._tasks.add(t)
+        try:
+            await self._stopped.wait()
+        finally:
+            await self._shutdown()
+
+    async def wait_connected(self, n: int | None = None, timeout: float = 10.0) -> None:
+        """Wait until ``n`` (default: all) servers are connected and registered (for tests, startup)."""
+        want = len(self.servers) if n is None else n
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.connected) < want:
+            if loop.time() > deadline:
+                raise TimeoutError(f"only {self.connected} connected after {timeout}s")
+            await asyncio.sleep(0.01)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop taking jobs (RESET_ABILITIES everywhere), wait for jobs in flight; True if all finished."""
+        self._draining = True
+        for s in self._sessions:
+            if s.conn and not s.conn.closed:
+                s.conn.send(P.RESET_ABILITIES)
+        if self._in_flight == 0:
+            return True
+        idle = self._idle
+        assert idle is not None
+        try:
+            await asyncio.wait_for(idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close connections; gearmand hands jobs still in flight to other workers."""
+        self._closed = True
+        if self._stopped is not None:
+            self._stopped.set()
+        await self._shutdown()
+
+    # --- connection management ----------------------------------------------------------------
+
+    async def _session_loop(self, s: _Session) -> None:
+        attempt = 0
+        while not self._closed:
+            s.lost.clear()
+            try:
+                conn = await Connection.open(
+                    s.server, functools.partial(self._on_packet, s), functools.partial(self._on_lost, s)
+                )
+            except (TimeoutError, OSError) as e:
+                attempt += 1
+                delay = min(self.reconnect_max_delay, 0.1 * 2 ** min(attempt, 20))
+                delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect in lockstep
+                log.warning("%s: connect failed (%s); retry in %.2fs", s.server, e, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            s.conn, s.grabs, s.asleep = conn, 0, False
+            conn.send(P.SET_CLIENT_ID, self.client_id.encode())
+            if not self._draining:
+                for name in self._abilities:
+                    self._send_can_do(conn, name)
+            s.registered = True
+            log.info("%s: connected and registered", s.server)
+            self._notify(s.server, True)
+            self._fill()
+            await s.lost.wait()
+
+    def _send_can_do(self, conn: Connection, name: str) -> None:
+        ab = self._abilities[name]
+        if ab.timeout is None:
+            conn.send(P.CAN_DO, name.encode())
+        else:
+            conn.send(P.CAN_DO_TIMEOUT, name.encode(), str(ab.timeout).encode())
+
+    def _on_lost(self, s: _Session, exc: BaseException | None) -> None:
+        was = s.registered
+        s.registered = False
+        s.grabs = 0
+        s.lost.set()
+        if was:
+            if not self._closed:
+                log.warning("%s: connection lost (%s)", s.server, exc)
+            self._notify(s.server, False)
+
+    def _notify(self, server: str, up: bool) -> None:
+        if self.on_connection_change is not None:
+            try:
+                self.on_connection_change(server, up)
+            except Exception:
+                log.exception("on_connection_change callback failed")
+
+    async def _shutdown(self) -> None:
+        self._closed = True
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._jobs):
+            t.cancel()
+        for s in self._sessions:
+            if s.conn is not None:
+                await s.conn.close()
+        await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
+        self._tasks.clear()
+
+    # --- job flow -----------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Send grabs on awake connections while jobs in flight + grabs outstanding < max_jobs."""
+        if self._draining or self._closed or not self._abilities:
+            return
+        budget = self.max_jobs - self._in_flight - sum(s.grabs for s in self._sessions)
+        if budget <= 0:
+            return
+        # Rotate the start so one busy server does not starve the others.
+        sessions = self._sessions
+        if len(sessions) > 1:
+            k = random.randrange(len(sessions))
+            sessions = sessions[k:] + sessions[:k]
+        progress = True
+        while budget > 0 and progress:
+            progress = False
+            for s in sessions:
+                if budget > 0 and s.registered and not s.asleep and s.conn and not s.conn.closed:
+                    s.conn.send(P.GRAB_JOB_UNIQ)
+                    s.grabs += 1
+                    budget -= 1
+                    progress = True
+
+    def _on_packet(self, s: _Session, p: Packet) -> None:
+        t = p.type
+        if t == P.JOB_ASSIGN_UNIQ:
+            s.grabs -= 1
+            handle, fn, unique, data = p.args
+            assert s.conn is not None
+            self._start_job(Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"), data))
+        elif t == P.NO_JOB:
+            s.grabs -= 1
+            if s.grabs <= 0 and not s.asleep:
+                s.grabs = 0
+                s.asleep = True
+                assert s.conn is not None
+                s.conn.send(P.PRE_SLEEP)  # gearmand answers NOOP at once if work is already queued
+        elif t == P.NOOP:
+            s.asleep = False
+            self._fill()
+        elif t == P.JOB_ASSIGN:  # only if a server ignores GRAB_JOB_UNIQ; keep working anyway
+            s.grabs -= 1
+            handle, fn, data = p.args
+            assert s.conn is not None
+            self._start_job(Job(s.conn, handle.decode(), fn.decode(), "", data))
+        elif t == P.ERROR:
+            log.error("%s: server error %s: %s", s.server, p.args[0], p.args[1])
+        else:
+            log.debug("%s: ignoring packet type %d", s.server, t)
+
+    def _start_job(self, job: Job) -> None:
+        self._in_flight += 1
+        assert self._idle is not None
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(self._run_job(job))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, job: Job) -> None:
+        conn = job._conn
+        try:
+            ab = self._abilities.get(job.function)
+            if ab is None:
+                raise LookupError(f"no handler registered for {job.function!r}")
+            result = await ab.handler(job)
+            if not isinstance(result, bytes | bytearray | memoryview):
+                raise TypeError(f"handler returned {type(result).__name__}, expected bytes")
+            ok = True
+        except asyncio.CancelledError:
+            # Worker closing: leave the job unanswered; gearmand re-queues it when the connection drops.
+            self._job_done()
+            raise
+        except Exception:
+            log.exception("job %s (%s) failed", job.handle, job.function)
+            ok = False
+        try:
+            if conn.closed:
+                log.warning("%s: connection lost before %s finished; result dropped", job.server, job.handle)
+            elif ok:
+                conn.send(P.WORK_COMPLETE, job.handle.encode(), bytes(result))
+                self.jobs_done += 1
+            else:
+                # Never WORK_EXCEPTION: gearmand 1.1.20 mangles it for clients without the exceptions option.
+                conn.send(P.WORK_FAIL, job.handle.encode())
+                self.jobs_failed += 1
+        except ConnectionLost:
+            pass
+        self._job_done()
+        self._fill()  # same loop iteration: the next GRAB goes out in the same write as WORK_COMPLETE
+
+    def _job_done(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._idle is not None:
+            self._idle.set()

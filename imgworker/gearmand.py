@@ -1,0 +1,164 @@
+"""Run a real gearmand on a free loopback port (tests, benchmarks, local development)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+GEARMAND = "/usr/sbin/gearmand"
+_START_WAIT = 3.0  # gearmand retries a busy port for 20-30 s; we give up sooner and pick another
+
+
+class GearmandError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Gearmand:
+    def __init__(self, *, port: int | None = None, threads: int = 2, binary: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.binary = binary or shutil.which("gearmand") or GEARMAND
+        if not os.path.exists(self.binary):
+            raise GearmandError("gearmand is not installed: apt-get install gearman-job-server")
+        self.port = port or 0
+        self._fixed_port = port is not None
+        self.threads = threads
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="gearmand-"))
+        self._user: str | None = None
+        if os.geteuid() == 0:
+            # gearmand refuses to run as root without -u; the package creates a `gearman` user.
+            self._user = next((u for u in ("gearman", "nobody") if _has_user(u)), None)
+            if self._user:
+                pw = pwd.getpwnam(self._user)
+                os.chown(self._dir, pw.pw_uid, pw.pw_gid)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self._dir / "gearmand.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> Gearmand:
+        if self.running:
+            return self
+        tries = 1 if self._fixed_port else 5
+        last = ""
+        for _ in range(tries):
+            if not self._fixed_port:
+                self.port = _free_port()
+            # A fixed port (restart) may still be held briefly by the old process: wait longer for it.
+            if self._launch(_START_WAIT if not self._fixed_port else 30.0):
+                return self
+            last = self._tail_log()
+            self._kill()
+        raise GearmandError(f"gearmand did not start on 127.0.0.1:{self.port}: {last}")
+
+    def _launch(self, wait: float) -> bool:
+        cmd = [self.binary, "--listen", "127.0.0.1", "--port", str(self.port), "--threads", str(self.threads),
+               "--pid-file", str(self._dir / "gearmand.pid"), "--log-file", str(self.log_file),
+               "--verbose", "WARNING", *self.extra_args]
+        if self._user:
+            cmd += ["-u", self._user]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if _port_open(self.port):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _tail_log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: simulates a crash (clients see the connection drop, queued jobs are lost)."""
+        self._kill()
+        self.proc = None
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self, *, kill: bool = False) -> Gearmand:
+        """Stop (or kill) and start again on the same port."""
+        self.kill() if kill else self.stop()
+        self._fixed_port = True
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Gearmand:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+if __name__ == "__main__":
+    with Gearmand() as g:
+        print(g.address, flush=True)
+        try:
+            while g.running:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,122 @@
+"""One job, start to finish: parse the payload, read the source, process, write the destination, report.
+
+This is synchronous on purpose: the worker runs it in a thread so the Gearman I/O loop is never blocked by
+image work (libvips releases the GIL). It raises only ImgworkerError; the worker loop turns that into the
+job's JSON result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .backends.base import Backend
+from .contract import CONTRACT_VERSION, JobRequest, parse_request
+from .errors import BadRequest, ImgworkerError, InternalError, JobTimeout
+from .limits import Limits
+from .stores import CONTENT_TYPES, Stores, WriteOptions
+
+
+class PipelineRunner(Protocol):
+    """A named pipeline (imgworker.pipeline) as the service sees it."""
+
+    name: str
+
+    def run(self, ctx: JobContext) -> dict[str, Any]: ...
+
+
+@dataclass
+class JobContext:
+    request: JobRequest
+    stores: Stores
+    backend: Backend
+    limits: Limits
+    deadline: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def check_deadline(self, stage: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise JobTimeout(f"job passed its time limit of {self.limits.job_timeout_s:g} s before {stage}")
+
+    def read_source(self) -> bytes:
+        t0 = time.perf_counter()
+        store = self.stores.for_url(self.request.src)
+        data = store.read(self.request.src, max_bytes=self.limits.max_source_bytes)
+        self.timings["read"] = self.timings.get("read", 0.0) + (time.perf_counter() - t0) * 1000
+        return data
+
+    def write(self, url: str, data: bytes, fmt: str, **options: Any) -> None:
+        self.check_deadline("write")
+        t0 = time.perf_counter()
+        store = self.stores.for_url(url)
+        store.write(url, data, WriteOptions(content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"), **options))
+        self.timings["write"] = self.timings.get("write", 0.0) + (time.perf_counter() - t0) * 1000
+
+
+class Service:
+    def __init__(
+        self,
+        stores: Stores,
+        backend: Backend,
+        limits: Limits,
+        pipelines: Mapping[str, PipelineRunner] | Callable[[], Mapping[str, PipelineRunner]] | None = None,
+    ) -> None:
+        self.stores = stores
+        self.backend = backend
+        self.limits = limits
+        self._pipelines = pipelines or {}
+
+    @property
+    def pipelines(self) -> Mapping[str, PipelineRunner]:
+        # A callable lets the worker swap the whole set on SIGHUP without touching jobs in flight.
+        return self._pipelines() if callable(self._pipelines) else self._pipelines
+
+    def handle(self, payload: bytes, *, pipeline: str | None = None) -> dict[str, Any]:
+        """Run one job; returns the result object or raises ImgworkerError."""
+        started = time.monotonic()
+        request = parse_request(payload, self.limits, pipeline=pipeline)
+        # Check access to both ends before any work, so a forbidden dst costs nothing.
+        self.stores.for_url(request.src).check(request.src)
+        ctx = JobContext(request, self.stores, self.backend, self.limits, started + self.limits.job_timeout_s)
+        if request.pipeline is not None:
+            runner = self.pipelines.get(request.pipeline)
+            if runner is None:
+                known = ", ".join(sorted(self.pipelines)) or "none loaded"
+                raise BadRequest(f"unknown pipeline {request.pipeline!r}; this worker has: {known}")
+            result = runner.run(ctx)
+        else:
+            result = self._resize(ctx)
+        result.setdefault("ok", True)
+        result["backend"] = self.backend.name
+        result["ms"] = {k: round(v, 2) for k, v in ctx.timings.items()}
+        result["ms"]["total"] = round((time.monotonic() - started) * 1000, 2)
+        result["contract"] = CONTRACT_VERSION
+        if request.id is not None:
+            result["id"] = request.id
+        return result
+
+    def _resize(self, ctx: JobContext) -> dict[str, Any]:
+        request = ctx.request
+        assert request.resize is not None
+        self.stores.for_url(request.dst).check(request.dst, write=True)
+        source = ctx.read_source()
+        ctx.check_deadline("decode")
+        rendered = self.backend.resize(source, request.resize, self.limits)
+        ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
+        ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
+        ctx.write(request.dst, rendered.data, rendered.format)
+        return {
+            "dst": request.dst,
+            "width": rendered.width,
+            "height": rendered.height,
+            "format": rendered.format,
+            "bytes": len(rendered.data),
+        }
+
+
+def error_result(exc: BaseException) -> dict[str, Any]:
+    """The JSON object of a failed job. Anything not an ImgworkerError is a bug: INTERNAL, no internals."""
+    err = exc if isinstance(exc, ImgworkerError) else InternalError(f"internal error ({type(exc).__name__})")
+    return {"ok": False, "error": err.to_dict(), "contract": CONTRACT_VERSION}

@@ -1,0 +1,35 @@
+"""Object stores by URL scheme: ``file://`` always, ``s3://`` with the ``[s3]`` extra."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import BadRequest, ForbiddenPath
+from .base import CONTENT_TYPES, Store, WriteOptions
+from .file import FileStore
+
+__all__ = ["CONTENT_TYPES", "FileStore", "Store", "Stores", "WriteOptions"]
+
+KNOWN_SCHEMES = ("file", "s3")
+
+
+class Stores:
+    """The stores one worker may use, chosen by each URL's scheme."""
+
+    def __init__(self, stores: dict[str, Store]) -> None:
+        self._stores = stores
+
+    @property
+    def schemes(self) -> list[str]:
+        return sorted(self._stores)
+
+    def for_url(self, url: str) -> Store:
+        scheme = urlsplit(url).scheme.lower()
+        store = self._stores.get(scheme)
+        if store is not None:
+            return store
+        if scheme in ("http", "https", "ftp"):
+            raise ForbiddenPath(f"{scheme}:// sources are not allowed: jobs carry object-store paths (file://, s3://)")
+        if scheme in KNOWN_SCHEMES:
+            raise ForbiddenPath(f"{scheme}:// is not enabled on this worker")
+        raise BadRequest(f"unsupported URL scheme in {url[:200]!r}; use one of {', '.join(self.schemes)}")

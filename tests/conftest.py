@@ -1,0 +1,4 @@
+"""Shared fixtures. Each area keeps its fixtures in its own module, imported here so every test sees them."""
+
+from fixtures_gearman import *  # noqa: F403
+from fixtures_core import *  # noqa: F403

@@ -1,0 +1,1 @@
+"""Fixtures for the service tests: worker processes, a file-store root, corpus paths."""
