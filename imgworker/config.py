@@ -62,6 +62,16 @@ class WorkerConfig:
     s3_buckets: list[str] = field(
         default_factory=list, metadata=_meta("bucket (or bucket/prefix) s3:// may use; repeatable", "--s3-bucket")
     )
+    s3_addressing: str = field(
+        default="auto",
+        metadata=_meta("S3 addressing (auto: path-style with --s3-endpoint)", choices=("auto", "path", "virtual")),
+    )
+    s3_max_attempts: int = field(default=5, metadata=_meta("S3 attempts per request (botocore retries)"))
+    s3_retry_mode: str = field(
+        default="standard", metadata=_meta("botocore retry mode", choices=("standard", "adaptive"))
+    )
+    s3_timeout: float = field(default=20.0, metadata=_meta("S3 connect and read timeout, seconds"))
+    batch_slots: int = field(default=1, metadata=_meta("batch jobs this process coordinates at once (0: none)"))
     client_id: str | None = field(default=None, metadata=_meta("Gearman client id (default: host-pid)"))
     log_level: str = field(default="info", metadata=_meta("log level", choices=("debug", "info", "warning", "error")))
 
@@ -91,11 +101,14 @@ class WorkerConfig:
                 raise ConfigError(f"--root {root!r} is not an existing directory")
         if self.pipelines is not None and not os.path.isdir(self.pipelines):
             raise ConfigError(f"--pipelines {self.pipelines!r} is not an existing directory")
-        for name in ("processes", "concurrency", "max_source_pixels", "max_source_bytes", "max_output_pixels"):
+        for name in ("processes", "concurrency", "max_source_pixels", "max_source_bytes", "max_output_pixels",
+                     "s3_max_attempts"):
             if getattr(self, name) < (0 if name == "processes" else 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
         if self.job_timeout <= 0 or self.drain_timeout < 0:
             raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
+        if self.s3_timeout <= 0 or self.batch_slots < 0:
+            raise ConfigError("--s3-timeout must be > 0 and --batch-slots >= 0")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError("--metrics-port must be 0 (off) or a port number")
         for f in dataclasses.fields(self):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import __version__, health, metrics
 from .backends.base import Backend
 from .config import WorkerConfig
 from .errors import ImgworkerError, JobTimeout
@@ -94,14 +95,28 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: byte
 class WorkerProcess:
     """One worker process: a Gearman worker registered on every job server."""
 
-    def __init__(self, config: WorkerConfig, backend: Backend, stores: Stores, pipelines: Any = None) -> None:
+    def __init__(
+        self, config: WorkerConfig, backend: Backend, stores: Stores, pipelines: Any = None, *,
+        serve_http: bool = True, parent_pid: int | None = None,
+    ) -> None:
         self.config = config
         self.backend = backend
         self.pipelines = pipelines
+        stores = metrics.meter_stores(stores)
         service = Service(stores, backend, config.limits, pipelines.current if pipelines is not None else None)
         self.runner = JobRunner(service, config.concurrency, config.job_timeout)
+        self.runner.observers.append(metrics.observe_job(backend.name))
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
-        self.gearman = Worker(config.servers, client_id=client_id, max_jobs=config.concurrency)
+        self.gearman = Worker(
+            config.servers, client_id=client_id, max_jobs=config.concurrency,
+            on_connection_change=metrics.set_server_up,
+        )
+        # Prefork children leave HTTP to the supervisor (metrics.py: multiprocess mode).
+        self.serve_http = serve_http and config.metrics_port > 0
+        self.parent_pid = parent_pid
+        self.health_max_age = health.HEARTBEAT_MAX_AGE_S
+        self.health_server: health.HealthServer | None = None
+        self.abandoned = 0  # jobs handed back to gearmand when the drain deadline passed
         self._stopping = 0
         self._stopped = asyncio.Event()
 
@@ -115,7 +130,11 @@ class WorkerProcess:
     def _handler(self, function: str, pipeline: str | None) -> Callable[[Job], Any]:
         async def handle(job: Job) -> bytes:
             started = time.perf_counter()
-            result = await self.runner.run(function, pipeline, job.data)
+            metrics.IN_FLIGHT.inc()
+            try:
+                result = await self.runner.run(function, pipeline, job.data)
+            finally:
+                metrics.IN_FLIGHT.dec()
             log_job(function, result, time.perf_counter() - started, job.data)
             return json.dumps(result, separators=(",", ":")).encode()
 
@@ -125,10 +144,31 @@ class WorkerProcess:
         self._stopping += 1
         self._stopped.set()
 
+    async def _heartbeat(self) -> None:
+        """Stamp the heartbeat /healthz reads; a prefork child whose supervisor died drains and exits."""
+        while True:
+            metrics.tick()
+            if self.parent_pid is not None and os.getppid() != self.parent_pid and not self._stopping:
+                log.warning("supervisor %d is gone: draining", self.parent_pid)
+                self.request_stop()
+            await asyncio.sleep(1.0)
+
+    def _start_http(self) -> None:
+        checks = health.WorkerChecks(max_age=self.health_max_age)
+        self.health_server = health.HealthServer(
+            self.config.metrics_host, self.config.metrics_port, healthz=checks.healthz, readyz=checks.readyz
+        ).start()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        metrics.CONCURRENCY.set(self.config.concurrency)
+        metrics.INFO.labels(__version__, self.backend.name).set(1)
+        metrics.DRAINING.set(0)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        if self.serve_http:
+            self._start_http()
         self.register_all()
         serving = asyncio.create_task(self.gearman.run())
         log.info(
@@ -139,6 +179,7 @@ class WorkerProcess:
             len(function_names(self.backend.name, self.pipeline_names())),
         )
         await self._stopped.wait()
+        metrics.DRAINING.set(1)
         log.info("draining: no new jobs; %d in flight, deadline %.0f s", self.gearman.in_flight, self.config.drain_timeout)
         # A second signal while draining ends the drain at once.
         loop.add_signal_handler(signal.SIGTERM, lambda: drain.cancel())
@@ -149,9 +190,19 @@ class WorkerProcess:
         except asyncio.CancelledError:
             finished = False
         if not finished:
-            log.warning("drain ended with %d jobs in flight: handing them back to the job server", self.gearman.in_flight)
+            self.abandoned = self.gearman.in_flight
+            log.warning("drain ended with %d jobs in flight: handing them back to the job server", self.abandoned)
         await self.gearman.close()
         serving.cancel()
+        heartbeat.cancel()
+        for server in self.config.servers:
+            metrics.set_server_up(server, False)
+        if self.health_server is not None:
+            self.health_server.stop()
+        # Threads still running abandoned jobs cannot be cancelled: app.run_one exits without joining them.
         self.runner.executor.shutdown(wait=False, cancel_futures=True)
+        if self.abandoned:
+            log.warning("worker stopped; %d jobs handed back to the job server", self.abandoned)
+            return 1
         log.info("worker stopped cleanly")
         return 0

@@ -66,6 +66,11 @@ class _Session:
         self.registered = False
         self.asleep = False
         self.grabs = 0  # GRAB_JOB_UNIQ sent, answer not yet received
+        self.active = 0  # jobs from this connection still running
+        # gearmand re-queues a worker's running jobs when it drops their function (CANT_DO,
+        # RESET_ABILITIES), so those are deferred until the connection has no job running.
+        self.cant_do: set[str] = set()
+        self.reset_pending = False
         self.lost = asyncio.Event()
 
 
@@ -89,6 +94,7 @@ class Worker:
         self.reconnect_max_delay = reconnect_max_delay
         self.on_connection_change = on_connection_change
         self._abilities: dict[str, _Ability] = {}
+        self._retiring: dict[str, _Ability] = {}
         self._sessions = [_Session(s) for s in self.servers]
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: set[asyncio.Task[None]] = set()
@@ -118,10 +124,14 @@ class Worker:
                 self._fill()
 
     def unregister(self, name: str) -> None:
-        self._abilities.pop(name, None)
+        """Stop announcing ``name``; jobs of it already assigned still run with the old handler."""
+        ab = self._abilities.pop(name, None)
+        if ab is not None:
+            self._retiring[name] = ab
         for s in self._sessions:
             if s.registered and s.conn and not s.conn.closed:
-                s.conn.send(P.CANT_DO, name.encode())
+                s.cant_do.add(name)
+                self._flush_deferred(s)
 
     async def run(self) -> None:
         """Serve until close() is called."""
@@ -149,10 +159,11 @@ class Worker:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop taking jobs (RESET_ABILITIES everywhere), wait for jobs in flight; True if all finished."""
-        self._draining = True
+        self._draining = True  # no GRAB is sent from now on, so gearmand assigns nothing new
         for s in self._sessions:
             if s.conn and not s.conn.closed:
-                s.conn.send(P.RESET_ABILITIES)
+                s.reset_pending = True
+                self._flush_deferred(s)
         if self._in_flight == 0:
             return True
         idle = self._idle
@@ -188,7 +199,9 @@ class Worker:
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
-            s.conn, s.grabs, s.asleep = conn, 0, False
+            s.conn, s.grabs, s.asleep, s.active = conn, 0, False, 0
+            s.cant_do.clear()
+            s.reset_pending = False
             conn.send(P.SET_CLIENT_ID, self.client_id.encode())
             if not self._draining:
                 for name in self._abilities:
@@ -205,6 +218,17 @@ class Worker:
             conn.send(P.CAN_DO, name.encode())
         else:
             conn.send(P.CAN_DO_TIMEOUT, name.encode(), str(ab.timeout).encode())
+
+    def _flush_deferred(self, s: _Session) -> None:
+        if s.active or s.conn is None or s.conn.closed:
+            return
+        if s.reset_pending:
+            s.reset_pending = False
+            s.cant_do.clear()
+            s.conn.send(P.RESET_ABILITIES)
+        for name in s.cant_do:
+            s.conn.send(P.CANT_DO, name.encode())
+        s.cant_do.clear()
 
     def _on_lost(self, s: _Session, exc: BaseException | None) -> None:
         was = s.registered
@@ -265,6 +289,7 @@ class Worker:
             s.grabs -= 1
             handle, fn, unique, data = p.args
             assert s.conn is not None
+            s.active += 1
             self._start_job(Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"), data))
         elif t == P.NO_JOB:
             s.grabs -= 1
@@ -280,6 +305,7 @@ class Worker:
             s.grabs -= 1
             handle, fn, data = p.args
             assert s.conn is not None
+            s.active += 1
             self._start_job(Job(s.conn, handle.decode(), fn.decode(), "", data))
         elif t == P.ERROR:
             log.error("%s: server error %s: %s", s.server, p.args[0], p.args[1])
@@ -297,7 +323,7 @@ class Worker:
     async def _run_job(self, job: Job) -> None:
         conn = job._conn
         try:
-            ab = self._abilities.get(job.function)
+            ab = self._abilities.get(job.function) or self._retiring.get(job.function)
             if ab is None:
                 raise LookupError(f"no handler registered for {job.function!r}")
             result = await ab.handler(job)
@@ -306,7 +332,7 @@ class Worker:
             ok = True
         except asyncio.CancelledError:
             # Worker closing: leave the job unanswered; gearmand re-queues it when the connection drops.
-            self._job_done()
+            self._job_done(conn)
             raise
         except Exception:
             log.exception("job %s (%s) failed", job.handle, job.function)
@@ -323,10 +349,14 @@ class Worker:
                 self.jobs_failed += 1
         except ConnectionLost:
             pass
-        self._job_done()
+        self._job_done(conn)
         self._fill()  # same loop iteration: the next GRAB goes out in the same write as WORK_COMPLETE
 
-    def _job_done(self) -> None:
+    def _job_done(self, conn: Connection) -> None:
+        for s in self._sessions:
+            if s.conn is conn:
+                s.active -= 1
+                self._flush_deferred(s)
         self._in_flight -= 1
         if self._in_flight == 0 and self._idle is not None:
             self._idle.set()

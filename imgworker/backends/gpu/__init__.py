@@ -1,0 +1,30 @@
+"""The GPU backend (CuPy). Importing this package needs no CuPy: it is imported lazily by detect.py.
+
+Use: ``backend = GpuBackend() if gpu_available() else CpuBackend()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import GpuBackend
+from .batcher import MicroBatcher
+from .detect import GpuUnavailable, gpu_available, require_gpu
+
+__all__ = ["GpuBackend", "GpuUnavailable", "MicroBatcher", "create_backend", "gpu_available", "require_gpu"]
+
+
+def create_backend(config: Any) -> GpuBackend:
+    """Build the backend from a WorkerConfig; raises GpuUnavailable (a ConfigError) naming the extra.
+
+    Optional config fields (defaults when absent): gpu_max_batch (8), gpu_max_wait_ms (5.0),
+    gpu_memory_fraction (0.5, split across worker processes), gpu_decode ("auto").
+    """
+    processes = max(1, int(getattr(config, "processes", 1) or 1))
+    return GpuBackend(
+        max_batch=int(getattr(config, "gpu_max_batch", 8)),
+        max_wait_ms=float(getattr(config, "gpu_max_wait_ms", 5.0)),
+        memory_fraction=float(getattr(config, "gpu_memory_fraction", 0.5)) / processes,
+        gpu_decode=str(getattr(config, "gpu_decode", "auto")),
+        fail_on=str(getattr(config, "fail_on", "warning")),
+    )

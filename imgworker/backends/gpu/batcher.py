@@ -18,7 +18,6 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-RunBatch = Callable[[Sequence[T]], Sequence["R | BaseException"]]
 
 _STOP = object()
 

@@ -52,14 +52,10 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
     return to_srgb8(image)
 
 
-def decode(
-    source: bytes, loader: str, shrink: int, fail_on: str
-) -> npt.NDArray[np.uint8]:
+def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray[np.uint8]:
     """Decode (with shrink-on-load), auto-orient, 8-bit sRGB: an (H, W, C) uint8 array, C in 1..4."""
     try:
-        image = pyvips.Image.new_from_buffer(
-            source, "", access="sequential", fail_on=fail_on, **shrink_option(loader, shrink)
-        )
+        image = pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
         image = to_srgb(image.autorot())
         if image.format != "uchar":
             image = image.cast("uchar")
@@ -74,7 +70,7 @@ def decode(
 def encode_array(
     arr: npt.NDArray[np.uint8], fmt: str, quality: int, background: tuple[int, int, int]
 ) -> bytes:
-    """Encode an (H, W, C) uint8 array with the CPU backend's encoder settings (same bytes for same pixels)."""
+    """Encode (H, W, C) uint8 pixels with the CPU backend's encoder settings (same bytes for same pixels)."""
     h, w, c = arr.shape
     image = pyvips.Image.new_from_memory(np.ascontiguousarray(arr).data, w, h, c, "uchar")
     image = image.copy(interpretation=_BAND_INTERPRETATION.get(c, "multiband"))

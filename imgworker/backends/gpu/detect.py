@@ -6,13 +6,15 @@ import importlib
 from functools import lru_cache
 from typing import Any
 
+from ...config import ConfigError
+
 INSTALL_HINT = (
     "install imgworker[gpu] (CuPy for CUDA 12 drivers) or imgworker[gpu-cuda13] (CuPy for CUDA 13 drivers); "
     "`nvidia-smi` shows the driver's CUDA version"
 )
 
 
-class GpuUnavailable(RuntimeError):
+class GpuUnavailable(ConfigError):
     """No usable CUDA device: the message says why and which extra to install."""
 
 
@@ -35,7 +37,8 @@ def probe() -> tuple[bool, str]:
         count = int(cp.cuda.runtime.getDeviceCount())
         name = cp.cuda.runtime.getDeviceProperties(0)["name"]
         name = name.decode() if isinstance(name, bytes) else str(name)
-        return True, f"{count} device(s), device 0 is {name}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}"
+        runtime = cp.cuda.runtime.runtimeGetVersion()
+        return True, f"{count} device(s), device 0 is {name}, CUDA runtime {runtime}"
     except Exception as exc:  # driver/runtime mismatch surfaces here (e.g. cupy-cuda13x on a CUDA 12 driver)
         return False, f"cupy could not use the device: {type(exc).__name__}: {exc}"
 
@@ -49,7 +52,9 @@ def require_gpu(option: str = "--backend gpu") -> Any:
     """Return the cupy module, or raise GpuUnavailable naming the extra to install."""
     ok, reason = probe()
     if not ok:
-        raise GpuUnavailable(f"{option}: no usable CUDA device ({reason}); {INSTALL_HINT}; or use --backend cpu")
+        raise GpuUnavailable(
+            f"{option}: no usable CUDA device ({reason}); {INSTALL_HINT}; or use --backend cpu"
+        )
     return _import_cupy()
 
 

@@ -58,10 +58,7 @@ __global__ void band_cols(const Tin* __restrict__ src, Tout* __restrict__ dst,
 
 _TYPES = {"uint8": "unsigned char", "float32": "float"}
 _NAMES = [
-    f"{fn}<{_TYPES[a]}, {_TYPES[b]}>"
-    for fn in ("band_rows", "band_cols")
-    for a in _TYPES
-    for b in _TYPES
+    f"{fn}<{_TYPES[a]}, {_TYPES[b]}>" for fn in ("band_rows", "band_cols") for a in _TYPES for b in _TYPES
 ]
 
 _BLOCK = 256
@@ -122,7 +119,8 @@ def _cols(cp: Any, src: Any, n_out: int, kernel: str, out_dtype: Any) -> Any:
     dst = cp.empty((rows, n_out, c), dtype=out_dtype)
     grid = ((n_out * c + _BLOCK - 1) // _BLOCK, min(rows, _MAX_GRID_Y))
     fn = _kernel(cp, "band_cols", src.dtype, dst.dtype)
-    args = (src, dst, starts, weights, cp.int32(taps), cp.int32(rows), cp.int32(n_in), cp.int32(n_out), cp.int32(c))
+    ints = (cp.int32(taps), cp.int32(rows), cp.int32(n_in), cp.int32(n_out), cp.int32(c))
+    args = (src, dst, starts, weights, *ints)
     fn(grid, (_BLOCK,), args)
     return dst
 

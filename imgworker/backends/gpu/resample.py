@@ -77,7 +77,7 @@ def band(in_size: int, out_size: int, kernel: str = "lanczos3") -> Band:
         support = _SUPPORT[kernel] * stretch
         centre = (i + 0.5) * scale - 0.5
         starts = np.floor(centre - support).astype(np.int64) + 1
-        taps = int(math.ceil(2 * support)) + 1
+        taps = math.ceil(2 * support) + 1
         idx = starts[:, None] + np.arange(taps)[None, :]
         x = (idx - centre[:, None]) / stretch
         w = _lanczos3(x) if kernel == "lanczos3" else _linear(x)
@@ -114,10 +114,8 @@ def apply_band(xp: XP, img: Array, b: Band, axis: int) -> Array:
     acc = None
     for k in range(b.taps):
         idx = starts + k
-        if axis == 0:
-            term = img[idx] * weights[:, k, None, None]
-        else:
-            term = img[:, idx] * weights[None, :, k, None]
+        # Gather the k-th tap of every output along the axis, weight it, accumulate.
+        term = img[idx] * weights[:, k, None, None] if axis == 0 else img[:, idx] * weights[None, :, k, None]
         acc = term if acc is None else acc + term
     return acc
 
@@ -142,17 +140,17 @@ def to_uint8(xp: XP, img: Array) -> Array:
 
 
 def premultiply(xp: XP, img: Array) -> Array:
-    """float32 RGBA -> premultiplied, so transparent pixels do not bleed their colour into edges."""
+    """float32 RGBA / grey+alpha (alpha last) -> premultiplied, so transparent pixels don't bleed colour."""
     out = img.astype(xp.float32, copy=True)
-    out[..., :3] *= out[..., 3:4] / 255.0
+    out[..., :-1] *= out[..., -1:] / 255.0
     return out
 
 
 def unpremultiply(xp: XP, img: Array) -> Array:
     out = img.copy()
-    alpha = out[..., 3:4]
+    alpha = out[..., -1:]
     safe = xp.where(alpha > 0, alpha, 1.0)
-    out[..., :3] = xp.where(alpha > 0, out[..., :3] * (255.0 / safe), 0.0)
+    out[..., :-1] = xp.where(alpha > 0, out[..., :-1] * (255.0 / safe), 0.0)
     return out
 
 
@@ -173,11 +171,12 @@ def pad(xp: XP, img: Array, width: int, height: int, left: int, top: int, fill: 
 
 
 def flatten(xp: XP, img: Array, background: tuple[int, int, int]) -> Array:
-    """Composite RGBA (straight alpha) over an opaque ``background`` -> RGB float32."""
+    """Composite RGBA / grey+alpha (straight alpha, last) over an opaque ``background`` -> float32."""
     x = img.astype(xp.float32, copy=False)
-    alpha = x[..., 3:4] / 255.0
-    bg = xp.asarray(background, dtype=xp.float32)
-    return x[..., :3] * alpha + bg * (1.0 - alpha)
+    alpha = x[..., -1:] / 255.0
+    colour = x[..., :-1]
+    bg = xp.asarray(background[: colour.shape[-1]], dtype=xp.float32)
+    return colour * alpha + bg * (1.0 - alpha)
 
 
 def flip(xp: XP, img: Array, horizontal: bool = True) -> Array:

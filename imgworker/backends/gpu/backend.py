@@ -1,0 +1,198 @@
+"""GpuBackend: decode on the CPU (shrink-on-load) or the GPU (nvImageCodec), resize on the GPU, encode on
+the CPU -- with jobs from the worker's threads gathered into micro-batches for the GPU stage.
+
+Each ``resize()`` call does its own CPU stages (header check, decode, encode) on the caller's thread, so
+the worker's job threads keep the CPU cores busy, and only the GPU stage goes through the MicroBatcher.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...contract import ResizeSpec
+from ...errors import ImgworkerError, InternalError, Unavailable
+from ...geometry import plan
+from ...limits import Limits
+from ..base import Rendered
+from ..cpu import FAIL_ON, probe
+from . import codec, detect
+from .batcher import MicroBatcher, run_shrinking
+from .engine import CupyEngine, NumpyEngine, Prepared
+
+Item = tuple[bytes, ResizeSpec, Limits]
+GPU_DECODE = ("auto", "always", "never")
+
+
+class GpuBackend:
+    """``GpuBackend()`` needs a CUDA device (raises detect.GpuUnavailable otherwise);
+    ``GpuBackend(xp=numpy)`` runs the identical pipeline on the CPU (tests, CI).
+
+    max_batch / max_wait_ms: micro-batching of concurrent resize() calls (max_batch=1 disables it).
+    memory_fraction: cap of CuPy's device memory pool, as a fraction of the card.
+    gpu_decode: "auto" (nvImageCodec for JPEGs when it is installed and shrink-on-load would save little),
+    "always" (every plain sRGB JPEG) or "never".
+    oom_fallback: "cpu" (an image that cannot fit even alone is resized by the numpy path) or "retry"
+    (it fails with a retryable UNAVAILABLE error).
+    """
+
+    name = "gpu"
+
+    def __init__(
+        self,
+        xp: Any = None,
+        *,
+        kernel: str = "lanczos3",
+        max_batch: int = 8,
+        max_wait_ms: float = 5.0,
+        memory_fraction: float = 0.5,
+        gpu_decode: str = "auto",
+        oom_fallback: str = "cpu",
+        fail_on: str = "warning",
+        cpu_threads: int | None = None,
+        profile: bool = False,
+    ) -> None:
+        if gpu_decode not in GPU_DECODE:
+            raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE)}, got {gpu_decode!r}")
+        if oom_fallback not in ("cpu", "retry"):
+            raise ValueError(f"oom_fallback must be 'cpu' or 'retry', got {oom_fallback!r}")
+        if fail_on not in FAIL_ON:
+            raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
+        self.fail_on = fail_on
+        self.oom_fallback = oom_fallback
+        self.cpu_engine = NumpyEngine(kernel)
+        self.engine: NumpyEngine | CupyEngine
+        if xp is None or getattr(xp, "__name__", "") == "cupy":
+            cp = xp if xp is not None else detect.require_gpu()
+            codecs = detect.nvimgcodec() if gpu_decode != "never" else None
+            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, codecs, profile)
+        elif xp is np:
+            self.engine = self.cpu_engine
+        else:
+            raise ValueError(f"xp must be numpy or cupy, got {xp!r}")
+        self.gpu_decode = gpu_decode if getattr(self.engine, "decoder", None) is not None else "never"
+        self.device = self.engine.name
+        self.batcher: MicroBatcher[Prepared, npt.NDArray[np.uint8]] = MicroBatcher(
+            self._run_gpu, max_batch=max_batch, max_wait_ms=max_wait_ms
+        )
+        self._pool = ThreadPoolExecutor(cpu_threads or os.cpu_count() or 4, thread_name_prefix="gpu-cpu")
+
+    def close(self) -> None:
+        self.batcher.close()
+        self._pool.shutdown(wait=False)
+
+    # --- the three stages -------------------------------------------------------------------------------
+
+    def prepare(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Prepared:
+        """CPU stage: size limits and header check before any pixel is decoded, then decode (or not)."""
+        t0 = time.perf_counter()
+        info = probe(source, limits)  # raises UnsupportedImage / DecodeFailed / LimitExceeded
+        geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
+        shrink = codec.jpeg_shrink(info.width, info.height, geo)
+        item = Prepared(geo=geo, spec=spec)
+        if self._decode_on_gpu(info.loader, shrink, source):
+            item.jpeg = source
+        else:
+            item.pixels = codec.decode(source, info.loader, shrink, self.fail_on)
+        item.timings["decode"] = (time.perf_counter() - t0) * 1000
+        return item
+
+    def _decode_on_gpu(self, loader: str, shrink: int, source: bytes) -> bool:
+        if self.gpu_decode == "never" or loader != "jpeg":
+            return False
+        if self.gpu_decode == "auto" and shrink > 2:
+            return False
+        # nvJPEG handles plain YCbCr/grey JPEGs; CMYK and ICC-tagged files take libvips' colour path.
+        import pyvips
+
+        head = pyvips.Image.new_from_buffer(source, "")
+        return (
+            head.interpretation == "srgb" and head.bands == 3 and "icc-profile-data" not in head.get_fields()
+        )
+
+    def _run_gpu(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+        """GPU stage for a batch: shrink the batch on OOM; an image that never fits takes the fallback."""
+        t0 = time.perf_counter()
+        engine = self.engine
+        if isinstance(engine, NumpyEngine):
+            out = engine.run(items)
+        else:
+            out = run_shrinking(engine.run, items, engine.is_oom, engine.free, self._oom_fallback)
+        ms = (time.perf_counter() - t0) * 1000
+        for item in items:
+            item.timings["gpu_batch"] = ms
+            item.timings["batch_size"] = float(len(items))
+        return out
+
+    def _oom_fallback(self, item: Prepared, exc: BaseException) -> npt.NDArray[np.uint8] | BaseException:
+        if self.oom_fallback == "retry" or item.pixels is None:
+            return Unavailable("GPU out of memory for this image; retry later or on a CPU worker")
+        item.timings["oom_fallback"] = 1.0
+        return self.cpu_engine.run_one(item)
+
+    def finish(self, item: Prepared, pixels: npt.NDArray[np.uint8]) -> Rendered:
+        """CPU stage: encode with the CPU backend's settings."""
+        t0 = time.perf_counter()
+        spec = item.spec
+        data = codec.encode_array(pixels, spec.format, spec.quality, spec.background)
+        item.timings["encode"] = (time.perf_counter() - t0) * 1000
+        h, w = pixels.shape[:2]
+        return Rendered(data=data, width=int(w), height=int(h), format=spec.format, timings=item.timings)
+
+    # --- Backend interface ------------------------------------------------------------------------------
+
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
+        item = self.prepare(source, spec, limits)
+        t0 = time.perf_counter()
+        try:
+            pixels = self.batcher.submit(item)
+        except ImgworkerError:
+            raise
+        except Exception as exc:
+            raise InternalError(f"GPU resize failed: {type(exc).__name__}: {exc}") from exc
+        item.timings["queue_and_gpu"] = (time.perf_counter() - t0) * 1000
+        return self.finish(item, pixels)
+
+    def resize_batch(self, items: Sequence[Item]) -> list[Rendered | Exception]:
+        """Resize several jobs as one GPU batch (CPU stages in parallel threads); one result or error each."""
+        prepared: list[Prepared | Exception] = []
+        for fut in [self._pool.submit(self.prepare, *it) for it in items]:
+            try:
+                prepared.append(fut.result())
+            except Exception as exc:
+                prepared.append(exc)
+        ready = [p for p in prepared if isinstance(p, Prepared)]
+        results: list[npt.NDArray[np.uint8] | BaseException] = []
+        for start in range(0, len(ready), self.batcher.max_batch):
+            chunk = ready[start : start + self.batcher.max_batch]
+            try:
+                results.extend(self._run_gpu(chunk))
+            except Exception as exc:
+                results.extend([exc] * len(chunk))
+        by_id = dict(zip((id(p) for p in ready), results, strict=True))
+        futures: list[Exception | BaseException | Future[Rendered]] = []
+        for p in prepared:
+            if isinstance(p, Exception):
+                futures.append(p)
+                continue
+            res = by_id[id(p)]
+            futures.append(res if isinstance(res, BaseException) else self._pool.submit(self.finish, p, res))
+        out: list[Rendered | Exception] = []
+        for f in futures:
+            if isinstance(f, Exception):
+                out.append(f)
+                continue
+            if isinstance(f, BaseException):
+                out.append(InternalError(repr(f)))
+                continue
+            try:
+                out.append(f.result())
+            except Exception as exc:
+                out.append(exc)
+        return out

@@ -1,0 +1,199 @@
+"""Where the pixels are resized: the same pipeline on numpy (tests, OOM fallback) or CuPy (the GPU).
+
+``process`` is written once against ``xp``; an engine supplies the array module and its resize (the banded
+RawKernels on CuPy, resample.py's gather code on numpy) and moves a batch of decoded images through it.
+The CuPy engine gives each image of a batch its own CUDA stream and pinned host buffers, so one image's
+upload/download overlaps another's kernels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...contract import ResizeSpec
+from ...geometry import Geometry
+from . import resample
+
+Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One job after its CPU stage: decoded pixels (or JPEG bytes for a GPU decode) and its geometry."""
+
+    geo: Geometry
+    spec: ResizeSpec
+    pixels: npt.NDArray[np.uint8] | None = None
+    jpeg: bytes | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def fill_for(channels: int, background: tuple[int, int, int]) -> tuple[int, ...]:
+    """Padding colour per channel: background, opaque alpha (as the CPU backend's embed)."""
+    colour = background if channels >= 3 else (background[0],)
+    return tuple(colour) + ((255,) if channels in (2, 4) else ())
+
+
+def process(xp: Any, resize: Resizer, img: Any, geo: Geometry, spec: ResizeSpec) -> Any:
+    """Resize (premultiplied when there is alpha, like libvips), then crop (cover) or pad (contain)."""
+    channels = int(img.shape[2])
+    if channels in (2, 4):
+        x = resample.premultiply(xp, img)
+        x = resize(x, geo.resize_w, geo.resize_h, xp.float32)
+        x = resample.to_uint8(xp, resample.unpremultiply(xp, x))
+    else:
+        x = resize(img, geo.resize_w, geo.resize_h, xp.uint8)
+    if geo.crops:
+        x = resample.crop(x, geo.crop_left, geo.crop_top, geo.final_w, geo.final_h)
+    elif geo.pads:
+        fill = fill_for(channels, spec.background)
+        x = resample.pad(xp, x, geo.final_w, geo.final_h, geo.pad_left, geo.pad_top, fill)
+    return x
+
+
+class NumpyEngine:
+    """The reference path: numpy arrays, resample.py's banded gathers."""
+
+    name = "numpy"
+    xp: Any = np
+
+    def __init__(self, kernel: str = "lanczos3") -> None:
+        self.kernel = kernel
+
+    def _resize(self, img: Any, out_w: int, out_h: int, dtype: Any) -> Any:
+        x = resample.resize(np, img, out_w, out_h, self.kernel)
+        return resample.to_uint8(np, x) if np.dtype(dtype) == np.uint8 else x
+
+    def run_one(self, item: Prepared) -> npt.NDArray[np.uint8]:
+        if item.pixels is None:
+            raise ValueError("the numpy engine needs pixels decoded on the CPU")
+        t0 = time.perf_counter()
+        out = np.ascontiguousarray(process(np, self._resize, item.pixels, item.geo, item.spec))
+        item.timings["resize"] = (time.perf_counter() - t0) * 1000
+        return out
+
+    def run(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+        out: list[npt.NDArray[np.uint8] | BaseException] = []
+        for item in items:
+            try:
+                out.append(self.run_one(item))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+class CupyEngine:
+    """The GPU path: banded RawKernels, one stream and pinned host buffers per batch slot."""
+
+    name = "cupy"
+
+    def __init__(
+        self,
+        cp: Any,
+        kernel: str = "lanczos3",
+        max_batch: int = 8,
+        memory_fraction: float = 0.5,
+        nvimgcodec: Any = None,
+        profile: bool = False,
+    ) -> None:
+        from . import kernels
+
+        self.cp = self.xp = cp
+        self.kernel = kernel
+        self.kernels = kernels
+        self.profile = profile  # synchronise after each stage to time it (benchmarks only)
+        self.pool = cp.get_default_memory_pool()
+        self.pool.set_limit(fraction=memory_fraction)  # bounded: OOM is raised, not the whole card taken
+        self.streams = [cp.cuda.Stream(non_blocking=True) for _ in range(max_batch)]
+        self._pinned: dict[tuple[int, str], npt.NDArray[np.uint8]] = {}
+        self._lock = threading.Lock()  # pinned buffers and streams belong to one batch at a time
+        self.decoder = nvimgcodec.Decoder() if nvimgcodec is not None else None
+        kernels.module(cp)  # compile now, not in the first job
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.cp.cuda.memory.OutOfMemoryError)
+
+    def free(self) -> None:
+        self.pool.free_all_blocks()
+        self.cp.get_default_pinned_memory_pool().free_all_blocks()
+
+    def _resize(self, img: Any, out_w: int, out_h: int, dtype: Any) -> Any:
+        return self.kernels.resize(self.cp, img, out_w, out_h, self.kernel, dtype)
+
+    def _pinned_view(self, slot: int, kind: str, shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
+        """A pinned host buffer for this slot, grown on demand and reused across batches."""
+        n = int(np.prod(shape))
+        buf = self._pinned.get((slot, kind))
+        if buf is None or buf.size < n:
+            mem = self.cp.cuda.alloc_pinned_memory(max(n, 1 << 20))
+            buf = np.frombuffer(mem, np.uint8, max(n, 1 << 20))
+            self._pinned[(slot, kind)] = buf
+        return buf[:n].reshape(shape)
+
+    def _decode_on_gpu(self, items: Sequence[Prepared]) -> dict[int, Any]:
+        todo = [i for i, it in enumerate(items) if it.pixels is None and it.jpeg is not None]
+        if not todo or self.decoder is None:
+            return {}
+        t0 = time.perf_counter()
+        images = self.decoder.decode([items[i].jpeg for i in todo])
+        self.cp.cuda.Device().synchronize()
+        ms = (time.perf_counter() - t0) * 1000 / len(todo)
+        out = {}
+        for i, img in zip(todo, images, strict=True):
+            if img is not None:
+                out[i] = self.cp.asarray(img)
+                items[i].timings["decode_gpu"] = ms
+        return out
+
+    def run(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+        """Run a batch; raises OutOfMemoryError for the whole batch (the caller shrinks and retries)."""
+        cp = self.cp
+        with self._lock:
+            on_device = self._decode_on_gpu(items)
+            hosts: list[npt.NDArray[np.uint8] | BaseException] = []
+            for slot, item in enumerate(items):
+                stream = self.streams[slot % len(self.streams)]
+                try:
+                    with stream:
+                        hosts.append(self._run_one(slot, item, stream, on_device.get(slot)))
+                except cp.cuda.memory.OutOfMemoryError:
+                    raise
+                except Exception as exc:
+                    hosts.append(exc)
+            for stream in self.streams:
+                stream.synchronize()
+            # Copy out of the reused pinned buffers before the next batch overwrites them.
+            return [h if isinstance(h, BaseException) else h.copy() for h in hosts]
+
+    def _mark(self, item: Prepared, stage: str, t0: float, stream: Any) -> float:
+        if self.profile:
+            stream.synchronize()
+            t1 = time.perf_counter()
+            item.timings[stage] = (t1 - t0) * 1000
+            return t1
+        return t0
+
+    def _run_one(self, slot: int, item: Prepared, stream: Any, dev: Any) -> npt.NDArray[np.uint8]:
+        cp = self.cp
+        t = time.perf_counter()
+        if dev is None:
+            if item.pixels is None:
+                raise ValueError("no pixels: GPU decode failed and no CPU decode was done")
+            pinned = self._pinned_view(slot, "in", item.pixels.shape)
+            np.copyto(pinned, item.pixels)
+            dev = cp.empty(item.pixels.shape, dtype=cp.uint8)
+            dev.set(pinned, stream=stream)
+            t = self._mark(item, "upload", t, stream)
+        out = cp.ascontiguousarray(process(cp, self._resize, dev, item.geo, item.spec))
+        t = self._mark(item, "resize", t, stream)
+        host = self._pinned_view(slot, "out", tuple(int(s) for s in out.shape))
+        out.get(stream=stream, out=host)
+        self._mark(item, "download", t, stream)
+        return host

@@ -1,0 +1,137 @@
+"""HTTP for operators on ``--metrics-port``: ``/metrics``, ``/healthz`` (liveness), ``/readyz`` (readiness).
+
+It runs in its own thread, so it answers while the job loop is busy, and judges the loop from the outside:
+the loop stamps ``imgworker_heartbeat_timestamp_seconds`` about once a second (metrics.tick), and /healthz
+turns red when a stamp is older than ``max_age``, i.e. the loop is wedged. /readyz is green when the worker
+is connected and registered with at least one job server and not draining. Both read the same samples
+/metrics serves, so in prefork mode the supervisor judges every child (one ``pid`` series each) the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .metrics import exposition_registry
+
+log = logging.getLogger("imgworker.health")
+
+ROUTES = ("/metrics", "/healthz", "/readyz")
+HEARTBEAT_MAX_AGE_S = 10.0  # a loop tick is ~1 s; 10 s of silence is a wedged loop, not a slow one
+
+Verdict = tuple[bool, str]
+
+
+def _samples(registry: CollectorRegistry, name: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Samples of one metric, grouped by process (the ``pid`` label in multiprocess mode, else "self")."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == name:
+                out.setdefault(s.labels.get("pid", "self"), []).append((s.labels, s.value))
+    return out
+
+
+class WorkerChecks:
+    """Liveness and readiness of the worker process(es) whose metrics ``registry()`` collects."""
+
+    def __init__(
+        self,
+        registry: Callable[[], CollectorRegistry] = exposition_registry,
+        max_age: float = HEARTBEAT_MAX_AGE_S,
+    ) -> None:
+        self.registry = registry
+        self.max_age = max_age
+
+    def healthz(self) -> Verdict:
+        beats = _samples(self.registry(), "imgworker_heartbeat_timestamp_seconds")
+        if not beats:
+            return False, "no worker process has reported yet"
+        now = time.time()
+        stale = {pid: now - max(v for _, v in rows) for pid, rows in beats.items()}
+        wedged = {pid: age for pid, age in stale.items() if age > self.max_age}
+        if wedged:
+            detail = ", ".join(f"{pid}: {age:.0f} s" for pid, age in sorted(wedged.items()))
+            return False, f"job loop silent for more than {self.max_age:g} s ({detail})"
+        return True, f"ok: {len(beats)} job loop(s) ticking"
+
+    def readyz(self) -> Verdict:
+        registry = self.registry()
+        if any(v for rows in _samples(registry, "imgworker_draining").values() for _, v in rows):
+            return False, "draining"
+        beats = _samples(registry, "imgworker_heartbeat_timestamp_seconds")
+        up = _samples(registry, "imgworker_job_server_up")
+        if not beats:
+            return False, "no worker process has reported yet"
+        waiting = [pid for pid in beats if not any(v for _, v in up.get(pid, []))]
+        if waiting:
+            return False, f"not registered with any job server ({len(waiting)} of {len(beats)} processes)"
+        servers = sorted({labels["server"] for rows in up.values() for labels, v in rows if v})
+        return True, f"ok: registered with {', '.join(servers)}"
+
+
+def always_ok() -> Verdict:
+    return True, "ok"
+
+
+class HealthServer:
+    """A small threaded HTTP server; ``port=0`` picks a free port (see ``.port``)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        registry: Callable[[], CollectorRegistry] = exposition_registry,
+        healthz: Callable[[], Verdict] = always_ok,
+        readyz: Callable[[], Verdict] = always_ok,
+    ) -> None:
+        checks = {"/healthz": healthz, "/readyz": readyz}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/metrics":
+                        self._send(200, generate_latest(registry()), CONTENT_TYPE_LATEST)
+                    elif path in checks:
+                        ok, detail = checks[path]()
+                        self._send(200 if ok else 503, detail.encode() + b"\n", "text/plain; charset=utf-8")
+                    else:
+                        self._send(404, f"not found; try {', '.join(ROUTES)}\n".encode(), "text/plain")
+                except Exception as exc:  # a probe must get an answer, never a dropped connection
+                    log.exception("health endpoint %s failed", path)
+                    self._send(500, f"{type(exc).__name__}\n".encode(), "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: no log
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="imgworker-health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        log.info("serving %s on port %d", " ".join(ROUTES), self.port)
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
