@@ -8,11 +8,13 @@ process let store I/O overlap with image work.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -70,8 +72,26 @@ def setup_logging(level: str) -> None:
     )
 
 
-def run_one(config: WorkerConfig) -> int:
+MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double
+
+
+def limit_malloc_arenas() -> None:
+    """mallopt(M_ARENA_MAX, 2) unless MALLOC_ARENA_MAX is set (glibc then applied the operator's value).
+
+    Must run before job threads start: arenas already created stay. benchmarks/memory_bench.py measures it.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
+    except (OSError, AttributeError):
+        pass  # not glibc (musl, macOS): nothing to tune
+
+
+def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None = None) -> int:
     """Run a single worker process in the foreground (the prefork group's children run this too)."""
+    limit_malloc_arenas()
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
     setup_logging(config.log_level)
     from .worker import WorkerProcess
@@ -79,12 +99,39 @@ def run_one(config: WorkerConfig) -> int:
     backend = build_backend(config)
     stores = build_stores(config)
     pipelines = build_pipelines(config, backend)
-    process = WorkerProcess(config, backend, stores, pipelines)
-    return asyncio.run(process.run())
+    process = WorkerProcess(config, backend, stores, pipelines, serve_http=not child, parent_pid=parent_pid)
+    code = asyncio.run(process.run())
+    if process.abandoned:
+        # Job threads past the drain deadline cannot be cancelled and would block interpreter exit;
+        # gearmand has already handed their jobs to other workers.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
-def _child(config: WorkerConfig) -> None:
-    sys.exit(run_one(config))
+def _child(config: WorkerConfig, parent_pid: int) -> None:
+    # Own process group: a terminal's Ctrl-C reaches only the supervisor, which forwards it once; a
+    # second copy would end the drain at once.
+    os.setpgrp()
+    sys.exit(run_one(config, child=True, parent_pid=parent_pid))
+
+
+def _serve_children_metrics(config: WorkerConfig) -> Any:
+    """Prefork: children write metrics to PROMETHEUS_MULTIPROC_DIR; this process serves them all."""
+    from . import health
+
+    path = os.environ.get(health.MULTIPROC_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):  # stale files from an earlier run would haunt the sums
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    else:
+        os.environ[health.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imgworker-metrics-")
+    checks = health.WorkerChecks()
+    return health.HealthServer(
+        config.metrics_host, config.metrics_port, healthz=checks.healthz, readyz=checks.readyz
+    ).start()
 
 
 def run(config: WorkerConfig) -> int:
@@ -93,15 +140,19 @@ def run(config: WorkerConfig) -> int:
     if n == 1:
         return run_one(config)
     setup_logging(config.log_level)
+    # Children are fresh interpreters (spawn): glibc reads this at their start.
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))
+    server = _serve_children_metrics(config) if config.metrics_port else None
     # Fail fast in the parent for config that every child would reject (no device, bad pipelines...).
     backend = build_backend(config)
     build_pipelines(config, backend)
+    build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
     ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []
     stopping = False
 
     def start_child() -> Any:
-        proc = ctx.Process(target=_child, args=(config,), daemon=False)
+        proc = ctx.Process(target=_child, args=(config, os.getpid()), daemon=False)
         proc.start()
         return proc
 
@@ -125,8 +176,14 @@ def run(config: WorkerConfig) -> int:
         for i, proc in enumerate(children):
             if not proc.is_alive() and not stopping:
                 log.warning("worker process %s exited with %s; restarting it", proc.pid, proc.exitcode)
+                if server is not None and proc.pid is not None:
+                    from .health import child_exited
+
+                    child_exited(proc.pid)
                 time.sleep(0.5)
                 children[i] = start_child()
         time.sleep(0.2)
+    if server is not None:
+        server.stop()
     codes = [p.exitcode for p in children]
     return 0 if all(c == 0 for c in codes) else 1

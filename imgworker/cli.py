@@ -14,6 +14,8 @@ from .config import ConfigError, add_arguments, load
 COMMANDS: list[str] = [
     "imgworker.submit",
     "imgworker.demo",
+    "imgworker.exporter",
+    "imgworker.probe",
 ]
 
 

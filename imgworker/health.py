@@ -10,21 +10,44 @@ is connected and registered with at least one job server and not draining. Both 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-from .metrics import exposition_registry
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess as _mp
 
 log = logging.getLogger("imgworker.health")
 
 ROUTES = ("/metrics", "/healthz", "/readyz")
 HEARTBEAT_MAX_AGE_S = 10.0  # a loop tick is ~1 s; 10 s of silence is a wedged loop, not a slow one
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 Verdict = tuple[bool, str]
+
+
+# Not in metrics.py on purpose: the prefork supervisor serves children's metrics without importing (and so
+# without creating) any metric of its own.
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The registry /metrics serves: this process's, or every live child's in multiprocess mode."""
+    if not multiprocess():
+        return REGISTRY
+    registry = CollectorRegistry()
+    _mp.MultiProcessCollector(registry)
+    return registry
+
+
+def child_exited(pid: int) -> None:
+    """Drop a dead prefork child's live* gauges (the supervisor calls this when it reaps one)."""
+    if multiprocess():
+        _mp.mark_process_dead(pid)
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -35,6 +58,12 @@ def _samples(registry: CollectorRegistry, name: str) -> dict[str, list[tuple[dic
             if s.name == name:
                 out.setdefault(s.labels.get("pid", "self"), []).append((s.labels, s.value))
     return out
+
+
+def _beats(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
+    # 0 means "never ticked": a process that only imported imgworker.metrics (e.g. the supervisor).
+    rows = _samples(registry, "imgworker_heartbeat_timestamp_seconds")
+    return {pid: r for pid, r in rows.items() if any(v for _, v in r)}
 
 
 class WorkerChecks:
@@ -49,7 +78,7 @@ class WorkerChecks:
         self.max_age = max_age
 
     def healthz(self) -> Verdict:
-        beats = _samples(self.registry(), "imgworker_heartbeat_timestamp_seconds")
+        beats = _beats(self.registry())
         if not beats:
             return False, "no worker process has reported yet"
         now = time.time()
@@ -64,7 +93,7 @@ class WorkerChecks:
         registry = self.registry()
         if any(v for rows in _samples(registry, "imgworker_draining").values() for _, v in rows):
             return False, "draining"
-        beats = _samples(registry, "imgworker_heartbeat_timestamp_seconds")
+        beats = _beats(registry)
         up = _samples(registry, "imgworker_job_server_up")
         if not beats:
             return False, "no worker process has reported yet"

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import multiprocess as _mp
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from .stores import Store, Stores, WriteOptions
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("read", "decode", "encode", "write")  # result["ms"] keys; "decode" is decode + process
+
+disable_created_metrics()  # *_created series double the count and no dashboard of ours reads them
 
 # Seconds: thumbnails take milliseconds, pipelines and huge sources tens of seconds.
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -82,25 +82,6 @@ INFO = Gauge(
 )
 
 
-def multiprocess() -> bool:
-    return bool(os.environ.get(MULTIPROC_ENV))
-
-
-def exposition_registry() -> CollectorRegistry:
-    """The registry /metrics serves: this process's, or every live child's in multiprocess mode."""
-    if not multiprocess():
-        return REGISTRY
-    registry = CollectorRegistry()
-    _mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return registry
-
-
-def child_exited(pid: int) -> None:
-    """Drop a dead prefork child's live* gauges (the supervisor calls this when it reaps one)."""
-    if multiprocess():
-        _mp.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
 def observe_job(backend: str) -> Callable[[str, dict[str, Any], float], None]:
     """A JobRunner observer recording outcome, duration and per-stage time of every job."""
 
@@ -111,6 +92,7 @@ def observe_job(backend: str) -> Callable[[str, dict[str, Any], float], None]:
         JOBS.labels(function, used, outcome).inc()
         JOB_SECONDS.labels(function, used).observe(elapsed)
         BUSY_SECONDS.inc(elapsed)
+        sample_memory()  # the peak is right after a job, not at the next tick
         if ok:
             for stage, ms in result.get("ms", {}).items():
                 if stage in STAGES:
@@ -137,6 +119,10 @@ def observe_gpu_batch(size: int) -> None:
 def tick() -> None:
     """Called by the job loop about once a second: heartbeat plus the memory gauges."""
     HEARTBEAT.set(time.time())
+    sample_memory()
+
+
+def sample_memory() -> None:
     rss = resident_bytes()
     if rss is not None:
         RSS_BYTES.set(rss)

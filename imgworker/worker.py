@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__, health, metrics
 from .backends.base import Backend
+from .batch import BatchRunner
 from .config import WorkerConfig
 from .errors import ImgworkerError, JobTimeout
 from .gearman import Job, Worker
@@ -102,8 +103,8 @@ class WorkerProcess:
         self.config = config
         self.backend = backend
         self.pipelines = pipelines
-        stores = metrics.meter_stores(stores)
-        service = Service(stores, backend, config.limits, pipelines.current if pipelines is not None else None)
+        current = pipelines.current if pipelines is not None else None
+        service = Service(metrics.meter_stores(stores), backend, config.limits, current)
         self.runner = JobRunner(service, config.concurrency, config.job_timeout)
         self.runner.observers.append(metrics.observe_job(backend.name))
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
@@ -111,6 +112,8 @@ class WorkerProcess:
             config.servers, client_id=client_id, max_jobs=config.concurrency,
             on_connection_change=metrics.set_server_up,
         )
+        # `batch` coordinators run on their own connection and job slots, never in the image thread pool.
+        self.batches = BatchRunner(config, stores, client_id) if config.batch_slots else None
         # Prefork children leave HTTP to the supervisor (metrics.py: multiprocess mode).
         self.serve_http = serve_http and config.metrics_port > 0
         self.parent_pid = parent_pid
@@ -171,6 +174,7 @@ class WorkerProcess:
             self._start_http()
         self.register_all()
         serving = asyncio.create_task(self.gearman.run())
+        batches = asyncio.create_task(self.batches.run()) if self.batches is not None else None
         log.info(
             "worker ready backend=%s servers=%s concurrency=%d functions=%d",
             self.backend.name,
@@ -180,20 +184,26 @@ class WorkerProcess:
         )
         await self._stopped.wait()
         metrics.DRAINING.set(1)
-        log.info("draining: no new jobs; %d in flight, deadline %.0f s", self.gearman.in_flight, self.config.drain_timeout)
-        # A second signal while draining ends the drain at once.
-        loop.add_signal_handler(signal.SIGTERM, lambda: drain.cancel())
-        loop.add_signal_handler(signal.SIGINT, lambda: drain.cancel())
+        if self.batches is not None:
+            # A batch outlives any drain deadline: hand it back now; another worker resumes it.
+            await self.batches.close()
+        in_flight, deadline = self.gearman.in_flight, self.config.drain_timeout
+        log.info("draining: no new jobs; %d in flight, deadline %.0f s", in_flight, deadline)
         drain = asyncio.create_task(self.gearman.drain(self.config.drain_timeout))
+        # A second signal while draining ends the drain at once.
+        loop.add_signal_handler(signal.SIGTERM, drain.cancel)
+        loop.add_signal_handler(signal.SIGINT, drain.cancel)
         try:
             finished = await drain
         except asyncio.CancelledError:
             finished = False
         if not finished:
             self.abandoned = self.gearman.in_flight
-            log.warning("drain ended with %d jobs in flight: handing them back to the job server", self.abandoned)
+            log.warning("drain deadline passed with %d jobs in flight: handing them back", self.abandoned)
         await self.gearman.close()
         serving.cancel()
+        if batches is not None:
+            batches.cancel()
         heartbeat.cancel()
         for server in self.config.servers:
             metrics.set_server_up(server, False)

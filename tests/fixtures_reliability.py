@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,12 +22,14 @@ import pytest
 from imgworker.gearman import FunctionStatus, WorkerInfo
 from imgworker.gearman import status as _admin_status
 from imgworker.gearman import workers as _admin_workers
+from imgworker.gearmand import Gearmand
 
 __all__ = [
     "CORPUS",
     "WorkerProc",
     "admin_status",
     "admin_workers",
+    "fixed_port_gearmand",
     "function_status",
     "make_tiny_image",
     "wait_for",
@@ -35,6 +38,14 @@ __all__ = [
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def fixed_port_gearmand(**kw: Any) -> Gearmand:
+    """A gearmand that comes back on the same port after ``kill()`` + ``start()`` (a restart with a gap)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    return Gearmand(port=port, **kw).start()
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:

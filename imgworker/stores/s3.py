@@ -9,6 +9,7 @@ adaptive mode); what still fails is translated in s3_errors, without credentials
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,10 +139,8 @@ class S3Store:
         except BaseException:
             # Parts of an unfinished upload are invisible to readers; abort so they are not billed forever.
             # If the store is unreachable the abort fails too; a bucket lifecycle rule cleans up after that.
-            try:
+            with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id)
-            except Exception:
-                pass
             raise
 
     def exists(self, url: str) -> bool:

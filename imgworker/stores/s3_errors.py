@@ -63,7 +63,8 @@ def translate(exc: Exception, op: str, url: str) -> ImgworkerError:
         )
     if isinstance(exc, bx.HTTPClientError | bx.ConnectionError | bx.IncompleteReadError):
         # Connection refused/reset, timeouts, truncated bodies: botocore has already retried these.
-        return StoreFailed(f"S3 {op} of {url}: object store unreachable ({type(exc).__name__})", retryable=True)
+        reason = type(exc).__name__
+        return StoreFailed(f"S3 {op} of {url}: object store unreachable ({reason})", retryable=True)
     if isinstance(exc, bx.BotoCoreError):
         return StoreFailed(f"S3 {op} of {url}: {type(exc).__name__}", retryable=False)
     if isinstance(exc, OSError):

@@ -119,6 +119,8 @@ class GpuBackend:
     def _run_gpu(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
         """GPU stage for a batch: shrink the batch on OOM; an image that never fits takes the fallback."""
         t0 = time.perf_counter()
+        for item in items:
+            item.timings["batch_size"] = float(len(items))  # the engine lowers it if OOM splits the batch
         engine = self.engine
         if isinstance(engine, NumpyEngine):
             out = engine.run(items)
@@ -127,7 +129,6 @@ class GpuBackend:
         ms = (time.perf_counter() - t0) * 1000
         for item in items:
             item.timings["gpu_batch"] = ms
-            item.timings["batch_size"] = float(len(items))
         return out
 
     def _oom_fallback(self, item: Prepared, exc: BaseException) -> npt.NDArray[np.uint8] | BaseException:

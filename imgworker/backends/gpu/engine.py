@@ -156,6 +156,8 @@ class CupyEngine:
         """Run a batch; raises OutOfMemoryError for the whole batch (the caller shrinks and retries)."""
         cp = self.cp
         with self._lock:
+            for item in items:
+                item.timings["batch_size"] = float(len(items))
             on_device = self._decode_on_gpu(items)
             hosts: list[npt.NDArray[np.uint8] | BaseException] = []
             for slot, item in enumerate(items):

@@ -5,9 +5,12 @@ of tap weights (``Band``). That is O(out * taps) memory instead of a dense out x
 layout the CuPy RawKernels in kernels.py consume, so the numpy path here is the reference they are tested
 against.
 
-Sampling follows libvips' reduce: output pixel ``i`` has its centre at input coordinate
-``(i + 0.5) * scale - 0.5`` (``scale = in / out``); when shrinking, the kernel is stretched by ``scale`` so it
-also low-pass filters (antialiasing); edges repeat the border pixel; each row of weights sums to 1.
+Shrinking follows libvips' reduce: output pixel ``i`` has its centre at input coordinate
+``(i + 0.5) * scale - 0.5`` (``scale = in / out``) and the kernel is stretched by ``scale`` so it also
+low-pass filters (antialiasing). Enlarging follows libvips' resize, which upsizes with its bicubic
+(Catmull-Rom) interpolator at input coordinate ``i * scale - 0.5``: the CPU backend does that, so we do too
+(measured: 52 dB against libvips this way, 34 dB with a centred Lanczos3). Edges repeat the border pixel;
+each row of weights sums to 1.
 """
 
 from __future__ import annotations
@@ -53,7 +56,15 @@ def _linear(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.maximum(0.0, 1.0 - np.abs(x))
 
 
-_SUPPORT = {"lanczos3": 3.0, "linear": 1.0}
+def _catmull_rom(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    a, x = -0.5, np.abs(x)
+    near = (a + 2) * x**3 - (a + 3) * x**2 + 1
+    far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+_SUPPORT = {"lanczos3": 3.0, "linear": 1.0, "cubic": 2.0}
+_FUNCS = {"lanczos3": _lanczos3, "linear": _linear, "cubic": _catmull_rom}
 
 
 @lru_cache(maxsize=256)
@@ -73,14 +84,19 @@ def band(in_size: int, out_size: int, kernel: str = "lanczos3") -> Band:
         idx = starts[:, None] + np.arange(taps)[None, :]
         w = np.clip(np.minimum(idx + 1, hi[:, None]) - np.maximum(idx, lo[:, None]), 0.0, None)
     else:
+        if scale < 1.0:
+            # Enlarging: libvips' convention (see the module docstring); lanczos3 becomes its bicubic.
+            kernel = "cubic" if kernel == "lanczos3" else kernel
+            centre = i * scale - 0.5
+        else:
+            centre = (i + 0.5) * scale - 0.5
         stretch = max(scale, 1.0)  # widen the kernel when shrinking: that is the antialiasing
         support = _SUPPORT[kernel] * stretch
-        centre = (i + 0.5) * scale - 0.5
         starts = np.floor(centre - support).astype(np.int64) + 1
         taps = math.ceil(2 * support) + 1
         idx = starts[:, None] + np.arange(taps)[None, :]
         x = (idx - centre[:, None]) / stretch
-        w = _lanczos3(x) if kernel == "lanczos3" else _linear(x)
+        w = _FUNCS[kernel](x)
     return _fold_edges(in_size, starts, w)
 
 

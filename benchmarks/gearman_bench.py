@@ -1,0 +1,139 @@
+"""Gearman throughput: imgworker.gearman vs php-gearman (libgearman) on one local gearmand.
+
+Measures (no-op jobs):
+  * sequential foreground round trips/s and p50/p99 latency (one client, one worker process);
+  * drain rate: N background jobs queued with no worker, then K worker processes started; time until the
+    admin `status` shows the queue empty.
+Usage: python benchmarks/gearman_bench.py [--jobs 20000] [--seq 5000] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from imgworker.gearman import Client, status  # noqa: E402
+from imgworker.gearmand import Gearmand  # noqa: E402
+
+PEERS = ROOT / "benchmarks" / "peers"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def start_workers(kind: str, g: Gearmand, fn: str, n: int, max_jobs: int = 1) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for _ in range(n):
+        if kind == "python":
+            cmd = [sys.executable, str(PEERS / "py_noop_worker.py"), g.address, fn, str(max_jobs)]
+        else:
+            cmd = ["php", str(PEERS / "php_noop_worker.php"), "127.0.0.1", str(g.port), fn]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, env=ENV))
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+async def wait_registered(g: Gearmand, fn: str, n: int) -> None:
+    while not any(s.name == fn and s.available_workers >= n for s in await status(g.address)):
+        await asyncio.sleep(0.005)
+
+
+async def seq_python(g: Gearmand, fn: str, n: int) -> dict[str, Any]:
+    lat = []
+    async with Client([g.address]) as c:
+        await c.submit(fn, b"x")  # connect + warm up
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            await c.submit(fn, b"x")
+            lat.append((time.perf_counter() - t) * 1000)
+        secs = time.perf_counter() - t0
+    lat.sort()
+    return {"n": n, "seconds": secs, "lat_ms": lat}
+
+
+def seq_php(g: Gearmand, fn: str, n: int) -> dict[str, Any]:
+    r = subprocess.run(["php", str(PEERS / "php_seq_client.php"), "127.0.0.1", str(g.port), fn, str(n)],
+                       capture_output=True, check=True)
+    out: dict[str, Any] = json.loads(r.stdout)
+    return out
+
+
+async def drain(g: Gearmand, kind: str, fn: str, jobs: int, nproc: int, max_jobs: int) -> float:
+    async with Client([g.address]) as c:
+        for i in range(0, jobs, 1000):
+            await asyncio.gather(*(c.submit_background(fn, b"x") for _ in range(min(1000, jobs - i))))
+    t0 = time.perf_counter()
+    procs = await asyncio.to_thread(start_workers, kind, g, fn, nproc, max_jobs)
+    try:
+        while True:
+            st = {s.name: s for s in await status(g.address)}
+            if st[fn].queued == 0 and st[fn].running == 0:
+                break
+            await asyncio.sleep(0.005)
+        return jobs / (time.perf_counter() - t0)
+    finally:
+        stop(procs)
+
+
+def summary(res: dict[str, Any]) -> dict[str, float]:
+    lat = res["lat_ms"]
+    return {"rps": res["n"] / res["seconds"], "p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(len(lat) * 0.99)]}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=20000)
+    ap.add_argument("--seq", type=int, default=5000)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    out: dict[str, Any] = {"jobs": args.jobs, "seq": args.seq, "cpus": os.cpu_count()}
+    with Gearmand(threads=2) as g:
+        for kind in ("python", "php"):
+            fn = f"bench_seq_{kind}"
+            procs = start_workers(kind, g, fn, 1)
+            try:
+                await wait_registered(g, fn, 1)
+                res = await seq_python(g, fn, args.seq) if kind == "python" else seq_php(g, fn, args.seq)
+                out[f"seq_{kind}"] = summary(res)
+            finally:
+                stop(procs)
+        configs = [("python", 1, 1), ("php", 1, 1), ("python", 2, 1), ("php", 2, 1), ("python", 1, 8)]
+        for kind, nproc, mj in configs:
+            fn = f"bench_drain_{kind}_{nproc}_{mj}"
+            out[f"drain_{kind}_{nproc}p_{mj}j"] = await drain(g, kind, fn, args.jobs, nproc, mj)
+    rows = [
+        ("seq round trips/s", out["seq_python"]["rps"], out["seq_php"]["rps"]),
+        ("seq p50 ms", out["seq_python"]["p50_ms"], out["seq_php"]["p50_ms"]),
+        ("seq p99 ms", out["seq_python"]["p99_ms"], out["seq_php"]["p99_ms"]),
+        ("drain/s 1 proc", out["drain_python_1p_1j"], out["drain_php_1p_1j"]),
+        ("drain/s 2 procs", out["drain_python_2p_1j"], out["drain_php_2p_1j"]),
+        ("drain/s 1 proc max_jobs=8", out["drain_python_1p_8j"], out["drain_php_1p_1j"]),
+    ]
+    print(f"{'metric':28} {'imgworker':>12} {'php':>12} {'ours/php':>9}")
+    for name, ours, php in rows:
+        print(f"{name:28} {ours:12.2f} {php:12.2f} {ours / php:9.2f}")
+    text = json.dumps(out, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,182 @@
+"""GPU backend vs CPU backend throughput on 13-20 MP JPEGs -> 512 px and 2048 px JPEG q85.
+
+    python benchmarks/gpu_bench.py [--images 96] [--threads 32] [--json out.json]
+
+CPU: CpuBackend (libvips thumbnail) in one process per core, VIPS_CONCURRENCY=1 (the worker's prefork
+model). GPU: one process, GpuBackend called from --threads job threads (the worker's concurrency), so its
+micro-batcher forms batches; once with CPU decode (shrink-on-load) and once with nvImageCodec GPU decode
+when installed. Then a per-stage breakdown (profile mode: each stage synchronised and timed, batch of 1).
+Without a GPU, --fake runs the GPU backend with xp=numpy (checks the script, not the speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from imgworker.contract import ResizeSpec  # noqa: E402
+from imgworker.limits import Limits  # noqa: E402
+
+CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).resolve().parents[2] / "shared/corpus")
+PHOTOS = ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_4224x3168_baseline.jpg"]
+SIZES = (512, 2048)
+LIMITS = Limits()
+
+_sources: list[bytes] = []
+
+
+def _cpu_init(sources: list[bytes]) -> None:
+    global _sources
+    _sources = sources
+
+
+def _cpu_job(args: tuple[int, int]) -> int:
+    from imgworker.backends.cpu import CpuBackend
+
+    i, size = args
+    return len(CpuBackend().resize(_sources[i % len(_sources)], ResizeSpec(width=size, quality=85), LIMITS).data)
+
+
+def bench_cpu(sources: list[bytes], n: int, size: int, procs: int) -> dict[str, float]:
+    os.environ["VIPS_CONCURRENCY"] = "1"  # read by libvips when each spawned child starts
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(procs, initializer=_cpu_init, initargs=(sources,)) as pool:
+        pool.map(_cpu_job, [(i, size) for i in range(procs * 2)])  # warm up every process
+        t0 = time.perf_counter()
+        pool.map(_cpu_job, [(i, size) for i in range(n)], chunksize=1)
+        wall = time.perf_counter() - t0
+    return {"images_per_s": n / wall, "wall_s": wall, "processes": procs}
+
+
+def bench_gpu(backend: Any, sources: list[bytes], n: int, size: int, threads: int) -> dict[str, float]:
+    spec = ResizeSpec(width=size, quality=85)
+
+    def job(i: int) -> dict[str, float]:
+        return backend.resize(sources[i % len(sources)], spec, LIMITS).timings
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(job, range(min(n, threads))))  # warm up: kernels, pinned buffers, band caches
+        backend.batcher.batch_sizes.clear()
+        t0 = time.perf_counter()
+        timings = list(pool.map(job, range(n)))
+        wall = time.perf_counter() - t0
+    sizes = backend.batcher.batch_sizes or [1]
+    return {
+        "images_per_s": n / wall,
+        "wall_s": wall,
+        "threads": threads,
+        "mean_batch": statistics.mean(sizes),
+        "gpu_decoded": sum(1 for t in timings if "decode_gpu" in t),
+    }
+
+
+def stage_breakdown(make: Any, sources: list[bytes], size: int, gpu_decode: str) -> dict[str, float]:
+    """Mean ms per image and stage, one image at a time, each stage synchronised (profile mode)."""
+    backend = make(gpu_decode=gpu_decode, profile=True, max_batch=1, max_wait_ms=0)
+    spec = ResizeSpec(width=size, quality=85)
+    stages: dict[str, list[float]] = {}
+    try:
+        for rep in range(4):
+            for src in sources:
+                t0 = time.perf_counter()
+                r = backend.resize(src, spec, LIMITS)
+                total = (time.perf_counter() - t0) * 1000
+                if rep == 0:
+                    continue  # warm-up pass
+                for k in ("decode", "decode_gpu", "upload", "resize", "download", "encode"):
+                    if k in r.timings:
+                        stages.setdefault(k, []).append(r.timings[k])
+                stages.setdefault("total", []).append(total)
+    finally:
+        backend.close()
+    # "decode" covers the CPU stage (header + CPU decode, or only the header when decode_gpu is set).
+    return {k: round(statistics.mean(v), 2) for k, v in stages.items()}
+
+
+def kernel_only(cp: Any, src_hw: tuple[int, int], size: int) -> dict[str, float]:
+    """The resize kernels alone on a device-resident uint8 image, timed with CUDA events."""
+    from imgworker.backends.gpu import kernels
+
+    h, w = src_hw
+    img = cp.random.randint(0, 256, size=(h, w, 3), dtype=cp.uint8)
+    out_h = round(h * size / w)
+    for _ in range(3):
+        kernels.resize(cp, img, size, out_h)
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    reps = 20
+    for _ in range(reps):
+        kernels.resize(cp, img, size, out_h)
+    end.record()
+    end.synchronize()
+    ms = cp.cuda.get_elapsed_time(start, end) / reps
+    return {"ms": round(ms, 3), "src_mp": round(h * w / 1e6, 1), "gb_per_s_read": round(h * w * 3 / ms / 1e6, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=32)
+    ap.add_argument("--procs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--fake", action="store_true", help="no GPU: run the pipeline with xp=numpy")
+    args = ap.parse_args()
+
+    from imgworker.backends.gpu import GpuBackend, detect
+
+    sources = [(CORPUS / "photos" / p).read_bytes() for p in PHOTOS]
+    result: dict[str, Any] = {"images": args.images, "photos": PHOTOS, "cpu_cores": os.cpu_count()}
+    if args.fake:
+        import numpy as np
+
+        def make(**kw: Any) -> GpuBackend:
+            return GpuBackend(xp=np, **kw)
+
+        result["device"] = "numpy (fake)"
+    else:
+        import cupy as cp
+
+        def make(**kw: Any) -> GpuBackend:
+            return GpuBackend(**kw)
+
+        props = cp.cuda.runtime.getDeviceProperties(0)
+        result["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        result["cupy"] = cp.__version__
+        result["nvimgcodec"] = detect.nvimgcodec() is not None
+    modes = ["never"] + (["always"] if result.get("nvimgcodec") else [])
+    for size in SIZES:
+        entry: dict[str, Any] = {}
+        entry["cpu"] = bench_cpu(sources, args.images, size, args.procs)
+        for mode in modes:
+            backend = make(gpu_decode=mode, max_batch=8, max_wait_ms=5)
+            try:
+                entry[f"gpu_decode_{mode}"] = bench_gpu(backend, sources, args.images, size, args.threads)
+            finally:
+                backend.close()
+            entry[f"stages_ms_decode_{mode}"] = stage_breakdown(make, sources, size, mode)
+        best = max(entry[f"gpu_decode_{m}"]["images_per_s"] for m in modes)
+        entry["gpu_best_images_per_s"] = best
+        entry["ratio_gpu_over_cpu"] = round(best / entry["cpu"]["images_per_s"], 2)
+        if not args.fake:
+            entry["kernel_only_20mp"] = kernel_only(cp, (3391, 6028), size)
+        result[f"to_{size}px"] = entry
+        print(json.dumps({f"to_{size}px": entry}), flush=True)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

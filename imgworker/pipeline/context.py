@@ -1,0 +1,42 @@
+"""What a step may see besides its image: the job (stores, deadline), the focal point, metadata to keep."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import JobTimeout
+from ..limits import Limits
+
+if TYPE_CHECKING:
+    from ..service import JobContext
+
+
+@dataclass
+class StepContext:
+    limits: Limits
+    deadline: float
+    timeout_s: float
+    job: JobContext | None = None
+    focal: tuple[float, float] | None = None
+    # Metadata the encoder keeps (set by the metadata step): exif, icc, xmp, iptc ("copyright" keeps exif).
+    keep: tuple[str, ...] = ()
+    # Per-job cache (a watermark read once for all outputs).
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def check_deadline(self, stage: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise JobTimeout(f"job passed its time limit of {self.timeout_s:g} s before {stage}")
+
+    def read(self, url: str) -> bytes:
+        """Read an extra input (a watermark) through the job's stores, with the same access checks as src."""
+        if url in self.cache:
+            return bytes(self.cache[url])
+        if self.job is None:
+            raise RuntimeError("no job: cannot read " + url)
+        store = self.job.stores.for_url(url)
+        store.check(url)
+        data = store.read(url, max_bytes=self.limits.max_source_bytes)
+        self.cache[url] = data
+        return data

@@ -1,0 +1,113 @@
+"""encode: JPEG (progressive, mozjpeg-style), PNG (palette), WebP, AVIF, GIF; ``max_bytes`` lowers quality.
+
+An animation stays animated in GIF and WebP; JPEG, PNG and AVIF get its first frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyvips
+
+from ...contract import DEFAULT_QUALITY
+from ...errors import LimitExceeded
+from .. import frames
+from .base import StepDef, choice, colour, flag, integer
+from .colour import to_srgb
+from .metadata import keep_flags
+
+FORMATS = ("jpeg", "png", "webp", "avif", "gif")
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
+LOSSY = ("jpeg", "webp", "avif")
+_QUALITY_STEPS = 6  # bisection rounds for max_bytes: quality to within ~1 of the best that fits
+
+
+def _save(image: pyvips.Image, o: Mapping[str, Any], quality: int, keep: int) -> bytes:
+    fmt, effort = o["format"], o["effort"]
+    if fmt == "jpeg":
+        moz = o["mozjpeg"]
+        return bytes(image.jpegsave_buffer(
+            Q=quality, keep=keep, optimize_coding=True, interlace=o["progressive"] or moz,
+            trellis_quant=moz, overshoot_deringing=moz, optimize_scans=moz, quant_table=3 if moz else 0,
+        ))
+    if fmt == "png":
+        return bytes(image.pngsave_buffer(
+            keep=keep, compression=6 if effort is None else effort, palette=o["palette"], Q=quality,
+        ))
+    if fmt == "webp":
+        return bytes(image.webpsave_buffer(
+            Q=quality, keep=keep, lossless=o["lossless"], effort=4 if effort is None else min(effort, 6),
+        ))
+    if fmt == "avif":
+        return bytes(image.heifsave_buffer(
+            Q=quality, keep=keep, compression="av1", lossless=o["lossless"], effort=2 if effort is None else effort,
+        ))
+    return bytes(image.gifsave_buffer(keep=keep, effort=7 if effort is None else max(1, effort)))
+
+
+def prepare(image: pyvips.Image, o: Mapping[str, Any]) -> pyvips.Image:
+    """What the encoder gets: 8-bit, flattened for JPEG, a single frame unless the format animates."""
+    if o["format"] not in ("gif", "webp"):
+        image = frames.first(image)
+    if image.format != "uchar":
+        image = to_srgb(image)
+    if o["format"] == "jpeg" and image.hasalpha():
+        bg = list(o["background"]) if image.bands >= 3 else [float(o["background"][0])]
+        image = image.flatten(background=bg).cast("uchar")
+    return image
+
+
+def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, int]:
+    """(bytes, quality used). Over ``max_bytes`` even at ``min_quality``: LIMIT_EXCEEDED."""
+    image = prepare(image, o)
+    keep = keep_flags(getattr(ctx, "keep", ()), image)
+    quality = o["quality"] or DEFAULT_QUALITY.get(o["format"], 75)
+    data = _save(image, o, quality, keep)
+    limit = o["max_bytes"]
+    if not limit or len(data) <= limit:
+        return data, quality
+    if o["format"] not in LOSSY or o["lossless"]:
+        raise LimitExceeded(f"{o['format']} output is {len(data)} bytes; max_bytes is {limit} (use a lossy format)")
+    # Bisect quality between min_quality and quality for the best that fits (sizes grow with quality).
+    lo, hi, best = o["min_quality"], quality - 1, None
+    for _ in range(_QUALITY_STEPS):
+        if lo > hi:
+            break
+        ctx.check_deadline("encode")
+        mid = (lo + hi) // 2
+        attempt = _save(image, o, mid, keep)
+        if len(attempt) <= limit:
+            best, lo = (attempt, mid), mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        raise LimitExceeded(
+            f"{o['format']} output does not fit max_bytes {limit} even at quality {o['min_quality']}"
+        )
+    return best
+
+
+def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+    return image  # encoding is the output's last act (run.py calls encode); this keeps the StepDef shape
+
+
+STEP = StepDef(
+    "encode",
+    "write one output format",
+    {
+        "format": choice(FORMATS),
+        "quality": integer(1, 100, None),
+        "effort": integer(0, 9, None),
+        "progressive": flag(False),
+        "mozjpeg": flag(False),
+        "palette": flag(False),
+        "lossless": flag(False),
+        "max_bytes": integer(0, 100 * 1024 * 1024, 0),
+        "min_quality": integer(1, 100, 30),
+        "background": colour(),
+    },
+    apply,
+    backends=("cpu", "gpu"),
+    shorthand="format",
+)

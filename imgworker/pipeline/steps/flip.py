@@ -1,0 +1,31 @@
+"""flip: mirror horizontally (sharp's flop), vertically (sharp's flip) or both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyvips
+
+from .base import StepDef, choice
+
+
+def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+    direction = o["direction"]
+    if direction == "none":
+        return image
+    if direction in ("horizontal", "both"):
+        image = image.fliphor()
+    if direction in ("vertical", "both"):
+        image = image.flipver()
+    return image
+
+
+STEP = StepDef(
+    "flip",
+    "mirror the image",
+    {"direction": choice(("horizontal", "vertical", "both", "none"), "horizontal")},
+    apply,
+    backends=("cpu", "gpu"),
+    shorthand="direction",
+)

@@ -1,0 +1,47 @@
+"""metadata: what the output keeps. Default: nothing (EXIF GPS, camera serials and XMP are stripped).
+
+``keep: [copyright]`` keeps only the EXIF Copyright and Artist tags; ``icc`` the colour profile; ``exif``,
+``xmp``, ``iptc`` those blocks whole; ``all`` everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyvips
+
+from .base import Opt, StepDef
+
+KEEP = ("copyright", "exif", "icc", "xmp", "iptc", "all")
+_COPYRIGHT = ("exif-ifd0-Copyright", "exif-ifd0-Artist")
+
+
+def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+    keep = set(o["keep"])
+    ctx.keep = tuple(sorted(keep))
+    if "copyright" not in keep or keep & {"exif", "all"}:
+        return image  # the encoder's keep flags do the rest
+    image = image.copy()  # never edit a shared image's metadata in place
+    for name in image.get_fields():
+        if name.startswith("exif-ifd") and name not in _COPYRIGHT:
+            image.remove(name)
+    return image
+
+
+def keep_flags(keep: tuple[str, ...], image: pyvips.Image) -> int:
+    """libvips ForeignKeep flags for an encoder."""
+    flags = pyvips.enums.ForeignKeep
+    if "all" in keep:
+        return int(flags.ALL)
+    value = 0
+    names = {"exif": flags.EXIF, "icc": flags.ICC, "xmp": flags.XMP, "iptc": flags.IPTC}
+    for name in keep:
+        value |= names.get(name, 0)
+    if "copyright" in keep and any(f in image.get_fields() for f in _COPYRIGHT):
+        value |= flags.EXIF
+    return int(value)
+
+
+STEP = StepDef("metadata", "strip metadata, or keep some", {"keep": Opt("list", (), choices=KEEP)}, apply,
+               backends=("cpu", "gpu"), scale_invariant=True, per_pixel=True, shorthand="keep")

@@ -1,0 +1,76 @@
+"""The command line as users run it: `imgworker submit` (one job, a directory), `imgworker demo`, prefork."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from fixtures_core import PHOTOS
+from PIL import Image
+from workerproc import REPO, WorkerProc
+
+from imgworker.gearmand import Gearmand
+
+
+def imgworker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgworker", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_submit_one_job_and_a_failure(core_worker: WorkerProc, core_root: Path) -> None:
+    server = core_worker.servers[0]
+    dst = core_root / "out" / "submit_one.webp"
+    ok = imgworker("submit", "--server", server, "--width", "128", str(PHOTOS / "sunset_4272x2848.webp"), str(dst))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["width"] == 128 and dst.read_bytes()[:4] == b"RIFF"
+    bad = imgworker("submit", "--server", server, "--width", "128", "/etc/hostname", str(dst))
+    assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "FORBIDDEN_PATH"
+
+
+def test_submit_a_directory_reports_a_summary(core_worker: WorkerProc, core_root: Path) -> None:
+    src = core_root / "in" / "batch"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for p in sorted(PHOTOS.glob("dragonfly*")):
+        shutil.copy(p, src / p.name)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = core_root / "out" / "batch"
+    proc = imgworker("submit", "--server", core_worker.servers[0], "--width", "100", "--format", "png",
+                     str(src) + "/", str(out))
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 1  # one job failed
+    assert summary["jobs"] == 4 and summary["done"] == 3 and summary["failed"] == {"DECODE_FAILED": 1}
+    assert summary["images_per_s"] > 0
+    outputs = sorted(p.name for p in out.iterdir())
+    assert outputs == ["dragonfly_4224x3168_baseline.png", "dragonfly_800_png_named.png", "dragonfly_exif_orientation6.png"]
+    for p in out.iterdir():
+        assert Image.open(p).size == (100, 75)
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    proc = imgworker("demo", "--out", str(tmp_path / "demo"), "--processes", "1", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "9 of 10 jobs succeeded" in proc.stdout and "FORBIDDEN_PATH" in proc.stdout
+    sheet = (tmp_path / "demo" / "index.html").read_text()
+    assert sheet.count("<tr>") == 11 and "kleiber_6028x3391_baseline.jpg" in sheet
+    assert Image.open(tmp_path / "demo" / "kleiber_6028x3391_baseline.jpg").size == (512, 288)
+
+
+def test_prefork_group_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    with Gearmand() as g:
+        worker = WorkerProc([g.address], [PHOTOS, tmp_path], processes=2, concurrency=1)
+        worker.start()
+        worker.wait_registered("resize", count=2)  # both children registered
+        from imgworker import Client
+
+        with Client([g.address]) as client:
+            r = client.resize(src=(PHOTOS / "kleiber_6028x3391_baseline.jpg").as_uri(),
+                              dst=(tmp_path / "k.jpg").as_uri(), width=64)
+        assert r.width == 64
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=40) == 0
+        assert worker.log().count("worker stopped cleanly") == 2

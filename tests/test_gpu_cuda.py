@@ -1,0 +1,128 @@
+"""Tests that need a CUDA device (run with `pytest -m gpu`, on the GPU machine: benchmarks/gpu_check.sh).
+
+The CuPy RawKernels must match resample.py's numpy code (the reference tested in CI) to within float32
+rounding: at most 1 level on uint8 outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pyvips
+
+from imgworker.backends.base import Rendered
+from imgworker.backends.gpu import GpuBackend, gpu_available
+from imgworker.backends.gpu import resample as R
+from imgworker.contract import FITS, ResizeSpec
+from imgworker.limits import Limits
+
+pytestmark = pytest.mark.gpu
+
+CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).parents[2] / "shared/corpus")
+LIMITS = Limits()
+PHOTOS = ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_exif_orientation6.jpg"]
+
+
+@pytest.fixture(scope="module")
+def cp() -> Any:
+    assert gpu_available(), "these tests need a CUDA device"
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def gpu(cp: Any) -> Iterator[GpuBackend]:
+    backend = GpuBackend(max_batch=8, max_wait_ms=5)
+    yield backend
+    backend.close()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.mark.parametrize("kernel", R.KERNELS)
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((300, 400, 3), (97, 61)), ((1, 500, 3), (31, 1)), ((500, 1, 1), (1, 7)), ((64, 48, 4), (200, 150)),
+     ((1000, 1500, 3), (512, 341)), ((37, 41, 2), (37, 9))],
+)
+def test_rawkernel_matches_numpy(cp: Any, kernel: str, shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    from imgworker.backends.gpu import kernels
+
+    img = np.random.default_rng(3).integers(0, 256, size=shape).astype(np.uint8)
+    ref = R.to_uint8(np, R.resize(np, img, *size, kernel))
+    out = cp.asnumpy(kernels.resize(cp, cp.asarray(img), *size, kernel, cp.uint8))
+    assert out.shape == ref.shape
+    assert int(np.abs(out.astype(int) - ref).max()) <= 1
+    f = cp.asnumpy(kernels.resize(cp, cp.asarray(img.astype(np.float32)), *size, kernel, cp.float32))
+    np.testing.assert_allclose(f, R.resize(np, img, *size, kernel), atol=0.05)
+
+
+def test_kernels_compile_once(cp: Any) -> None:
+    from imgworker.backends.gpu import kernels
+
+    mod = kernels.module(cp)
+    img = cp.zeros((50, 60, 3), cp.uint8)
+    for w in (10, 11, 12, 200):
+        kernels.resize(cp, img, w, w)
+    assert kernels.module(cp) is mod
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_gpu_backend_matches_numpy_pipeline(gpu: GpuBackend, name: str) -> None:
+    source = (CORPUS / "photos" / name).read_bytes()
+    ref = GpuBackend(xp=np, gpu_decode="never")
+    try:
+        for fit in FITS:
+            spec = ResizeSpec(width=640, height=480, fit=fit, format="png")
+            a, b = gpu.resize(source, spec, LIMITS), ref.resize(source, spec, LIMITS)
+            assert (a.width, a.height) == (b.width, b.height)
+            pa = pyvips.Image.new_from_buffer(a.data, "").numpy()
+            pb = pyvips.Image.new_from_buffer(b.data, "").numpy()
+            # nvJPEG's IDCT/upsampling differs from libjpeg's by a level or two; CPU decode gives ~exact.
+            assert psnr(pa, pb) > (40.0 if "decode_gpu" in a.timings else 55.0), (name, fit)
+    finally:
+        ref.close()
+
+
+def test_concurrent_jobs_are_batched_on_the_gpu(gpu: GpuBackend) -> None:
+    source = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
+    results: list[Rendered] = []
+    errors: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            results.append(gpu.resize(source, ResizeSpec(width=256), LIMITS))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 16
+    assert max(gpu.batcher.batch_sizes) > 1
+
+
+def test_out_of_memory_shrinks_then_falls_back(cp: Any) -> None:
+    # A pool capped at ~40 MB: a batch of 20 MP images cannot fit, single 1/2-decoded ones can only just.
+    backend = GpuBackend(max_batch=8, gpu_decode="never", memory_fraction=0.0)
+    backend.engine.pool.set_limit(size=40 * 1024 * 1024)
+    source = (CORPUS / "photos/kleiber_6028x3391_baseline.jpg").read_bytes()
+    try:
+        out = backend.resize_batch([(source, ResizeSpec(width=2000), LIMITS)] * 4)
+        assert all(isinstance(r, Rendered) and r.width == 2000 for r in out), out
+        done = [r for r in out if isinstance(r, Rendered)]
+        assert any(r.timings["batch_size"] < 4 or r.timings.get("oom_fallback") for r in done)
+    finally:
+        backend.close()
