@@ -59,9 +59,12 @@ def stores_from(stores: dict[str, Store]) -> Stores:
 def build_pipelines(config: WorkerConfig, backend: Backend) -> Any:
     if config.pipelines is None:
         return None
-    from .pipeline.registry import PipelineSet
+    from .pipeline import PipelineError, PipelineSet
 
-    return PipelineSet.load(config.pipelines, backend=backend.name)
+    try:
+        return PipelineSet.load(config.pipelines, backend=backend.name)
+    except PipelineError as exc:  # the worker refuses to start; each line is file:line: problem and fix
+        raise ConfigError(f"pipelines in {config.pipelines} do not load:\n{exc}") from None
 
 
 def setup_logging(level: str) -> None:

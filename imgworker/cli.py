@@ -14,6 +14,7 @@ from .config import ConfigError, add_arguments, load
 COMMANDS: list[str] = [
     "imgworker.submit",
     "imgworker.demo",
+    "imgworker.pipelines_cmd",
     "imgworker.exporter",
     "imgworker.probe",
 ]

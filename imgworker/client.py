@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import InternalError, Unavailable, error_from_dict
-from .gearman import GearmanError, JobStatus, SyncClient
+from .gearman import ConnectionLost, GearmanError, JobStatus, SyncClient
 
 Priority = Literal["normal", "high", "low"]
 
@@ -57,6 +57,7 @@ class Client:
     def __init__(self, servers: Sequence[str] = ("127.0.0.1:4730",), *, timeout: float | None = 120.0) -> None:
         self.timeout = timeout
         self._gearman = SyncClient(list(servers))
+        self._servers = len(servers)
 
     def __enter__(self) -> Client:
         return self
@@ -78,16 +79,23 @@ class Client:
     ) -> Result:
         """Submit any job (``resize``, ``resize@gpu``, a pipeline name) and wait for its result."""
         data = json.dumps(payload).encode()
-        try:
-            body = self._gearman.submit(
-                function,
-                data,
-                unique=unique or default_unique(payload),
-                priority=priority,
-                timeout=timeout if timeout is not None else self.timeout,
-            )
-        except GearmanError as exc:
-            raise Unavailable(f"job {function!r} did not complete: {exc}") from exc
+        # A job whose job server is lost mid-wait goes to the next server (the client rotates): safe because
+        # a job is idempotent (same unique id; a re-run overwrites its destination with identical bytes).
+        for attempt in range(self._servers):
+            try:
+                body = self._gearman.submit(
+                    function,
+                    data,
+                    unique=unique or default_unique(payload),
+                    priority=priority,
+                    timeout=timeout if timeout is not None else self.timeout,
+                )
+                break
+            except ConnectionLost as exc:
+                if attempt + 1 >= self._servers:
+                    raise Unavailable(f"job {function!r} did not complete: {exc}") from exc
+            except GearmanError as exc:
+                raise Unavailable(f"job {function!r} did not complete: {exc}") from exc
         return parse_result(body)
 
     def resize(self, *, src: str, dst: str, function: str = "resize", **params: Any) -> Result:

@@ -101,8 +101,14 @@ class WorkerConfig:
                 raise ConfigError(f"--root {root!r} is not an existing directory")
         if self.pipelines is not None and not os.path.isdir(self.pipelines):
             raise ConfigError(f"--pipelines {self.pipelines!r} is not an existing directory")
-        for name in ("processes", "concurrency", "max_source_pixels", "max_source_bytes", "max_output_pixels",
-                     "s3_max_attempts"):
+        for name in (
+            "processes",
+            "concurrency",
+            "max_source_pixels",
+            "max_source_bytes",
+            "max_output_pixels",
+            "s3_max_attempts",
+        ):
             if getattr(self, name) < (0 if name == "processes" else 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
         if self.job_timeout <= 0 or self.drain_timeout < 0:

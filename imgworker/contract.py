@@ -121,7 +121,7 @@ def parse_color(value: Any, key: str = "background") -> tuple[int, int, int]:
         and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
     ):
         return (value[0], value[1], value[2])
-    raise BadRequest(f"{key!r} must be a colour like \"#ffffff\" or [255, 255, 255], got {value!r}")
+    raise BadRequest(f'{key!r} must be a colour like "#ffffff" or [255, 255, 255], got {value!r}')
 
 
 def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
@@ -129,7 +129,7 @@ def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
     width = _int(obj, "width", 1, side)
     height = _int(obj, "height", 1, side)
     if width is None and height is None:
-        raise BadRequest("give 'width', 'height' or both (pixels, 1 to %d)" % side)
+        raise BadRequest(f"give 'width', 'height' or both (pixels, 1 to {side})")
     fmt = _choice(obj, "format", FORMATS, None) or format_from_path(dst)
     if fmt is None:
         raise BadRequest(

@@ -62,7 +62,7 @@ def contact_sheet(rows: list[dict[str, Any]], out: Path) -> Path:
         after = (
             f'<img src="{html.escape(Path(row["dst"]).name)}" loading="lazy">'
             if res.get("ok")
-            else f'<pre>{html.escape(json.dumps(res.get("error"), indent=1))}</pre>'
+            else f"<pre>{html.escape(json.dumps(res.get('error'), indent=1))}</pre>"
         )
         cells.append(
             "<tr>"
@@ -98,8 +98,20 @@ def main(args: argparse.Namespace) -> int:
     with Gearmand() as gearmand:
         print(f"gearmand listening on {gearmand.address}")
         log = out / "worker.log"
-        cmd = [sys.executable, "-m", "imgworker", "worker", "--server", gearmand.address,
-               "--root", str(images), "--root", str(out), "--processes", str(args.processes)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "imgworker",
+            "worker",
+            "--server",
+            gearmand.address,
+            "--root",
+            str(images),
+            "--root",
+            str(out),
+            "--processes",
+            str(args.processes),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGWORKER_")}
         with log.open("wb") as log_fh:
             worker = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
@@ -117,7 +129,9 @@ def main(args: argparse.Namespace) -> int:
     return 0 if ok == len(rows) - 1 else 1
 
 
-def run_jobs(client: Any, sources: list[Path], out: Path, width: int, error_type: type[Exception]) -> list[dict[str, Any]]:
+def run_jobs(
+    client: Any, sources: list[Path], out: Path, width: int, error_type: type[Exception]
+) -> list[dict[str, Any]]:
     rows = []
     jobs = [(src, out / (src.stem + ".jpg")) for src in sources]
     # One job that must fail: a source outside the worker's roots.
@@ -131,11 +145,16 @@ def run_jobs(client: Any, sources: list[Path], out: Path, width: int, error_type
             except error_type as exc:
                 result = {"ok": False, "error": exc.to_dict()}  # type: ignore[attr-defined]
                 summary = f"{result['error']['code']}: {result['error']['message']}"
-            rows.append({
-                "src": str(src), "dst": str(dst), "result": result, "summary": summary,
-                "src_bytes": src.stat().st_size if src.exists() else 0,
-                "ms": (time.perf_counter() - started) * 1000,
-            })
+            rows.append(
+                {
+                    "src": str(src),
+                    "dst": str(dst),
+                    "result": result,
+                    "summary": summary,
+                    "src_bytes": src.stat().st_size if src.exists() else 0,
+                    "ms": (time.perf_counter() - started) * 1000,
+                }
+            )
     return rows
 
 

@@ -26,6 +26,7 @@ from .batch import BatchRunner
 from .config import WorkerConfig
 from .errors import ImgworkerError, JobTimeout
 from .gearman import Job, Worker
+from .notify import Notifier
 from .service import Service, error_result
 from .stores import Stores
 
@@ -119,6 +120,7 @@ class WorkerProcess:
         self.parent_pid = parent_pid
         self.health_max_age = health.HEARTBEAT_MAX_AGE_S
         self.health_server: health.HealthServer | None = None
+        self.notifier = Notifier(config.servers)
         self.abandoned = 0  # jobs handed back to gearmand when the drain deadline passed
         self._stopping = 0
         self._stopped = asyncio.Event()
@@ -139,9 +141,26 @@ class WorkerProcess:
             finally:
                 metrics.IN_FLIGHT.dec()
             log_job(function, result, time.perf_counter() - started, job.data)
+            # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
+            await self.notifier.send(job.data, function, result)
             return json.dumps(result, separators=(",", ":")).encode()
 
         return handle
+
+    def reload_pipelines(self) -> None:
+        """SIGHUP: re-read pipelines; CAN_DO new ones, CANT_DO removed ones. Jobs in flight keep their runner."""
+        if self.pipelines is None:
+            log.warning("SIGHUP: this worker has no --pipelines directory; nothing to reload")
+            return
+        before = function_names(self.backend.name, self.pipeline_names())
+        if not self.pipelines.reload():
+            return  # the error is logged; the old set keeps serving
+        after = function_names(self.backend.name, self.pipeline_names())
+        for name in sorted(set(before) - set(after)):
+            self.gearman.unregister(name)
+        for name, pipeline in after.items():
+            if name not in before:
+                self.gearman.register(name, self._handler(name, pipeline))
 
     def request_stop(self) -> None:
         self._stopping += 1
@@ -166,6 +185,7 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_pipelines)
         metrics.CONCURRENCY.set(self.config.concurrency)
         metrics.INFO.labels(__version__, self.backend.name).set(1)
         metrics.DRAINING.set(0)
@@ -201,6 +221,7 @@ class WorkerProcess:
             self.abandoned = self.gearman.in_flight
             log.warning("drain deadline passed with %d jobs in flight: handing them back", self.abandoned)
         await self.gearman.close()
+        await self.notifier.close()
         serving.cancel()
         if batches is not None:
             batches.cancel()

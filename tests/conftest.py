@@ -4,3 +4,4 @@ from fixtures_gearman import *  # noqa: F403
 from fixtures_core import *  # noqa: F403
 from fixtures_s3 import *  # noqa: F403
 from fixtures_reliability import *  # noqa: F403
+from fixtures_pipeline import *  # noqa: F403

@@ -18,7 +18,7 @@ from imgworker.gearmand import Gearmand
 
 T = TypeVar("T")
 
-__all__ = ["gearmand", "gearmand_factory", "gearman_fn", "GEARMAN_TOOLS"]
+__all__ = ["GEARMAN_TOOLS", "gearman_fn", "gearmand", "gearmand_factory"]
 
 GEARMAN_TOOLS = shutil.which("gearman") is not None and os.path.exists("/usr/sbin/gearmand")
 _counter = itertools.count()

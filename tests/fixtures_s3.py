@@ -34,6 +34,7 @@ __all__ = [
     "s3_client",
     "s3_proxy",
     "s3_worker_factory",
+    "start_s3_worker",
     "wait_for_workers",
 ]
 
@@ -145,6 +146,9 @@ class CountingProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._listener is not listener:  # cut while accepting
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             except OSError:
@@ -182,6 +186,9 @@ class CountingProxy:
 
     def cut(self) -> None:
         if self._listener is not None:
+            # shutdown() wakes the accept() blocked in another thread; close() alone would not.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
@@ -244,10 +251,28 @@ def s3_proxy(moto_s3: MotoServer) -> Iterator[CountingProxy]:
     proxy.cut()
 
 
+def start_s3_worker(
+    server: str,
+    endpoint: str,
+    buckets: list[str],
+    root: Path,
+    *extra: str,
+    concurrency: int = 2,
+) -> WorkerProc:
+    """A real worker process with only the test credentials in its environment (not yet waited for)."""
+    args = ["--s3-endpoint", endpoint, "--s3-max-attempts", "2", "--s3-timeout", "5", "--drain-timeout", "5"]
+    for b in buckets:
+        args += ["--s3-bucket", b]
+    proc = WorkerProc([server], [root], *args, *extra, concurrency=concurrency)
+    # Nothing from the developer's own AWS environment or profile.
+    proc.env = {k: v for k, v in proc.env.items() if not k.startswith("AWS_")} | S3_ENV
+    proc.env["AWS_CONFIG_FILE"] = proc.env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    return proc.start(wait_for=None)
+
+
 @pytest.fixture
 def s3_worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
-    """Start real worker processes with test credentials in their environment (not yet waited for):
-    ``make(server, endpoint, buckets, *extra_args, root=DIR, concurrency=2)``."""
+    """``make(server, endpoint, buckets, *extra_args, root=DIR, concurrency=2)``; all stopped at test end."""
     started: list[WorkerProc] = []
 
     def make(
@@ -258,16 +283,9 @@ def s3_worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
         root: Path | None = None,
         concurrency: int = 2,
     ) -> WorkerProc:
-        args = ["--s3-endpoint", endpoint, "--s3-max-attempts", "2", "--s3-timeout", "5"]
-        args += ["--drain-timeout", "5"]
-        for b in buckets:
-            args += ["--s3-bucket", b]
-        proc = WorkerProc([server], [root or tmp_path], *args, *extra, env=S3_ENV, concurrency=concurrency)
-        # Only the test credentials: nothing from the developer's own AWS environment or profile.
-        proc.env = {k: v for k, v in proc.env.items() if not k.startswith("AWS_")} | S3_ENV
-        proc.env["AWS_CONFIG_FILE"] = proc.env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+        proc = start_s3_worker(server, endpoint, buckets, root or tmp_path, *extra, concurrency=concurrency)
         started.append(proc)
-        return proc.start(wait_for=None)
+        return proc
 
     yield make
     for proc in started:

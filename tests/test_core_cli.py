@@ -17,8 +17,9 @@ from imgworker.gearmand import Gearmand
 
 
 def imgworker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "imgworker", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "imgworker", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def test_submit_one_job_and_a_failure(core_worker: WorkerProc, core_root: Path) -> None:
@@ -39,14 +40,19 @@ def test_submit_a_directory_reports_a_summary(core_worker: WorkerProc, core_root
         shutil.copy(p, src / p.name)
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = core_root / "out" / "batch"
-    proc = imgworker("submit", "--server", core_worker.servers[0], "--width", "100", "--format", "png",
-                     str(src) + "/", str(out))
+    proc = imgworker(
+        "submit", "--server", core_worker.servers[0], "--width", "100", "--format", "png", str(src) + "/", str(out)
+    )
     summary = json.loads(proc.stdout)
     assert proc.returncode == 1  # one job failed
     assert summary["jobs"] == 4 and summary["done"] == 3 and summary["failed"] == {"DECODE_FAILED": 1}
     assert summary["images_per_s"] > 0
     outputs = sorted(p.name for p in out.iterdir())
-    assert outputs == ["dragonfly_4224x3168_baseline.png", "dragonfly_800_png_named.png", "dragonfly_exif_orientation6.png"]
+    assert outputs == [
+        "dragonfly_4224x3168_baseline.png",
+        "dragonfly_800_png_named.png",
+        "dragonfly_exif_orientation6.png",
+    ]
     for p in out.iterdir():
         assert Image.open(p).size == (100, 75)
 
@@ -68,8 +74,9 @@ def test_prefork_group_serves_and_stops_cleanly(tmp_path: Path) -> None:
         from imgworker import Client
 
         with Client([g.address]) as client:
-            r = client.resize(src=(PHOTOS / "kleiber_6028x3391_baseline.jpg").as_uri(),
-                              dst=(tmp_path / "k.jpg").as_uri(), width=64)
+            r = client.resize(
+                src=(PHOTOS / "kleiber_6028x3391_baseline.jpg").as_uri(), dst=(tmp_path / "k.jpg").as_uri(), width=64
+            )
         assert r.width == 64
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=40) == 0

@@ -70,8 +70,12 @@ def test_every_corpus_photo_resizes(py_client: Any, core_root: Path) -> None:
 
 def test_exif_orientation_is_applied(py_client: Any, core_root: Path) -> None:
     out = core_root / "out"
-    py_client.resize(src=(PHOTOS / "dragonfly_4224x3168_baseline.jpg").as_uri(), dst=(out / "ref.png").as_uri(), width=256)
-    py_client.resize(src=(PHOTOS / "dragonfly_exif_orientation6.jpg").as_uri(), dst=(out / "rot.png").as_uri(), width=256)
+    py_client.resize(
+        src=(PHOTOS / "dragonfly_4224x3168_baseline.jpg").as_uri(), dst=(out / "ref.png").as_uri(), width=256
+    )
+    py_client.resize(
+        src=(PHOTOS / "dragonfly_exif_orientation6.jpg").as_uri(), dst=(out / "rot.png").as_uri(), width=256
+    )
     ref, rot = rgb(out / "ref.png"), rgb(out / "rot.png")
     assert ref.shape == rot.shape == (192, 256, 3)
     # Same picture the right way up: close to the upright original, far from it turned the other way.
@@ -141,7 +145,7 @@ def test_alpha_kept_for_png_and_flattened_on_white_for_jpeg(py_client: Any, core
 def test_fit_modes_and_formats(py_client: Any, core_root: Path, params: dict[str, Any], size: tuple[int, int]) -> None:
     src = PHOTOS / "kleiber_6028x3391_baseline.jpg"
     fmt = params.get("format", "png")
-    dst = core_root / "out" / f"fit_{'_'.join(map(str, params.values()))}.{ 'png' if fmt == 'png' else fmt}"
+    dst = core_root / "out" / f"fit_{'_'.join(map(str, params.values()))}.{'png' if fmt == 'png' else fmt}"
     result = py_client.resize(src=src.as_uri(), dst=dst.as_uri(), **({"format": "png"} | params))
     assert (result.width, result.height) == size
     assert result.format == fmt
@@ -178,7 +182,11 @@ def test_bad_files_fail_with_their_code_quickly_and_worker_keeps_serving(py_clie
         assert not dst.exists(), "a failed job must leave no destination"
         assert not list(dst.parent.glob(f".{dst.name}*")), "no temporary file left behind"
         # The worker serves the next job.
-        ok = py_client.resize(src=(PHOTOS / "dragonfly_800_png_named.jpg").as_uri(), dst=(core_root / "out" / "next.jpg").as_uri(), width=64)
+        ok = py_client.resize(
+            src=(PHOTOS / "dragonfly_800_png_named.jpg").as_uri(),
+            dst=(core_root / "out" / "next.jpg").as_uri(),
+            width=64,
+        )
         assert ok.width == 64
 
 
@@ -196,7 +204,11 @@ def test_request_errors_name_the_problem(py_client: Any, core_root: Path) -> Non
         ({"src": "http://169.254.169.254/x.jpg", "dst": dst, "width": 10}, ForbiddenPath, "not allowed"),
         ({"src": "file:///etc/passwd", "dst": dst, "width": 10}, ForbiddenPath, "outside the allowed roots"),
         ({"src": src, "dst": "file:///tmp/../etc/x.jpg", "width": 10}, ForbiddenPath, "outside the allowed roots"),
-        ({"src": (core_root / "in" / "missing.jpg").as_uri(), "dst": dst, "width": 10}, SourceNotFound, "does not exist"),
+        (
+            {"src": (core_root / "in" / "missing.jpg").as_uri(), "dst": dst, "width": 10},
+            SourceNotFound,
+            "does not exist",
+        ),
     ]
     for payload, error, text in cases:
         with pytest.raises(error) as info:
@@ -214,14 +226,18 @@ def test_symlink_escaping_a_root_is_forbidden(py_client: Any, core_root: Path) -
     if not dir_link.exists():
         dir_link.symlink_to("/tmp")
     with pytest.raises(ForbiddenPath):
-        py_client.resize(src=(PHOTOS / "dragonfly_800_png_named.jpg").as_uri(), dst=(dir_link / "x.jpg").as_uri(), width=10)
+        py_client.resize(
+            src=(PHOTOS / "dragonfly_800_png_named.jpg").as_uri(), dst=(dir_link / "x.jpg").as_uri(), width=10
+        )
 
 
 def test_unwritable_destination_is_store_failed(py_client: Any, core_root: Path) -> None:
     blocker = core_root / "out" / "a_file"
     blocker.write_bytes(b"not a directory")
     with pytest.raises(StoreFailed) as info:
-        py_client.resize(src=(PHOTOS / "dragonfly_800_png_named.jpg").as_uri(), dst=(blocker / "x.jpg").as_uri(), width=10)
+        py_client.resize(
+            src=(PHOTOS / "dragonfly_800_png_named.jpg").as_uri(), dst=(blocker / "x.jpg").as_uri(), width=10
+        )
     assert "cannot write" in info.value.message or "not writable" in info.value.message
     assert blocker.read_bytes() == b"not a directory"
 
@@ -238,4 +254,6 @@ def test_huge_output_from_tiny_source_is_refused(py_client: Any, core_root: Path
     with pytest.raises(BadRequest):  # over the per-side limit in the contract
         py_client.resize(src=tiny.as_uri(), dst=(core_root / "out" / "big.jpg").as_uri(), width=100000, height=100000)
     with pytest.raises(LimitExceeded):  # within each side, but too many pixels
-        py_client.resize(src=tiny.as_uri(), dst=(core_root / "out" / "big.jpg").as_uri(), width=16000, height=16000, fit="fill")
+        py_client.resize(
+            src=tiny.as_uri(), dst=(core_root / "out" / "big.jpg").as_uri(), width=16000, height=16000, fit="fill"
+        )

@@ -11,7 +11,7 @@ from workerproc import REPO
 
 from imgworker.config import ConfigError, WorkerConfig, from_env, load
 from imgworker.contract import parse_request, parse_resize
-from imgworker.errors import BadRequest, LimitExceeded, error_from_dict, SourceNotFound
+from imgworker.errors import BadRequest, LimitExceeded, SourceNotFound, error_from_dict
 from imgworker.geometry import plan
 from imgworker.limits import Limits
 
@@ -25,7 +25,13 @@ def req(**kw: object) -> bytes:
 def test_parse_defaults_and_format_from_extension() -> None:
     r = parse_request(req(width=10), L)
     assert r.resize is not None
-    assert (r.resize.width, r.resize.height, r.resize.fit, r.resize.format, r.resize.quality) == (10, None, "inside", "jpeg", 85)
+    assert (r.resize.width, r.resize.height, r.resize.fit, r.resize.format, r.resize.quality) == (
+        10,
+        None,
+        "inside",
+        "jpeg",
+        85,
+    )
     r = parse_request(json.dumps({"src": "file:///a", "dst": "file:///b.WEBP", "height": 5}).encode(), L)
     assert r.resize is not None and r.resize.format == "webp" and r.resize.quality == 80
 
@@ -110,7 +116,10 @@ def test_config_env_and_flags() -> None:
 def test_cli_config_error_exits_2_with_a_message() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "imgworker", "worker", "--server", "127.0.0.1:4730", "--root", "/no/such/dir"],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert "configuration error: --root '/no/such/dir' is not an existing directory" in proc.stderr

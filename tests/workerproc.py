@@ -37,8 +37,16 @@ class WorkerProc:
         concurrency: int = 2,
     ) -> None:
         self.servers = list(servers)
-        cmd = [sys.executable, "-m", "imgworker", "worker", "--processes", str(processes),
-               "--concurrency", str(concurrency)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "imgworker",
+            "worker",
+            "--processes",
+            str(processes),
+            "--concurrency",
+            str(concurrency),
+        ]
         for s in self.servers:
             cmd += ["--server", s]
         for r in roots:
@@ -51,8 +59,9 @@ class WorkerProc:
 
     def start(self, *, wait_for: str | None = "resize", timeout: float = 30.0) -> WorkerProc:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL
+            )
         if wait_for:
             self.wait_registered(wait_for, timeout=timeout)
         return self

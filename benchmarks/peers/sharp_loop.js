@@ -1,6 +1,7 @@
 // The sharp peer: the same job as bench_pyvips in a loop, one process per core, libvips single-threaded.
 // Usage: node sharp_loop.js SPEC_JSON OUT_DIR --index I. Speaks run_loop_group's protocol: prints "ready"
-// after a warm-up pass, waits for "go SECONDS" on stdin, prints one JSON line of figures.
+// after a warm-up pass, waits for "go SECONDS" on stdin, prints one JSON line of figures. With --once it
+// writes one output per file and exits (bench_colour).
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -28,6 +29,7 @@ async function work(file) {
 
 async function main() {
   for (const f of spec.files) await work(f);
+  if (process.argv.includes("--once")) return; // bench_colour: one output per file, no timing
   process.stdout.write("ready\n");
   const rl = readline.createInterface({ input: process.stdin });
   const line = await new Promise((resolve) => rl.once("line", resolve));

@@ -83,6 +83,17 @@ def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, i
     raise ValueError(f"unknown format {fmt!r}")
 
 
+def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
+    """The biggest JPEG shrink-on-load (8, 4, 2) that still decodes at least the output size.
+
+    libvips' thumbnail keeps a factor of 2 above the target (a 20 MP photo to 512 px decodes at 1/4, to
+    2048 px at full size); like sharp's default ``fastShrinkOnLoad`` we decode at the smallest scale that
+    is still no smaller than the output, and let the reduce kernel do the rest: 2-4x less decode work.
+    """
+    factor = min(src_w / out_w, src_h / out_h)
+    return next((s for s in (8, 4, 2) if factor >= s), 1)
+
+
 def to_srgb8(image: pyvips.Image) -> pyvips.Image:
     """8-bit sRGB (or 8-bit grey), whatever came out of the loader."""
     if image.interpretation in ("b-w", "grey16"):

@@ -13,42 +13,12 @@ from dataclasses import dataclass
 
 from .connection import Connection
 from .errors import ConnectionLost
+from .job import Job
 from .protocol import P, Packet
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Job"], Awaitable[bytes]]
-
-
-class Job:
-    """A job assigned to this worker. Results are sent by the worker from the handler's return value."""
-
-    __slots__ = ("_conn", "data", "function", "handle", "server", "unique")
-
-    def __init__(self, conn: Connection, handle: str, function: str, unique: str, data: bytes) -> None:
-        self._conn = conn
-        self.handle = handle
-        self.function = function
-        self.unique = unique
-        self.data = data
-        self.server = conn.server
-
-    def _send(self, ptype: int, *args: bytes) -> None:
-        # The connection may have died; gearmand has then re-queued the job and nobody wants our updates.
-        if not self._conn.closed:
-            self._conn.send(ptype, self.handle.encode(), *args)
-
-    async def send_status(self, numerator: int, denominator: int) -> None:
-        self._send(P.WORK_STATUS, str(numerator).encode(), str(denominator).encode())
-
-    async def send_data(self, data: bytes) -> None:
-        self._send(P.WORK_DATA, data)
-
-    async def send_warning(self, data: bytes) -> None:
-        self._send(P.WORK_WARNING, data)
-
-    def __repr__(self) -> str:
-        return f"Job({self.server}/{self.handle} {self.function} {len(self.data)}B)"
+Handler = Callable[[Job], Awaitable[bytes]]
 
 
 @dataclass(slots=True)
@@ -298,6 +268,9 @@ class Worker:
                 s.asleep = True
                 assert s.conn is not None
                 s.conn.send(P.PRE_SLEEP)  # gearmand answers NOOP at once if work is already queued
+                # The freed grab slot goes to a server not yet asked: with max_jobs < servers, a server
+                # that never got a GRAB is neither grabbing nor asleep, so gearmand never wakes us for it.
+                self._fill()
         elif t == P.NOOP:
             s.asleep = False
             self._fill()

@@ -96,7 +96,7 @@ class Pipeline:
 
     @property
     def job_keys(self) -> list[str]:
-        return sorted(n for n, p in self.params.items() if p.override) + ["focal"]
+        return [*sorted(n for n, p in self.params.items() if p.override), "focal"]
 
     def all_steps(self) -> list[StepSpec]:
         found = list(self.steps)
@@ -123,7 +123,9 @@ class Pipeline:
                     f"a job may set: {allowed}"
                 )
             if not param.override:
-                raise BadRequest(f"pipeline {self.name!r} fixes {key!r}: a job may not set it; a job may set: {allowed}")
+                raise BadRequest(
+                    f"pipeline {self.name!r} fixes {key!r}: a job may not set it; a job may set: {allowed}"
+                )
             try:
                 values[key] = param.opt.check(value)
             except OptionError as exc:

@@ -1,0 +1,204 @@
+"""``python -m benchmarks run``: every engine on the same files and cores, one table, ratios as the headline.
+
+    python -m benchmarks setup            # install the peers (thumbor, sharp, simplejpeg) under benchmarks/.peers
+    python -m benchmarks run              # ~5-8 minutes on 2 cores; writes docs/performance.md
+    python -m benchmarks run --quick --no-peers --json out.json --no-doc   # the smoke test's run
+
+Run from the repository root (the worker is started with ``python -m imgworker``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import bench_backend, bench_colour, bench_decode, bench_dispatch, bench_imgworker, bench_pyvips
+from . import bench_sharp, bench_thumbor, report
+from .harness import BASELINE, CORPUS, PEERS, PHOTOS, REPO, THUMB, W2048, Row, Workload
+
+SETUP = REPO / "benchmarks" / "setup_peers.sh"
+PROGRESSIVE_FROM = ("kleiber_6028x3391_baseline.jpg", "dragonfly_4224x3168_baseline.jpg")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def versions(peers: bool) -> dict[str, str]:
+    import pyvips
+
+    import imgworker
+
+    out = {"python": platform.python_version(), "imgworker": getattr(imgworker, "__version__", "?"),
+           "pyvips": pyvips.__version__, "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"}
+    gearmand = subprocess.run(["gearmand", "--version"], capture_output=True, text=True, check=False).stdout
+    out["gearmand"] = gearmand.strip().split()[-1] if gearmand.strip() else "?"
+    if peers and not bench_sharp.unavailable():
+        out["sharp"] = bench_sharp.version()
+    if peers and not bench_thumbor.unavailable():
+        out["thumbor"] = bench_thumbor.version()
+    return out
+
+
+def make_progressive(tmp: Path) -> list[str]:
+    """The corpus' progressive photo plus progressive re-encodes of two baseline ones (made at run time)."""
+    import pyvips
+
+    files = [str(CORPUS / "seeding_5312x2988_progressive.jpg")]
+    for name in PROGRESSIVE_FROM:
+        out = tmp / name.replace("baseline", "progressive")
+        pyvips.Image.new_from_file(str(CORPUS / name)).jpegsave(str(out), Q=90, interlace=True, keep="all")
+        files.append(str(out))
+    return files
+
+
+def workloads(quick: bool, tmp: Path) -> list[Workload]:
+    photos = tuple(str(CORPUS / p) for p in PHOTOS)
+    base = tuple(str(CORPUS / p) for p in BASELINE)
+    if quick:
+        two = (str(CORPUS / "dragonfly_4224x3168_baseline.jpg"), str(CORPUS / "sunset_1600_rgba.png"))
+        return [Workload("thumb512 photos", THUMB, two),
+                Workload("thumb512 baseline-jpeg", THUMB, base[1:2], jpeg_only=True)]
+    return [
+        Workload("thumb512 photos", THUMB, photos),
+        Workload("w2048 photos", W2048, photos),
+        Workload("thumb512 baseline-jpeg", THUMB, base, jpeg_only=True),
+        Workload("thumb512 progressive-jpeg", THUMB, tuple(make_progressive(tmp)), jpeg_only=True),
+        Workload("web pipeline photos", THUMB, photos, pipeline="web"),
+    ]
+
+
+def guarded(engine: str, workload: str, fn: Callable[[], Row]) -> Row:
+    """A failing engine becomes a row that says why; the others still run."""
+    try:
+        return fn()
+    except Exception as exc:
+        return Row(workload, engine, skipped=f"failed: {type(exc).__name__}: {exc}"[:300])
+
+
+def setup_peers() -> int:
+    return subprocess.call(["bash", str(SETUP)])
+
+
+def run(args: argparse.Namespace) -> int:
+    procs = args.processes or os.cpu_count() or 1
+    secs = args.seconds or (0.5 if args.quick else 6.0)
+    if not args.no_peers and not (PEERS / "status.json").exists():
+        print("benchmarks: installing peers (benchmarks/setup_peers.sh) ...", flush=True)
+        setup_peers()
+    peer_skip = "disabled (--no-peers)" if args.no_peers else None
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "load_before": load(),
+        "processes": procs, "seconds_per_cell": secs, "concurrency": args.concurrency,
+        "command": "python -m benchmarks run" + (" " + " ".join(args.argv) if args.argv else ""),
+        "versions": versions(not args.no_peers),
+    }
+    rows: list[Row] = []
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        figs = f"skipped: {row.skipped}" if row.skipped else (
+            f"{row.images_per_s} img/s p50 {row.p50_ms} p99 {row.p99_ms} ms rss {row.peak_rss_mb} MiB")
+        print(f"  {row.workload:28} {row.engine:36} {figs}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-src-") as tmp:
+        for wl in workloads(args.quick, Path(tmp)):
+            if args.only and not any(o in wl.name for o in args.only):
+                continue
+            print(f"{wl.name} ({len(wl.files)} files) load {load()}", flush=True)
+            roots = [str(CORPUS), tmp]
+            add(guarded("imgworker e2e", wl.name,
+                        lambda wl=wl: bench_imgworker.run(wl, procs, args.concurrency, secs, roots)))  # type: ignore[misc]
+            if wl.pipeline:
+                continue
+            add(guarded("imgworker backend loop", wl.name, lambda wl=wl: bench_backend.run(wl, procs, secs)))  # type: ignore[misc]
+            add(guarded("pyvips loop", wl.name, lambda wl=wl: bench_pyvips.run(wl, procs, secs)))  # type: ignore[misc]
+            for mod in (bench_sharp, bench_thumbor):
+                if peer_skip:
+                    add(Row(wl.name, mod.ENGINE, skipped=peer_skip))
+                else:
+                    add(guarded(mod.ENGINE, wl.name, lambda wl=wl, mod=mod: mod.run(wl, procs, secs)))  # type: ignore[misc]
+            if wl.jpeg_only:
+                add(guarded("decode limit", wl.name, lambda wl=wl: bench_decode.run(wl, procs, secs)))  # type: ignore[misc]
+        if not args.quick and not args.only:
+            photos = next(w for w in workloads(False, Path(tmp)) if w.name == "thumb512 photos")
+            sweep = {}
+            for c in (1, 2, 4):
+                r = guarded("e2e", "sweep", lambda c=c: bench_imgworker.run(photos, procs, c, secs, [str(CORPUS)]))  # type: ignore[misc]
+                sweep[f"C={c}"] = {"images_per_s": r.images_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                                   "peak_rss_mb": r.peak_rss_mb, "skipped": r.skipped}
+                print(f"  concurrency {c}: {sweep[f'C={c}']}", flush=True)
+            meta["concurrency_sweep"] = sweep
+            meta["round_trip"] = bench_imgworker.round_trip(CORPUS / "kleiber_6028x3391_baseline.jpg", procs, 5)
+            print(f"  round trip: {meta['round_trip']}", flush=True)
+            meta["submit_directory"] = bench_imgworker.submit_directory(procs, args.concurrency, 4)
+            print(f"  submit directory: {meta['submit_directory']}", flush=True)
+    if not args.only or any("colour" in o for o in args.only):
+        print(f"colour check, load {load()}", flush=True)
+        if peer_skip:
+            for engine in ("sharp", "thumbor (Pillow)"):
+                add(Row("colour dE76", engine, skipped=peer_skip))
+        for row in bench_colour.run(peers=not peer_skip):
+            add(row)
+    if not args.only or any("noop" in o for o in args.only):
+        print(f"no-op dispatch, load {load()}", flush=True)
+        for row in bench_dispatch.run(50 if args.quick else 1000, 300 if args.quick else 5000):
+            add(row)
+    meta["load_after"] = load()
+    print()
+    print(report.ratio_table(report.ratios(rows)))
+    print()
+    print(report.table(rows))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(report.as_json(meta, rows), indent=1))
+    if not args.no_doc:
+        report.write_doc(Path(args.doc), report.document(meta, rows))
+        print(f"\nwrote {args.doc}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup", help="install the peers into benchmarks/.peers")
+    r = sub.add_parser("run", help="run the benchmark suite")
+    r.add_argument("--quick", action="store_true", help="2 files, 0.5 s per cell: the smoke test")
+    r.add_argument("--no-peers", action="store_true", help="skip thumbor and sharp (rows say so)")
+    r.add_argument("--processes", type=int, default=0, help="processes per engine (default: one per core)")
+    r.add_argument("--concurrency", type=int, default=2, help="imgworker jobs in flight per process")
+    r.add_argument("--seconds", type=float, default=0.0, help="measured seconds per cell (default 6, quick 0.5)")
+    r.add_argument("--only", action="append", help="run only workloads whose name contains this (repeatable)")
+    r.add_argument("--json", help="also write the results as JSON here")
+    r.add_argument("--doc", default=str(REPO / "docs" / "performance.md"), help="markdown file to update")
+    r.add_argument("--no-doc", action="store_true", help="do not touch the markdown file")
+    args = ap.parse_args(argv)
+    if args.cmd == "setup":
+        return setup_peers()
+    args.argv = argv[1:]
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

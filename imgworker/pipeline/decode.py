@@ -1,0 +1,128 @@
+"""Decode once, as small as the pipeline allows (shrink-on-load), and materialise with a deadline.
+
+A JPEG decodes at 1/2, 1/4 or 1/8 scale and WebP at any scale when the result is at least the size the
+pipeline needs, which is most of the cost saved: so the decoder targets the first resize when only
+scale-invariant steps come before it, or else the largest output when the outputs are the only resizes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyvips
+
+from ..backends.cpu import _translate
+from ..errors import JobTimeout, LimitExceeded, UnsupportedImage
+from ..limits import Limits
+from .context import StepContext
+from .steps import StepDef
+from .steps import resize as resize_step
+
+_SWAPS_SIDES = {5, 6, 7, 8}
+ANIMATED_LOADERS = ("gif", "webp")
+DECODE_KERNEL = "lanczos3"  # what libvips thumbnail resamples with; another kernel needs a full decode
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    width: int  # as stored (before EXIF orientation)
+    height: int  # of one frame
+    orientation: int
+    pages: int
+    loader: str
+
+    def shown(self, orient: bool) -> tuple[int, int]:
+        swap = orient and self.orientation in _SWAPS_SIDES
+        return (self.height, self.width) if swap else (self.width, self.height)
+
+
+def header(source: bytes, limits: Limits) -> Header:
+    """Header-only open (milliseconds): refuse bombs before any pixel is decoded."""
+    if not source:
+        raise UnsupportedImage("source is empty (0 bytes)")
+    try:
+        image = pyvips.Image.new_from_buffer(source, "", access="sequential")
+        fields = set(image.get_fields())
+        orientation = int(image.get("orientation")) if "orientation" in fields else 1
+        pages = int(image.get("n-pages")) if "n-pages" in fields else 1
+        loader = str(image.get("vips-loader")).replace("load_buffer", "").replace("load", "")
+    except pyvips.Error as exc:
+        raise _translate(exc, "source") from None
+    if image.width * image.height > limits.max_source_pixels:
+        raise LimitExceeded(f"source is {image.width}x{image.height} = {image.width * image.height} pixels; "
+                            f"the limit is {limits.max_source_pixels}")
+    return Header(image.width, image.height, orientation, pages, loader)
+
+
+def animated(head: Header, keep: bool, limits: Limits) -> bool:
+    if not keep or head.pages < 2 or head.loader not in ANIMATED_LOADERS:
+        return False
+    if head.pages > limits.max_frames:
+        raise LimitExceeded(f"source has {head.pages} frames; the limit is {limits.max_frames} "
+                            "(or use a pipeline with `animation: first`)")
+    if head.width * head.height * head.pages > limits.max_source_pixels:
+        raise LimitExceeded(f"source is {head.pages} frames of {head.width}x{head.height}; the limit is "
+                            f"{limits.max_source_pixels} pixels in all")
+    return True
+
+
+def target(shown: tuple[int, int], shared: Sequence[tuple[StepDef, dict[str, Any]]],
+           output_resizes: Sequence[dict[str, Any] | None], limits: Limits) -> tuple[int, int] | None:
+    """Size to decode at, or None for full size."""
+    w, h = shown
+    for step, options in shared:
+        if step.name == "resize":
+            if options["kernel"] != DECODE_KERNEL:
+                return None  # the libvips thumbnail would resample with its own kernel instead
+            geo = resize_step.target(w, h, options, limits)
+            if geo is None or geo.resize_w >= w or geo.resize_h >= h:
+                return None
+            return geo.resize_w, geo.resize_h
+        if not step.scale_invariant:
+            return None
+    scale = 0.0
+    for wanted in output_resizes:
+        if wanted is None or wanted["kernel"] != DECODE_KERNEL:
+            return None
+        geo = resize_step.target(w, h, wanted, limits)
+        if geo is None:
+            return None
+        scale = max(scale, geo.resize_w / w, geo.resize_h / h)
+    if not output_resizes or scale >= 1:
+        return None
+    # One scale for all outputs, so every output keeps the source's aspect ratio when derived.
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient: bool, frames: bool) -> pyvips.Image:
+    """The one decode of a pipeline job (tests count calls to this)."""
+    options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
+    try:
+        if size is not None:
+            return pyvips.Image.thumbnail_buffer(source, size[0], height=size[1], size="force",
+                                                 no_rotate=not orient, option_string=options)
+        image = pyvips.Image.new_from_buffer(source, options)
+        return image.autorot() if orient else image
+    except pyvips.Error as exc:
+        raise _translate(exc, "source") from None
+
+
+def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Image:
+    """Compute ``image`` into memory; a libvips evaluation past the deadline is killed (TIMEOUT)."""
+    ctx.check_deadline(stage)
+    image.set_progress(True)
+
+    def on_eval(img: pyvips.Image, _progress: Any) -> None:
+        if time.monotonic() > ctx.deadline:
+            img.set_kill(True)
+
+    image.signal_connect("eval", on_eval)
+    try:
+        return image.copy_memory()
+    except pyvips.Error as exc:
+        if time.monotonic() > ctx.deadline:
+            raise JobTimeout(f"job passed its time limit of {ctx.timeout_s:g} s during {stage}") from None
+        raise _translate(exc, "source") from None

@@ -1,0 +1,61 @@
+"""The ``outputs:`` section: each entry is an optional resize (``width`` may list sizes), optional steps and
+one or more encodes; a list of widths times a list of encodes gives one output each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .model import OutputSpec, Param, StepSpec
+from .steps import ENCODE, STEPS, StepDef
+
+MAX_OUTPUTS = 32
+
+
+def read_outputs(r: Any, node: yaml.Node | None, root: yaml.Node, params: dict[str, Param],
+                 registry: dict[str, StepDef]) -> list[OutputSpec]:
+    from .loader import OUTPUT_KEYS, _line
+
+    if node is None:
+        r.problem(root, "a pipeline needs outputs: (e.g. `outputs: [{encode: {format: jpeg}}]`)")
+        return []
+    outputs: list[OutputSpec] = []
+    for item in r.items(node, "outputs"):
+        spec = dict(r.pairs(item, "output", OUTPUT_KEYS))
+        if "encode" not in spec:
+            r.problem(item, "an output needs encode: (e.g. `encode: {format: webp, quality: 80}`)")
+            continue
+        resizes: list[StepSpec | None] = [None]
+        if "resize" in spec:
+            resize = r.options(STEPS["resize"], spec["resize"], spec["resize"], params, lists=("width", "height"))
+            resizes = _expand(resize) if resize else []
+        steps = [r.step(n, params, registry) for n in r.items(spec["steps"], "output steps")] if "steps" in spec else []
+        enode = spec["encode"]
+        enodes = enode.value if isinstance(enode, yaml.SequenceNode) else [enode]
+        encodes = [r.options(ENCODE, n, n, params) for n in enodes]
+        label = str(r.value(spec["label"])) if "label" in spec else None
+        if any(s is None for s in steps) or any(e is None for e in encodes) or not resizes:
+            continue
+        for rs in resizes:
+            outputs.append(OutputSpec(rs, tuple(s for s in steps if s), tuple(e for e in encodes if e), label,
+                                      _line(item)))
+    total = sum(len(o.encodes) for o in outputs)
+    if total > MAX_OUTPUTS:
+        r.problem(node, f"{total} outputs; at most {MAX_OUTPUTS} per pipeline (each costs an encode and a write)")
+    return outputs
+
+
+def _expand(resize: StepSpec) -> list[StepSpec | None]:
+    """``width: [256, 512]`` -> one resize per width (and likewise height; both lists pair up)."""
+    widths = resize.options["width"]
+    heights = resize.options["height"]
+    if not isinstance(widths, list) and not isinstance(heights, list):
+        return [resize]
+    n = max(len(v) for v in (widths, heights) if isinstance(v, list))
+    out: list[StepSpec | None] = []
+    for i in range(n):
+        w = widths[i % len(widths)] if isinstance(widths, list) else widths
+        h = heights[i % len(heights)] if isinstance(heights, list) else heights
+        out.append(StepSpec(resize.step, {**resize.options, "width": w, "height": h}, resize.line))
+    return out

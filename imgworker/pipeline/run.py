@@ -1,0 +1,150 @@
+"""Run one pipeline job: resolve parameters, decode once, shared steps, then each output; deadline checked
+between steps (and inside libvips evaluations, see decode.materialise)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyvips
+
+from ..errors import BadRequest
+from . import decode as decoder
+from . import frames, naming
+from .context import StepContext
+from .model import Pipeline
+from .steps import StepDef
+from .steps.auto_orient import STEP as AUTO_ORIENT
+from .steps.encode import EXTENSIONS, encode
+
+if TYPE_CHECKING:
+    from ..service import JobContext
+
+log = logging.getLogger("imgworker.pipeline")
+Resolved = tuple[StepDef, dict[str, Any]]
+
+
+@dataclass
+class _Output:
+    resize: dict[str, Any] | None
+    steps: list[Resolved]
+    encodes: list[dict[str, Any]]
+    label: str | None
+
+
+def apply(image: pyvips.Image, step: StepDef, options: dict[str, Any], ctx: StepContext) -> pyvips.Image:
+    if step.per_pixel:
+        return step.apply(image, options, ctx)
+    return frames.map_frames(image, lambda frame: step.apply(frame, options, ctx))
+
+
+class Runner:
+    """A loaded pipeline as the service runs it (imgworker.service.PipelineRunner)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.name = pipeline.name
+
+    def _resolve(self, ctx: JobContext) -> tuple[StepContext, list[Resolved], list[_Output]]:
+        p = self.pipeline
+        values, focal = p.resolve_params(ctx.request.overrides)
+        timeout = min(ctx.limits.job_timeout_s, p.timeout or ctx.limits.job_timeout_s)
+        started = ctx.deadline - ctx.limits.job_timeout_s
+        sctx = StepContext(ctx.limits, min(ctx.deadline, started + timeout), timeout, ctx, focal)
+        shared = [(s.step, s.resolve(values, p.name)) for s in p.steps]
+        outputs = [
+            _Output(
+                o.resize.resolve(values, p.name) if o.resize else None,
+                [(s.step, s.resolve(values, p.name)) for s in o.steps],
+                [e.resolve(values, p.name) for e in o.encodes],
+                o.label,
+            )
+            for o in p.outputs
+        ]
+        return sctx, shared, outputs
+
+    def _names(self, ctx: JobContext, outputs: list[_Output]) -> list[tuple[str, dict[str, Any]]]:
+        """(template, known values) per encode; checked for access and clashes before any work."""
+        count = sum(len(o.encodes) for o in outputs)
+        template = naming.template_for(ctx.request.dst, self.pipeline.dst_template, count)
+        base = naming.source_names(ctx.request.src)
+        planned: list[tuple[str, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for out in outputs:
+            for enc in out.encodes:
+                values: dict[str, Any] = {**base, "format": enc["format"], "ext": EXTENSIONS[enc["format"]],
+                                          "width": (out.resize or {}).get("width"),
+                                          "height": (out.resize or {}).get("height"),
+                                          "label": out.label or "", "index": len(planned)}
+                url = naming.render(template, {k: ("" if v is None else v) for k, v in values.items()})
+                if url in seen:
+                    raise BadRequest(f"dst {ctx.request.dst!r} gives two outputs the same name {url!r}: use "
+                                     "{width}, {height}, {format} or {ext} to tell them apart")
+                seen.add(url)
+                ctx.stores.for_url(url).check(url, write=True)
+                planned.append((template, values))
+        return planned
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        p = self.pipeline
+        sctx, shared, outputs = self._resolve(ctx)
+        names = self._names(ctx, outputs)
+        source = ctx.read_source()
+        t0 = time.perf_counter()
+        head = decoder.header(source, ctx.limits)
+        orient = any(step is AUTO_ORIENT and o["enabled"] for step, o in shared)
+        animated = decoder.animated(head, p.animation == "keep", ctx.limits)
+        size = decoder.target(head.shown(orient), shared, [o.resize for o in outputs], ctx.limits)
+        fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
+        image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated)
+        if size is not None:
+            # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
+            image = decoder.materialise(image, sctx, "decode")
+        for step, options in shared:
+            sctx.check_deadline(step.name)
+            image = apply(image, step, options, sctx)
+        base = decoder.materialise(image, sctx, "processing")
+        ctx.timings["decode"] = (time.perf_counter() - t0) * 1000
+        results: list[dict[str, Any]] = []
+        for out in outputs:
+            image = base
+            steps = ([(_resize_def(), out.resize)] if out.resize else []) + out.steps
+            for step, options in steps:
+                sctx.check_deadline(step.name)
+                image = apply(image, step, options, sctx)
+            if len(out.encodes) > 1:
+                image = decoder.materialise(image, sctx, "processing")  # shared by this size's encodes
+            for enc in out.encodes:
+                results.append(self._encode(ctx, sctx, image, enc, names[len(results)]))
+        first = results[0]
+        return {**{k: first[k] for k in ("dst", "width", "height", "format", "bytes")}, "pipeline": p.name,
+                "outputs": results}
+
+    def _encode(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: dict[str, Any],
+                name: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        sctx.check_deadline("encode")
+        t0 = time.perf_counter()
+        data, quality = encode(image, enc, sctx)
+        ctx.timings["encode"] = ctx.timings.get("encode", 0.0) + (time.perf_counter() - t0) * 1000
+        out = encoded_size(image, enc["format"])
+        template, values = name
+        values = {**values, "width": values["width"] or out[0], "height": values["height"] or out[1]}
+        url = naming.render(template, values)
+        ctx.write(url, data, enc["format"])
+        result = {"dst": url, "width": out[0], "height": out[1], "format": enc["format"], "bytes": len(data)}
+        if enc["max_bytes"]:
+            result["quality"] = quality
+        return result
+
+
+def encoded_size(image: pyvips.Image, fmt: str) -> tuple[int, int]:
+    """Width and (frame) height of what was encoded."""
+    return image.width, frames.page_height(image)
+
+
+def _resize_def() -> StepDef:
+    from .steps import STEPS
+
+    return STEPS["resize"]
