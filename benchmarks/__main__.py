@@ -115,8 +115,12 @@ def run(args: argparse.Namespace) -> int:
 
     def add(row: Row) -> None:
         rows.append(row)
-        figs = f"skipped: {row.skipped}" if row.skipped else (
-            f"{row.images_per_s} img/s p50 {row.p50_ms} p99 {row.p99_ms} ms rss {row.peak_rss_mb} MiB")
+        if row.skipped:
+            figs = f"skipped: {row.skipped}"
+        elif row.images_per_s is None:
+            figs = row.note
+        else:
+            figs = f"{row.images_per_s} img/s p50 {row.p50_ms} p99 {row.p99_ms} ms rss {row.peak_rss_mb} MiB"
         print(f"  {row.workload:28} {row.engine:36} {figs}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-src-") as tmp:

@@ -1,9 +1,12 @@
 """Gearman throughput: imgworker.gearman vs php-gearman (libgearman) on one local gearmand.
 
 Measures (no-op jobs):
-  * sequential foreground round trips/s and p50/p99 latency (one client, one worker process);
+  * sequential foreground round trips/s and p50/p99 latency (one client, one worker process), for every
+    client/worker pairing (ours+ours, PHP+PHP, our client+PHP worker, PHP client+our worker), so each side's
+    cost shows;
   * drain rate: N background jobs queued with no worker, then K worker processes started; time until the
-    admin `status` shows the queue empty.
+    admin `status` shows the queue empty (worker start-up included; `startup_s` reports it separately).
+The load average is recorded at the start and end of every measurement (a shared VM: compare ratios).
 Usage: python benchmarks/gearman_bench.py [--jobs 20000] [--seq 5000] [--json PATH]
 """
 
@@ -27,6 +30,10 @@ from imgworker.gearmand import Gearmand  # noqa: E402
 
 PEERS = ROOT / "benchmarks" / "peers"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def load() -> float:
+    return os.getloadavg()[0]
 
 
 def start_workers(kind: str, g: Gearmand, fn: str, n: int, max_jobs: int = 1) -> list[subprocess.Popen[bytes]]:
@@ -103,31 +110,50 @@ async def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     out: dict[str, Any] = {"jobs": args.jobs, "seq": args.seq, "cpus": os.cpu_count()}
+    out["load_start"] = load()
     with Gearmand(threads=2) as g:
-        for kind in ("python", "php"):
-            fn = f"bench_seq_{kind}"
-            procs = start_workers(kind, g, fn, 1)
+        for kind in ("python", "php"):  # worker start-up to "ready" (registered), empty queue
+            t0 = time.perf_counter()
+            stop(start_workers(kind, g, f"bench_start_{kind}", 1))
+            out[f"startup_s_{kind}"] = time.perf_counter() - t0
+        # (client, worker): ours+ours, PHP+PHP, then the mixed pairs that show which side costs what.
+        for client, worker in (("python", "python"), ("php", "php"), ("python", "php"), ("php", "python")):
+            fn = f"bench_seq_{client}_{worker}"
+            procs = start_workers(worker, g, fn, 1)
             try:
                 await wait_registered(g, fn, 1)
-                res = await seq_python(g, fn, args.seq) if kind == "python" else seq_php(g, fn, args.seq)
-                out[f"seq_{kind}"] = summary(res)
+                la = load()
+                res = await seq_python(g, fn, args.seq) if client == "python" else seq_php(g, fn, args.seq)
+                out[f"seq_{client}_{worker}"] = {**summary(res), "load": [la, load()]}
             finally:
                 stop(procs)
-        configs = [("python", 1, 1), ("php", 1, 1), ("python", 2, 1), ("php", 2, 1), ("python", 1, 8)]
+        configs = [("python", 1, 1), ("php", 1, 1), ("python", 1, 2), ("python", 2, 1), ("php", 2, 1),
+                   ("python", 1, 8)]
         for kind, nproc, mj in configs:
             fn = f"bench_drain_{kind}_{nproc}_{mj}"
-            out[f"drain_{kind}_{nproc}p_{mj}j"] = await drain(g, kind, fn, args.jobs, nproc, mj)
+            la = load()
+            rate = await drain(g, kind, fn, args.jobs, nproc, mj)
+            out[f"drain_{kind}_{nproc}p_{mj}j"] = rate
+            out[f"drain_{kind}_{nproc}p_{mj}j_load"] = [la, load()]
+    out["load_end"] = load()
+    sp, spp = out["seq_python_python"], out["seq_php_php"]
+    php1 = out["drain_php_1p_1j"]
     rows = [
-        ("seq round trips/s", out["seq_python"]["rps"], out["seq_php"]["rps"]),
-        ("seq p50 ms", out["seq_python"]["p50_ms"], out["seq_php"]["p50_ms"]),
-        ("seq p99 ms", out["seq_python"]["p99_ms"], out["seq_php"]["p99_ms"]),
-        ("drain/s 1 proc", out["drain_python_1p_1j"], out["drain_php_1p_1j"]),
+        ("seq round trips/s", sp["rps"], spp["rps"]),
+        ("seq p50 ms", sp["p50_ms"], spp["p50_ms"]),
+        ("seq p99 ms", sp["p99_ms"], spp["p99_ms"]),
+        ("seq rt/s our client+PHP wkr", out["seq_python_php"]["rps"], spp["rps"]),
+        ("seq rt/s PHP client+our wkr", out["seq_php_python"]["rps"], spp["rps"]),
+        ("drain/s 1 proc", out["drain_python_1p_1j"], php1),
+        ("drain/s 1 proc max_jobs=2", out["drain_python_1p_2j"], php1),
         ("drain/s 2 procs", out["drain_python_2p_1j"], out["drain_php_2p_1j"]),
-        ("drain/s 1 proc max_jobs=8", out["drain_python_1p_8j"], out["drain_php_1p_1j"]),
+        ("drain/s 1 proc max_jobs=8", out["drain_python_1p_8j"], php1),
+        ("worker start-up s", out["startup_s_python"], out["startup_s_php"]),
     ]
-    print(f"{'metric':28} {'imgworker':>12} {'php':>12} {'ours/php':>9}")
+    print(f"load average (1 min): start {out['load_start']:.2f}, end {out['load_end']:.2f}")
+    print(f"{'metric':30} {'imgworker':>12} {'php':>12} {'ours/php':>9}")
     for name, ours, php in rows:
-        print(f"{name:28} {ours:12.2f} {php:12.2f} {ours / php:9.2f}")
+        print(f"{name:30} {ours:12.2f} {php:12.2f} {ours / php:9.2f}")
     text = json.dumps(out, indent=2)
     if args.json:
         args.json.write_text(text)

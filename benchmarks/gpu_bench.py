@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgworker.contract import ResizeSpec  # noqa: E402
-from imgworker.limits import Limits  # noqa: E402
+from imgworker.contract import ResizeSpec
+from imgworker.limits import Limits
 
 CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).resolve().parents[2] / "shared/corpus")
 PHOTOS = ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_4224x3168_baseline.jpg"]

@@ -73,6 +73,8 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s pid=%(process)d %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # pyvips forwards libvips' per-operation g_info chatter at INFO (~15 lines per job): keep it at debug only.
+    logging.getLogger("pyvips").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double

@@ -1,7 +1,7 @@
 """Completion notifications: a job's optional ``notify`` names a Gearman function that receives the result.
 
-When a job finishes (success or failure) the worker submits the result JSON, plus ``function``, ``src`` and
-``dst`` of the job, as a *background* job to that function, so a PHP app learns its background thumbnail is
+When a job finishes (success or failure) the worker submits the result JSON, plus ``function``, ``src``,
+``dst`` and ``id`` of the job, as a *background* job to that function, so a PHP app learns its background thumbnail is
 ready without polling. Delivery is best effort and never changes the job's own result.
 """
 
@@ -32,7 +32,9 @@ def target(payload: bytes) -> dict[str, Any] | None:
     name = obj.get("notify")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or any(c.isspace() or c == "\0" for c in name):
         return None
-    return {"notify": name, "src": obj.get("src"), "dst": obj.get("dst")}
+    job_id = obj.get("id")
+    return {"notify": name, "src": obj.get("src"), "dst": obj.get("dst"),
+            "id": None if job_id is None else str(job_id)}
 
 
 class Notifier:
@@ -47,6 +49,8 @@ class Notifier:
         if where is None:
             return False
         body = {**result, "function": function, "src": where["src"], "dst": result.get("dst", where["dst"])}
+        if where["id"] is not None:  # a failed job's result has no id: the notification always does
+            body.setdefault("id", where["id"])
         if self._client is None:
             self._client = Client(self.servers)
         try:

@@ -30,13 +30,13 @@ def pl_photos() -> Path:
 
 @pytest.fixture
 def run_pipeline(tmp_path: Path, pl_photos: Path) -> RunPipeline:
-    """``run_pipeline(yaml_text, src_name_or_path, dst="out.jpg", limits=..., **job_keys)`` -> result dict.
+    """``run_pipeline(yaml_text, src_name_or_path, dst="out.png", limits=..., **job_keys)`` -> result dict.
 
     The pipeline is written to a fresh directory and loaded the way a worker loads it; src is a corpus
     file name or an absolute path; dst is relative to tmp_path (the only writable root).
     """
 
-    def run(text: str, src: str | Path, dst: str = "out.jpg", *, limits: Limits | None = None,
+    def run(text: str, src: str | Path, dst: str = "out.png", *, limits: Limits | None = None,
             fail_on: str = "warning", **job: Any) -> dict[str, Any]:
         pdir = tmp_path / "pipelines"
         pdir.mkdir(exist_ok=True)
@@ -48,7 +48,7 @@ def run_pipeline(tmp_path: Path, pl_photos: Path) -> RunPipeline:
         stores = Stores({"file": FileStore([pl_photos, tmp_path])})
         service = Service(stores, CpuBackend(fail_on=fail_on), limits or Limits(), pset.current)
         path = Path(src) if Path(src).is_absolute() else pl_photos / src
-        payload = {"src": path.as_uri(), "dst": (tmp_path / dst).as_uri() if "://" not in dst else dst, **job}
+        payload = {"src": path.as_uri(), "dst": f"file://{tmp_path}/{dst}" if "://" not in dst else dst, **job}
         return service.handle(json.dumps(payload).encode(), pipeline=name)
 
     return run

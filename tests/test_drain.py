@@ -62,6 +62,7 @@ def test_sigterm_finishes_job_in_flight_and_takes_no_new_one(
         # RESET_ABILITIES reached gearmand: the worker no longer counts for the function...
         wait_for(lambda: function_status(g.address, "resize").available_workers == 0, what="CANT_DO")
         code, body = http_get(f"http://127.0.0.1:{port}/readyz")
+        print("DEBUG", port, code, body, http_get(f"http://127.0.0.1:{port}/healthz"), http_get(f"http://127.0.0.1:{port}/readyz"), log.read_text())
         assert (code, body.strip()) == (503, "draining")
         # ...so a job submitted now stays queued although the worker has a free slot.
         client.submit_background("resize", payload(slow_root, "small.jpg", "out/later.jpg"))

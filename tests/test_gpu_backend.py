@@ -138,7 +138,9 @@ def test_bad_inputs_raise_the_shared_errors(gpu: GpuBackend) -> None:
         with pytest.raises(DecodeFailed):
             gpu.resize((bad / "truncated_dragonfly.jpg").read_bytes(), spec, LIMITS)
     with pytest.raises(LimitExceeded):
-        gpu.resize((CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes(), spec, Limits(max_source_pixels=10**6))
+        gpu.resize(
+            (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes(), spec, Limits(max_source_pixels=10**6)
+        )
 
 
 def test_resize_batch_returns_one_result_or_error_per_item(gpu: GpuBackend, small_jpeg: bytes) -> None:

@@ -20,6 +20,7 @@ from imgworker.backends.base import Rendered
 from imgworker.backends.gpu import GpuBackend, gpu_available
 from imgworker.backends.gpu import resample as R
 from imgworker.contract import FITS, ResizeSpec
+from imgworker.errors import Unavailable
 from imgworker.limits import Limits
 
 pytestmark = pytest.mark.gpu
@@ -52,8 +53,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("kernel", R.KERNELS)
 @pytest.mark.parametrize(
     ("shape", "size"),
-    [((300, 400, 3), (97, 61)), ((1, 500, 3), (31, 1)), ((500, 1, 1), (1, 7)), ((64, 48, 4), (200, 150)),
-     ((1000, 1500, 3), (512, 341)), ((37, 41, 2), (37, 9))],
+    [
+        ((300, 400, 3), (97, 61)),
+        ((1, 500, 3), (31, 1)),
+        ((500, 1, 1), (1, 7)),
+        ((64, 48, 4), (200, 150)),
+        ((1000, 1500, 3), (512, 341)),
+        ((37, 41, 2), (37, 9)),
+    ],
 )
 def test_rawkernel_matches_numpy(cp: Any, kernel: str, shape: tuple[int, ...], size: tuple[int, int]) -> None:
     from imgworker.backends.gpu import kernels
@@ -88,8 +95,9 @@ def test_gpu_backend_matches_numpy_pipeline(gpu: GpuBackend, name: str) -> None:
             assert (a.width, a.height) == (b.width, b.height)
             pa = pyvips.Image.new_from_buffer(a.data, "").numpy()
             pb = pyvips.Image.new_from_buffer(b.data, "").numpy()
-            # nvJPEG's IDCT/upsampling differs from libjpeg's by a level or two; CPU decode gives ~exact.
-            assert psnr(pa, pb) > (40.0 if "decode_gpu" in a.timings else 55.0), (name, fit)
+            # With a CPU decode only the kernels differ (<= 1 level): > 50 dB. A GPU decode is full-size
+            # nvJPEG + Lanczos where the reference shrinks on load (DCT block average) first: looser bound.
+            assert psnr(pa, pb) > (35.0 if "decode_gpu" in a.timings else 50.0), (name, fit)
     finally:
         ref.close()
 
@@ -115,14 +123,22 @@ def test_concurrent_jobs_are_batched_on_the_gpu(gpu: GpuBackend) -> None:
 
 
 def test_out_of_memory_shrinks_then_falls_back(cp: Any) -> None:
-    # A pool capped at ~40 MB: a batch of 20 MP images cannot fit, single 1/2-decoded ones can only just.
-    backend = GpuBackend(max_batch=8, gpu_decode="never", memory_fraction=0.0)
-    backend.engine.pool.set_limit(size=40 * 1024 * 1024)
-    source = (CORPUS / "photos/kleiber_6028x3391_baseline.jpg").read_bytes()
-    try:
-        out = backend.resize_batch([(source, ResizeSpec(width=2000), LIMITS)] * 4)
-        assert all(isinstance(r, Rendered) and r.width == 2000 for r in out), out
-        done = [r for r in out if isinstance(r, Rendered)]
-        assert any(r.timings["batch_size"] < 4 or r.timings.get("oom_fallback") for r in done)
-    finally:
-        backend.close()
+    # dragonfly -> 1000 px decodes at 1/2 (2112x1584: 10 MB) and needs a ~19 MB float intermediate, so a
+    # 20 MB pool cannot hold even one: the batch is halved down to 1, then each image takes the fallback.
+    source = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
+    pool = cp.get_default_memory_pool()
+    for fallback in ("cpu", "retry"):
+        backend = GpuBackend(max_batch=4, gpu_decode="never", oom_fallback=fallback)
+        pool.free_all_blocks()
+        pool.set_limit(size=20 * 1024 * 1024)
+        try:
+            out = backend.resize_batch([(source, ResizeSpec(width=1000), LIMITS)] * 3)
+        finally:
+            pool.set_limit(fraction=0.5)
+            backend.close()
+        assert len(out) == 3
+        if fallback == "cpu":
+            assert all(isinstance(r, Rendered) and r.width == 1000 for r in out), out
+            assert all(r.timings["batch_size"] == 1 and r.timings["oom_fallback"] for r in out)  # type: ignore[union-attr]
+        else:
+            assert all(isinstance(r, Unavailable) and r.retryable for r in out), out

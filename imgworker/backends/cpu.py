@@ -32,6 +32,8 @@ class SourceInfo:
     loader: str
     pages: int
     has_alpha: bool
+    orientation: int = 1
+    cmyk: bool = False
 
 
 def _translate(exc: pyvips.Error, what: str) -> ImgworkerError:
@@ -61,7 +63,9 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         raise LimitExceeded(
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
         )
-    return SourceInfo(width, height, loader.replace("load_buffer", "").replace("load", ""), pages, image.hasalpha())
+    loader = loader.replace("load_buffer", "").replace("load", "")
+    cmyk = image.interpretation == "cmyk"
+    return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
@@ -135,11 +139,27 @@ class CpuBackend:
         except pyvips.Error as exc:
             raise _translate(exc, "source") from None
 
+    def load_resized(self, source: bytes, info: SourceInfo, geo: Geometry) -> pyvips.Image:
+        """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale."""
+        if info.loader != "jpeg" or info.pages > 1:
+            return to_srgb8(self.thumbnail(source, geo))
+        shrink = jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
+        try:
+            image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=self.fail_on, access="sequential")
+            if info.cmyk and info.orientation == 1:
+                # thumbnail() imports CMYK to float XYZ before resampling (about half of a CMYK job); resample
+                # the CMYK pixels instead and colour-transform only the small result with the embedded profile.
+                image = image.resize(geo.resize_w / image.width, vscale=geo.resize_h / image.height)
+                return to_srgb8(image.icc_transform("srgb", embedded=True, input_profile="cmyk", intent="relative"))
+            return to_srgb8(image.thumbnail_image(geo.resize_w, height=geo.resize_h, size="force"))
+        except pyvips.Error as exc:
+            raise _translate(exc, "source") from None
+
     def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
         t0 = time.perf_counter()
         info = probe(source, limits)
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
-        image = to_srgb8(self.thumbnail(source, geo))
+        image = self.load_resized(source, info, geo)
         image = apply_geometry(image, geo, spec.background)
         try:
             # Materialise the (small) result so decode errors surface here and stage timings are honest.

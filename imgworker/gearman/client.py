@@ -46,9 +46,10 @@ class _ClientConn:
         self.server = server
         self.conn: Connection | None = None
         # Responses answered in request order (JOB_CREATED, OPTION_RES, ERROR): FIFO of
-        # (future, waiter-or-None). The waiter is registered under its handle the moment JOB_CREATED is read,
-        # before any WORK_* for that handle can be processed.
-        self.pending: deque[tuple[asyncio.Future[object], _Waiter | None]] = deque()
+        # (future-or-None, waiter-or-None). The waiter is registered under its handle the moment JOB_CREATED
+        # is read, before any WORK_* for that handle can be processed. A foreground submit has no future: it
+        # only waits for its result, so JOB_CREATED wakes nobody (one event-loop pass less per job).
+        self.pending: deque[tuple[asyncio.Future[object] | None, _Waiter | None]] = deque()
         self.jobs: dict[str, list[_Waiter]] = {}
         self.status: dict[str, list[asyncio.Future[JobStatus]]] = {}
 
@@ -58,8 +59,12 @@ class _ClientConn:
             fut, waiter = self.pending.popleft()
             handle = p.args[0].decode()
             if waiter is not None and not waiter.future.done():
-                self.jobs.setdefault(handle, []).append(waiter)
-            if not fut.done():
+                ws = self.jobs.get(handle)
+                if ws is None:
+                    self.jobs[handle] = [waiter]
+                else:
+                    ws.append(waiter)  # same unique submitted twice: gearmand coalesces to one handle
+            if fut is not None and not fut.done():
                 fut.set_result(handle)
         elif t == P.WORK_COMPLETE or t == P.WORK_FAIL or t == P.WORK_EXCEPTION:
             h = p.args[0].decode()
@@ -83,14 +88,16 @@ class _ClientConn:
                     f.set_result(st)
         elif t == P.OPTION_RES:
             fut, _ = self.pending.popleft()
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(p.args[0].decode())
         elif t == P.ERROR:
             err = GearmanError(f"{self.server}: server error {p.args[0].decode()}: {p.args[1].decode()}")
             if self.pending:
-                fut, _ = self.pending.popleft()
-                if not fut.done():
+                fut, waiter = self.pending.popleft()
+                if fut is not None and not fut.done():
                     fut.set_exception(err)
+                if waiter is not None and not waiter.future.done():
+                    waiter.future.set_exception(err)
             else:
                 log.error("%s", err)
         else:
@@ -115,7 +122,7 @@ class _ClientConn:
         for fut, w in self.pending:
             if w is not None and not w.future.done():
                 w.future.set_exception(err)
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(err)
         self.pending.clear()
         for ws in self.jobs.values():
@@ -173,8 +180,11 @@ class Client:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), on_status, on_data, on_warning)
         try:
+            if timeout is None:
+                await self._submit_fg(_FG[priority], function, data, unique, waiter)
+                return await waiter.future
             async with asyncio.timeout(timeout):
-                await self._submit(_FG[priority], function, data, unique, waiter)
+                await self._submit_fg(_FG[priority], function, data, unique, waiter)
                 return await waiter.future
         except TimeoutError as e:
             raise GearmanTimeout(f"job {function!r} did not finish within {timeout}s") from e
@@ -222,10 +232,23 @@ class Client:
 
     # --- internals ----------------------------------------------------------------------------
 
+    async def _submit_fg(
+        self, ptype: int, function: str, data: bytes, unique: str | None, waiter: _Waiter
+    ) -> None:
+        """Send a foreground job; JOB_CREATED registers ``waiter`` by handle, ERROR fails its future."""
+        cc = self._live_next() or await self._pick()
+        conn = cc.conn
+        assert conn is not None
+        # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
+        cc.pending.append((None, waiter))
+        conn.send(ptype, function.encode(), (unique or "").encode(), data)
+        if conn.write_paused:
+            await conn.drain()
+
     async def _submit(
         self, ptype: int, function: str, data: bytes, unique: str | None, waiter: _Waiter | None
     ) -> tuple[_ClientConn, str]:
-        cc = await self._pick()
+        cc = self._live_next() or await self._pick()
         assert cc.conn is not None
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
@@ -234,6 +257,17 @@ class Client:
         handle = await fut
         assert isinstance(handle, str)
         return cc, handle
+
+    def _live_next(self) -> _ClientConn | None:
+        """Fast path of _pick(): the next server in the rotation if it is already connected."""
+        if self._closed:
+            return None
+        server = self.servers[self._rr]
+        cc = self._conns.get(server)
+        if cc is None or cc.conn is None or cc.conn.closed:
+            return None
+        self._rr = (self._rr + 1) % len(self.servers)
+        return cc
 
     async def _pick(self) -> _ClientConn:
         """Round robin over servers, skipping ones that refuse connections."""

@@ -1,53 +1,51 @@
-"""One TCP connection to a gearmand: framed reads and batched writes."""
+"""One TCP connection to a gearmand: an asyncio Protocol that parses frames in data_received.
+
+No per-packet await: packets are decoded straight from the bytes the loop read and handed to
+``on_packet`` in the same callback, and every packet sent while that runs goes out in one write at its end.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
+import struct
 from collections.abc import Callable
 
 from .errors import ConnectionLost, ProtocolError
-from .protocol import (
-    DEFAULT_MAX_PACKET,
-    HEADER_SIZE,
-    Packet,
-    encode_header,
-    parse_address,
-    parse_header,
-    split_body,
-)
+from .protocol import ARGC, DEFAULT_MAX_PACKET, HEADER_SIZE, REQ, RES, Packet, encode_header, parse_address
 
 log = logging.getLogger(__name__)
 
-# Above this many buffered bytes, async senders wait for the socket to drain (back-pressure).
+# Above this many buffered bytes the transport pauses us and async senders wait (back-pressure).
 _HIGH_WATER = 4 * 1024 * 1024
+# Payloads above this are written as their own buffer instead of being concatenated with the header.
+_BIG = 65536
+_unpack_header = struct.Struct(">4sII").unpack_from
 
 
-class Connection:
-    """Reads packets in a task and hands each to ``on_packet``; ``on_close`` runs once when it ends."""
+class Connection(asyncio.Protocol):
+    """Hands each packet to ``on_packet``; ``on_close`` runs once when the connection ends."""
 
     def __init__(
         self,
         server: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         on_packet: Callable[[Packet], None],
         on_close: Callable[[BaseException | None], None],
         max_packet: int = DEFAULT_MAX_PACKET,
     ) -> None:
         self.server = server
-        self._reader = reader
-        self._writer = writer
         self._on_packet = on_packet
         self._on_close = on_close
         self._max_packet = max_packet
+        self._transport: asyncio.Transport | None = None
+        self._rbuf = bytearray()  # an incomplete frame carried over between reads
         self._wbuf: list[bytes] = []
-        self._flush_scheduled = False
+        self._corked = 0
+        self._paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._read_loop(), name=f"gearman-read-{server}")
 
     @classmethod
     async def open(
@@ -59,97 +57,198 @@ class Connection:
         max_packet: int = DEFAULT_MAX_PACKET,
     ) -> Connection:
         host, port = parse_address(server)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=2**20), timeout
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: cls(server, on_packet, on_close, max_packet), host, port), timeout
         )
-        sock = writer.get_extra_info("socket")
+        return conn
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             # Request/response traffic of small packets: Nagle would add 40 ms stalls.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(server, reader, writer, on_packet, on_close, max_packet)
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
 
-    async def _read_loop(self) -> None:
-        reader = self._reader
-        exc: BaseException | None = None
+    def data_received(self, data: bytes) -> None:
+        self._corked += 1  # replies sent by packet handlers leave in one write, below
         try:
-            while True:
-                header = await reader.readexactly(HEADER_SIZE)
-                magic, ptype, size = parse_header(header, self._max_packet)
-                # readexactly on the body: one allocation per packet, no quadratic buffer growth.
-                body = await reader.readexactly(size) if size else b""
-                self._on_packet(Packet(magic, ptype, split_body(ptype, body)))
-        except asyncio.IncompleteReadError:
-            exc = ConnectionLost(f"{self.server}: connection closed by server")
+            if self._rbuf:
+                self._rbuf += data
+                buf = self._rbuf
+                used = self._parse(buf)
+                if not self.closed:
+                    del buf[:used]  # once per read, not per frame
+            else:
+                used = self._parse(data)
+                if used < len(data) and not self.closed:
+                    self._rbuf += memoryview(data)[used:]
         except ProtocolError as e:
             log.error("%s: protocol error: %s", self.server, e)
-            exc = e
-        except OSError as e:
-            exc = ConnectionLost(f"{self.server}: {e}")
-        except asyncio.CancelledError:
-            exc = ConnectionLost(f"{self.server}: connection closed")
+            self._fail(e)
         except Exception as e:  # a bug in a packet handler: drop the connection rather than hang
             log.exception("%s: error handling packet", self.server)
-            exc = e
+            self._fail(e)
         finally:
-            self._shutdown(exc)
+            self._corked -= 1
+            if not self._corked:
+                self.flush()
 
-    def _shutdown(self, exc: BaseException | None) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._wbuf.clear()
-        self._writer.close()
-        try:
-            self._on_close(exc)
-        except Exception:
-            log.exception("%s: on_close callback failed", self.server)
+    def _parse(self, buf: bytes | bytearray) -> int:
+        """Dispatch every complete frame in ``buf``; return the number of bytes consumed."""
+        n = len(buf)
+        pos = 0
+        on_packet = self._on_packet
+        while n - pos >= HEADER_SIZE:
+            # The header is validated before waiting for the body, so a bogus size never grows the buffer.
+            magic, ptype, size = _unpack_header(buf, pos)
+            if magic != RES and magic != REQ:
+                raise ProtocolError(f"bad magic {magic!r}")
+            argc = ARGC.get(ptype)
+            if argc is None:
+                raise ProtocolError(f"unknown packet type {ptype}")
+            if size > self._max_packet:
+                raise ProtocolError(f"packet of {size} bytes exceeds the {self._max_packet}-byte limit")
+            start = pos + HEADER_SIZE
+            end = start + size
+            if end > n:
+                break
+            if argc == 0:
+                if size:
+                    raise ProtocolError(f"packet type {ptype} takes no arguments, got {size} bytes")
+                args: tuple[bytes, ...] = ()
+            else:
+                with memoryview(buf) as mv:
+                    body = bytes(mv[start:end])  # the one copy of a (possibly 5 MB) body
+                args = tuple(body.split(b"\0", argc - 1)) if argc > 1 else (body,)
+                if len(args) != argc:
+                    raise ProtocolError(f"packet type {ptype} needs {argc} arguments, got {len(args)}")
+            pos = end
+            on_packet(Packet(magic, ptype, args))
+            if self.closed:
+                break
+        return pos
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._wake_drain(exc or ConnectionLost(f"{self.server}: connection closed by server"))
+        self._shutdown(ConnectionLost(f"{self.server}: {exc}" if exc else f"{self.server}: connection closed by server"))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_drain(None)
+
+    # --- sending ------------------------------------------------------------------------------
 
     def send(self, ptype: int, *args: bytes) -> None:
-        """Queue a packet; all packets queued in one loop iteration go out in one write."""
+        """Write a packet now, or at uncork() / the end of the current read when corked."""
         if self.closed:
             raise ConnectionLost(f"{self.server}: connection is closed")
-        if len(args) > 1 and len(args[-1]) > 65536:
-            # Big payload: send header+small args and the payload as separate buffers (no concat copy).
+        if len(args) > 1 and len(args[-1]) > _BIG:
+            # Big payload: header+small args and the payload as separate buffers (no concatenation here).
             head = b"\0".join(args[:-1]) + b"\0"
             self._wbuf.append(encode_header(ptype, len(head) + len(args[-1])) + head)
             self._wbuf.append(args[-1])
         else:
             body = b"\0".join(args)
             self._wbuf.append(encode_header(ptype, len(body)) + body)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if not self._corked:
+            self.flush()
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.closed or not self._wbuf:
+    def cork(self) -> None:
+        """Hold sends until the matching uncork(), so several packets leave in one write."""
+        self._corked += 1
+
+    def uncork(self) -> None:
+        self._corked -= 1
+        if not self._corked:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._wbuf or self.closed:
             return
         buf, self._wbuf = self._wbuf, []
+        assert self._transport is not None
         try:
-            self._writer.writelines(buf)
+            if len(buf) == 1:
+                self._transport.write(buf[0])
+            elif all(len(b) <= _BIG for b in buf):
+                self._transport.write(b"".join(buf))  # one syscall for a batch of small packets
+            else:
+                for b in buf:
+                    self._transport.write(b)
         except (OSError, RuntimeError) as e:
-            self._shutdown(ConnectionLost(f"{self.server}: {e}"))
+            self._fail(ConnectionLost(f"{self.server}: {e}"))
+
+    @property
+    def write_paused(self) -> bool:
+        return self._paused
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above the high-water mark."""
+        if not self._paused or self.closed:
+            return
+        if self._drain_waiter is None:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._drain_waiter)
 
     async def send_and_drain(self, ptype: int, *args: bytes) -> None:
-        """send(), then wait while the kernel buffer is full (for large payloads)."""
+        """send(), then wait while the write buffer is full (for large payloads)."""
         self.send(ptype, *args)
-        transport = self._writer.transport
-        if transport.get_write_buffer_size() + sum(map(len, self._wbuf)) > _HIGH_WATER:
-            self._flush()
-            try:
-                await self._writer.drain()
-            except (OSError, RuntimeError) as e:
-                raise ConnectionLost(f"{self.server}: {e}") from e
+        if self._paused:
+            await self.drain()
+
+    def _wake_drain(self, exc: BaseException | None) -> None:
+        w, self._drain_waiter = self._drain_waiter, None
+        if w is not None and not w.done():
+            if exc is None:
+                w.set_result(None)
+            else:
+                w.set_exception(exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc)))
+                w.exception()  # retrieved: nobody may be waiting any more
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        self._shutdown(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _shutdown(self, exc: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wbuf.clear()
+        if self._transport is not None:
+            self._transport.close()
+        try:
+            self._on_close(exc)
+        except Exception:
+            log.exception("%s: on_close callback failed", self.server)
 
     async def close(self) -> None:
-        self._flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._shutdown(None)
-        with contextlib.suppress(TimeoutError, OSError, ConnectionError):
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        if not self.closed:
+            self.flush()
+        self._shutdown(ConnectionLost(f"{self.server}: connection closed"))
+        if not self._lost.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), 1.0)
+            except TimeoutError:
+                if self._transport is not None:
+                    self._transport.abort()
 
     def abort(self) -> None:
         """Close at once without flushing (a test / drain-deadline helper)."""
-        self._writer.transport.abort()
+        if self._transport is not None:
+            self._transport.abort()

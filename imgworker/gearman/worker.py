@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .connection import Connection
+from .eager import eager_task
 from .errors import ConnectionLost
 from .job import Job
 from .protocol import P, Packet
@@ -289,9 +290,12 @@ class Worker:
         self._in_flight += 1
         assert self._idle is not None
         self._idle.clear()
-        task = asyncio.get_running_loop().create_task(self._run_job(job))
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+        # Eager: a handler that does not suspend completes here, inside the read callback, and its
+        # WORK_COMPLETE + the next GRAB leave in that callback's single write (no event-loop pass).
+        task = eager_task(asyncio.get_running_loop(), self._run_job(job))
+        if not task.done():
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
 
     async def _run_job(self, job: Job) -> None:
         conn = job._conn
@@ -310,11 +314,12 @@ class Worker:
         except Exception:
             log.exception("job %s (%s) failed", job.handle, job.function)
             ok = False
+        conn.cork()  # the result, any deferred CANT_DO and the next GRAB leave in one write
         try:
             if conn.closed:
                 log.warning("%s: connection lost before %s finished; result dropped", job.server, job.handle)
             elif ok:
-                conn.send(P.WORK_COMPLETE, job.handle.encode(), bytes(result))
+                conn.send(P.WORK_COMPLETE, job.handle.encode(), result if type(result) is bytes else bytes(result))
                 self.jobs_done += 1
             else:
                 # Never WORK_EXCEPTION: gearmand 1.1.20 mangles it for clients without the exceptions option.
@@ -322,8 +327,11 @@ class Worker:
                 self.jobs_failed += 1
         except ConnectionLost:
             pass
-        self._job_done(conn)
-        self._fill()  # same loop iteration: the next GRAB goes out in the same write as WORK_COMPLETE
+        try:
+            self._job_done(conn)
+            self._fill()
+        finally:
+            conn.uncork()
 
     def _job_done(self, conn: Connection) -> None:
         for s in self._sessions:

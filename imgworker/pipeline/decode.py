@@ -113,15 +113,19 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
 def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Image:
     """Compute ``image`` into memory; a libvips evaluation past the deadline is killed (TIMEOUT)."""
     ctx.check_deadline(stage)
-    image.set_progress(True)
+    # A fresh wrapper per evaluation: the handler must not stay on an image that is evaluated again later.
+    watched = image.copy()
+    watched.set_progress(True)
 
     def on_eval(img: pyvips.Image, _progress: Any) -> None:
         if time.monotonic() > ctx.deadline:
             img.set_kill(True)
 
-    image.signal_connect("eval", on_eval)
+    # libvips calls back from its threads: keep the callback alive for the whole job, not just this call.
+    ctx.cache.setdefault("_eval_handlers", []).append(on_eval)
+    watched.signal_connect("eval", on_eval)
     try:
-        return image.copy_memory()
+        return watched.copy_memory()
     except pyvips.Error as exc:
         if time.monotonic() > ctx.deadline:
             raise JobTimeout(f"job passed its time limit of {ctx.timeout_s:g} s during {stage}") from None

@@ -112,9 +112,7 @@ class GpuBackend:
         import pyvips
 
         head = pyvips.Image.new_from_buffer(source, "")
-        return (
-            head.interpretation == "srgb" and head.bands == 3 and "icc-profile-data" not in head.get_fields()
-        )
+        return head.interpretation == "srgb" and head.bands == 3 and "icc-profile-data" not in head.get_fields()
 
     def _run_gpu(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
         """GPU stage for a batch: shrink the batch on OOM; an image that never fits takes the fallback."""

@@ -59,17 +59,13 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
         image = to_srgb(image.autorot())
         if image.format != "uchar":
             image = image.cast("uchar")
-        arr = np.ndarray(
-            buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands)
-        )
+        arr = np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands))
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
     return arr
 
 
-def encode_array(
-    arr: npt.NDArray[np.uint8], fmt: str, quality: int, background: tuple[int, int, int]
-) -> bytes:
+def encode_array(arr: npt.NDArray[np.uint8], fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
     """Encode (H, W, C) uint8 pixels with the CPU backend's encoder settings (same bytes for same pixels)."""
     h, w, c = arr.shape
     image = pyvips.Image.new_from_memory(np.ascontiguousarray(arr).data, w, h, c, "uchar")

@@ -52,18 +52,23 @@ def require_gpu(option: str = "--backend gpu") -> Any:
     """Return the cupy module, or raise GpuUnavailable naming the extra to install."""
     ok, reason = probe()
     if not ok:
-        raise GpuUnavailable(
-            f"{option}: no usable CUDA device ({reason}); {INSTALL_HINT}; or use --backend cpu"
-        )
+        raise GpuUnavailable(f"{option}: no usable CUDA device ({reason}); {INSTALL_HINT}; or use --backend cpu")
     return _import_cupy()
 
 
 @lru_cache(maxsize=1)
 def nvimgcodec() -> Any | None:
-    """nvImageCodec's Python module (GPU JPEG decode/encode) if importable and working, else None."""
+    """nvImageCodec's Python module (GPU JPEG decode) if importable and working, else None."""
     try:
         mod = importlib.import_module("nvidia.nvimgcodec")
-        mod.Decoder()  # fails without a device or without libnvjpeg
+        gpu_decoder(mod)  # fails without a device or without libnvjpeg
         return mod
     except Exception:
         return None
+
+
+def gpu_decoder(mod: Any) -> Any:
+    """A Decoder limited to the GPU backends (hardware JPEG engine first, then CUDA nvJPEG), so a missing
+    libnvjpeg fails here instead of silently decoding on the CPU."""
+    kinds = [getattr(mod.BackendKind, k) for k in ("HW_GPU_ONLY", "GPU_ONLY") if hasattr(mod.BackendKind, k)]
+    return mod.Decoder(backends=[mod.Backend(k) for k in kinds])

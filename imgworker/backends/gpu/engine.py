@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ...contract import ResizeSpec
 from ...geometry import Geometry
-from . import resample
+from . import detect, resample
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
 
@@ -114,11 +114,14 @@ class CupyEngine:
         self.streams = [cp.cuda.Stream(non_blocking=True) for _ in range(max_batch)]
         self._pinned: dict[tuple[int, str], npt.NDArray[np.uint8]] = {}
         self._lock = threading.Lock()  # pinned buffers and streams belong to one batch at a time
-        self.decoder = nvimgcodec.Decoder() if nvimgcodec is not None else None
+        self.decoder = detect.gpu_decoder(nvimgcodec) if nvimgcodec is not None else None
         kernels.module(cp)  # compile now, not in the first job
 
     def is_oom(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.cp.cuda.memory.OutOfMemoryError)
+        if isinstance(exc, self.cp.cuda.memory.OutOfMemoryError):
+            return True
+        # Pinned host allocations and some library calls report it as a runtime error instead.
+        return isinstance(exc, self.cp.cuda.runtime.CUDARuntimeError) and "MemoryAllocation" in str(exc)
 
     def free(self) -> None:
         self.pool.free_all_blocks()
@@ -165,9 +168,9 @@ class CupyEngine:
                 try:
                     with stream:
                         hosts.append(self._run_one(slot, item, stream, on_device.get(slot)))
-                except cp.cuda.memory.OutOfMemoryError:
-                    raise
                 except Exception as exc:
+                    if self.is_oom(exc):
+                        raise
                     hosts.append(exc)
             for stream in self.streams:
                 stream.synchronize()

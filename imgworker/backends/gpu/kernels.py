@@ -57,9 +57,7 @@ __global__ void band_cols(const Tin* __restrict__ src, Tout* __restrict__ dst,
 """
 
 _TYPES = {"uint8": "unsigned char", "float32": "float"}
-_NAMES = [
-    f"{fn}<{_TYPES[a]}, {_TYPES[b]}>" for fn in ("band_rows", "band_cols") for a in _TYPES for b in _TYPES
-]
+_NAMES = [f"{fn}<{_TYPES[a]}, {_TYPES[b]}>" for fn in ("band_rows", "band_cols") for a in _TYPES for b in _TYPES]
 
 _BLOCK = 256
 _MAX_GRID_Y = 65535

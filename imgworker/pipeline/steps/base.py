@@ -54,8 +54,13 @@ class Opt:
             return "one of " + ", ".join(self.choices)
         if self.kind == "list":
             return "a list of " + ", ".join(self.choices)
-        if self.kind in ("int", "float") and self.lo is not None:
-            return f"a{'n integer' if self.kind == 'int' else ' number'} from {self.lo:g} to {self.hi:g}"
+        if self.kind in ("int", "float"):
+            what = "an integer" if self.kind == "int" else "a number"
+            if self.lo is not None and self.hi is not None:
+                return f"{what} from {self.lo:g} to {self.hi:g}"
+            if self.lo is not None or self.hi is not None:
+                return f"{what} at least {self.lo:g}" if self.lo is not None else f"{what} at most {self.hi:g}"
+            return what
         return {"bool": "true or false", "color": 'a colour like "#ffffff" or [255, 255, 255]',
                 "point": "[x, y] fractions from 0 to 1", "str": "a string"}.get(self.kind, self.kind)
 

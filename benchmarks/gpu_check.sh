@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU backend's device check, for the lent GPU machine (or any CUDA host): under 5 minutes.
+#   bash benchmarks/gpu_check.sh            (from the repo root)
+# Installs pyvips, pyvips-binary, cffi, pycparser and (optionally) nvImageCodec + nvJPEG from wheels carried
+# in .whl/ (nothing can be downloaded there), runs `pytest -m gpu tests/test_gpu_*.py` and
+# benchmarks/gpu_bench.py, and prints a JSON summary (also written to $OUT/summary.json).
+# Photos: $IMGWORKER_CORPUS, else .whl/corpus if carried, else ../shared/corpus.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu_check_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+if [ -z "${IMGWORKER_CORPUS:-}" ] && [ -d .whl/corpus/photos ]; then export IMGWORKER_CORPUS="$PWD/.whl/corpus"; fi
+
+if [ -z "${GPU_CHECK_NO_INSTALL:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo '{"ok": false, "stage": "install"}'; exit 1; }
+  # nvImageCodec ships nvidia/__init__.py: drop it so `nvidia` stays a namespace package and the image's
+  # own nvidia.* packages (CUDA libraries for CuPy) remain importable.
+  rm -f /tmp/site/nvidia/__init__.py
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/nvidia-smi.txt"
+"$PY" - <<'PY' 2>&1 | tee "$OUT/env.txt"
+import cupy, pyvips
+from imgworker.backends.gpu import detect
+print("cupy", cupy.__version__, "libvips", pyvips.version(0), pyvips.version(1), pyvips.version(2))
+print("probe", detect.probe())
+print("nvimgcodec", detect.nvimgcodec())
+PY
+
+start=$(date +%s)
+"$PY" -m pytest -m gpu tests/test_gpu_*.py -p no:cacheprovider -q -ra --junitxml="$OUT/pytest.xml" 2>&1 \
+  | tee "$OUT/pytest.log" | tail -40
+tests_rc=${PIPESTATUS[0]}
+tests_s=$(( $(date +%s) - start ))
+
+start=$(date +%s)
+timeout 240 "$PY" benchmarks/gpu_bench.py --images "${BENCH_IMAGES:-96}" --json "$OUT/bench.json" ${BENCH_ARGS:-} \
+  > "$OUT/bench.log" 2>&1
+bench_rc=$?
+bench_s=$(( $(date +%s) - start ))
+tail -5 "$OUT/bench.log"
+
+"$PY" - "$OUT" "$tests_rc" "$tests_s" "$bench_rc" "$bench_s" <<'PY'
+import json, sys, xml.etree.ElementTree as ET
+from pathlib import Path
+out, tests_rc, tests_s, bench_rc, bench_s = Path(sys.argv[1]), *map(int, sys.argv[2:])
+summary = {"tests_rc": tests_rc, "tests_s": tests_s, "bench_rc": bench_rc, "bench_s": bench_s}
+try:
+    suite = ET.parse(out / "pytest.xml").getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+except Exception as exc:
+    summary["tests"] = f"no junit xml: {exc}"
+try:
+    summary["bench"] = json.loads((out / "bench.json").read_text())
+except Exception as exc:
+    summary["bench"] = f"no bench json: {exc}"
+summary["ok"] = tests_rc == 0 and bench_rc == 0
+text = json.dumps(summary, indent=1)
+(out / "summary.json").write_text(text)
+print(text)
+PY
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

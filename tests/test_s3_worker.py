@@ -1,0 +1,145 @@
+"""s3:// end to end: a real worker process, real gearmand, a real S3 HTTP server, the corpus photos."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+from fixtures_core import PHOTOS
+from fixtures_s3 import TEST_SECRET, MotoServer, start_s3_worker, wait_for_workers
+from workerproc import WorkerProc
+
+from imgworker import Client
+from imgworker.errors import ForbiddenPath, LimitExceeded, SourceNotFound, StoreFailed
+from imgworker.gearmand import Gearmand
+
+MAX_SOURCE = 8 * 1024 * 1024
+
+
+@dataclass
+class Env:
+    gearmand: Gearmand
+    worker: WorkerProc
+    bucket: str  # allowed whole
+    shared: str  # only shared/in/ and shared/out/ allowed
+    root: Path
+    admin: Any
+
+
+@pytest.fixture(scope="module")
+def env(moto_s3: MotoServer, s3_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    bucket, shared = f"imgs-{uuid.uuid4().hex[:10]}", f"shared-{uuid.uuid4().hex[:10]}"
+    for b in (bucket, shared):
+        s3_client.create_bucket(Bucket=b)
+    for photo in sorted(PHOTOS.iterdir()):
+        s3_client.put_object(Bucket=bucket, Key=f"in/{photo.name}", Body=photo.read_bytes())
+    s3_client.put_object(Bucket=shared, Key="private/k.jpg", Body=(PHOTOS / "kleiber_6028x3391_baseline.jpg").read_bytes())
+    root = tmp_path_factory.mktemp("s3root")
+    with Gearmand() as g:
+        worker = start_s3_worker(
+            g.address, moto_s3.endpoint, [bucket, f"{shared}/in", f"{shared}/out", "allowed-but-missing"], root,
+            "--max-source-bytes", str(MAX_SOURCE),
+        )
+        try:
+            worker.wait_registered("resize")
+            yield Env(g, worker, bucket, shared, root, s3_client)
+        finally:
+            worker.stop()
+            assert TEST_SECRET not in worker.log()
+
+
+@pytest.fixture
+def client(env: Env) -> Iterator[Client]:
+    with Client([env.gearmand.address], timeout=120) as c:
+        yield c
+
+
+def decoded(data: bytes) -> pyvips.Image:
+    return pyvips.Image.new_from_buffer(data, "")
+
+
+def test_corpus_photos_s3_to_s3(env: Env, client: Client) -> None:
+    for photo in sorted(PHOTOS.iterdir()):
+        dst = f"s3://{env.bucket}/out/{photo.stem}.webp"
+        result = client.resize(src=f"s3://{env.bucket}/in/{photo.name}", dst=dst, width=320)
+        obj = env.admin.get_object(Bucket=env.bucket, Key=f"out/{photo.stem}.webp")
+        data = obj["Body"].read()
+        assert obj["ContentType"] == "image/webp"
+        assert result.bytes == len(data) and result.width == 320
+        image = decoded(data)
+        assert (image.width, image.height) == (result.width, result.height)
+
+
+def test_cross_scheme_both_ways(env: Env, client: Client) -> None:
+    out = env.root / "from-s3" / "k.jpg"
+    client.resize(src=f"s3://{env.bucket}/in/kleiber_6028x3391_baseline.jpg", dst=out.as_uri(), width=200)
+    assert decoded(out.read_bytes()).width == 200
+    result = client.resize(src=out.as_uri(), dst=f"s3://{env.bucket}/from-file/k.png", width=100)
+    obj = env.admin.get_object(Bucket=env.bucket, Key="from-file/k.png")
+    assert obj["ContentType"] == "image/png" and result.format == "png"
+    assert decoded(obj["Body"].read()).width == 100
+
+
+def test_bucket_allow_list(env: Env, client: Client) -> None:
+    k = "kleiber_6028x3391_baseline.jpg"
+    forbidden = [
+        (f"s3://{env.shared}/private/k.jpg", f"s3://{env.shared}/out/k.jpg"),  # src outside the prefixes
+        (f"s3://{env.bucket}/in/{k}", f"s3://{env.shared}/private/k2.jpg"),  # dst outside the prefixes
+        (f"s3://{env.bucket}/in/{k}", "s3://some-other-bucket/k.jpg"),  # not listed at all
+        (f"s3://{env.bucket}/in/{k}", f"s3://{env.shared}/out/../private/k.jpg"),  # escape by dot segments
+    ]
+    for src, dst in forbidden:
+        with pytest.raises(ForbiddenPath):
+            client.resize(src=src, dst=dst, width=64)
+    assert env.admin.list_objects_v2(Bucket=env.shared, Prefix="out/").get("KeyCount") == 0
+    client.resize(src=f"s3://{env.bucket}/in/{k}", dst=f"s3://{env.shared}/out/k.jpg", width=64)
+
+
+def test_missing_key_and_bucket(env: Env, client: Client) -> None:
+    for src in (f"s3://{env.bucket}/in/nope.jpg", "s3://allowed-but-missing/a.jpg"):
+        with pytest.raises(SourceNotFound):
+            client.resize(src=src, dst=f"s3://{env.bucket}/out/x.jpg", width=64)
+
+
+def test_oversized_object_is_limit_exceeded(env: Env, client: Client) -> None:
+    env.admin.put_object(Bucket=env.bucket, Key="in/huge.jpg", Body=b"\xff" * (MAX_SOURCE + 1))
+    with pytest.raises(LimitExceeded):
+        client.resize(src=f"s3://{env.bucket}/in/huge.jpg", dst=f"s3://{env.bucket}/out/huge.jpg", width=64)
+
+
+def test_store_down_mid_test_is_retryable_and_the_worker_recovers(
+    moto_factory: Any, tmp_path: Path
+) -> None:
+    server = moto_factory()
+    photo = (PHOTOS / "sunset_4272x2848.webp").read_bytes()
+
+    def seed() -> None:
+        admin = server.client()
+        admin.create_bucket(Bucket="flaky")
+        admin.put_object(Bucket="flaky", Key="in/s.webp", Body=photo)
+
+    seed()
+    job = {"src": "s3://flaky/in/s.webp", "dst": "s3://flaky/out/s.jpg", "width": 64}
+    with Gearmand() as g:
+        worker = start_s3_worker(g.address, server.endpoint, ["flaky"], tmp_path)
+        try:
+            wait_for_workers(g.address, "resize", 1)
+            with Client([g.address], timeout=120) as c:
+                assert c.run("resize", job).width == 64
+                server.stop()
+                with pytest.raises(StoreFailed) as info:
+                    c.run("resize", job, unique="while-down")
+                assert info.value.retryable
+                assert TEST_SECRET not in info.value.message
+                server.start()  # same port; a fresh server starts empty
+                seed()
+                assert c.run("resize", job, unique="after").width == 64
+            assert worker.alive()
+        finally:
+            worker.stop()
+        assert TEST_SECRET not in worker.log()
