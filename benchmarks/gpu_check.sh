@@ -31,6 +31,11 @@ from imgworker.backends.gpu import detect
 print("cupy", cupy.__version__, "libvips", pyvips.version(0), pyvips.version(1), pyvips.version(2))
 print("probe", detect.probe())
 print("nvimgcodec", detect.nvimgcodec())
+try:
+    import nvidia.nvimgcodec as m
+    print("nvimgcodec", m.__version__, detect.gpu_decoder(m))
+except Exception as exc:
+    print("nvimgcodec unusable:", type(exc).__name__, exc)
 PY
 
 start=$(date +%s)

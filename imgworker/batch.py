@@ -25,6 +25,7 @@ from typing import Any
 from .batch_spec import BatchSpec, parse_batch
 from .client import default_unique
 from .config import WorkerConfig
+from .contract import CONTRACT_VERSION
 from .errors import ImgworkerError, SourceNotFound, Unavailable
 from .gearman import Client, GearmanError, Job, Worker
 from .service import error_result
@@ -189,7 +190,7 @@ class Batch:
             "attempt": self.attempt,
             "total": self.total,
             "done": len(entries),
-            "ok": sum(1 for e in entries if e.get("ok")),
+            "succeeded": sum(1 for e in entries if e.get("ok")),
             "skipped": sum(1 for e in entries if e.get("skipped")),
             "failed": len(entries) - sum(1 for e in entries if e.get("ok")),
             "errors": errors,
@@ -215,12 +216,13 @@ class Batch:
             await self._map(todo)
         await self._status()
         await asyncio.to_thread(self._write_manifest, True)
-        result = {"ok": True, **self.summary(True)}
+        # "ok" is the job's outcome, as in every result (the count of objects done well is "succeeded").
+        result = {**self.summary(True), "ok": True, "contract": CONTRACT_VERSION}
         log.info(
-            "batch done src=%s objects=%d ok=%d failed=%d skipped=%d wall_s=%.1f",
+            "batch done src=%s objects=%d succeeded=%d failed=%d skipped=%d wall_s=%.1f",
             self.spec.src,
             result["total"],
-            result["ok"],
+            result["succeeded"],
             result["failed"],
             result["skipped"],
             result["wall_s"],

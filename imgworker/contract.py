@@ -11,6 +11,7 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import BadRequest
 from .limits import Limits
@@ -69,6 +70,9 @@ def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
         raise BadRequest(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        # 64 KiB of "[[[[..." is within the size limit but deeper than the JSON decoder's stack.
+        raise BadRequest("payload is nested too deeply: a job is a flat JSON object") from None
     if not isinstance(obj, dict):
         raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -102,6 +106,13 @@ def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{key!r} must be a non-empty string, got {value!r}")
+    try:
+        # A lone surrogate ("\ud800" in the JSON) cannot become a path or a log line; a malformed URL
+        # ("file://[x") would raise later in urlsplit: refuse both here, where the caller learns why.
+        value.encode("utf-8")
+        urlsplit(value)
+    except ValueError as exc:
+        raise BadRequest(f"{key!r} is not a valid URL or name: {exc}") from None
     return value
 
 

@@ -21,6 +21,7 @@ happen; only the worker loop turns them into Gearman packets.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -36,7 +37,18 @@ __all__ = [
     "Unavailable",
     "UnsupportedImage",
     "error_from_dict",
+    "redact",
 ]
+
+# Credentials written into a URL ("s3://KEY:SECRET@bucket/k") never leave the worker, in results or logs.
+# A user:password part has a colon before any slash ("file:///a@2x.png" and "s3://b/k@2x.png" are left alone);
+# the password itself may hold slashes, as AWS secret keys do.
+_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]*:[^@\s'\"]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user:password part of every URL in it replaced by ``***``."""
+    return _USERINFO.sub("***@", text)
 
 
 class ImgworkerError(Exception):
@@ -52,7 +64,7 @@ class ImgworkerError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
+        out: dict[str, Any] = {"code": self.code, "message": redact(self.message), "retryable": self.retryable}
         if self.details:
             out["details"] = self.details
         return out

@@ -24,7 +24,7 @@ from . import __version__, health, metrics
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
-from .errors import ImgworkerError, JobTimeout
+from .errors import ImgworkerError, JobTimeout, redact
 from .gearman import Job, Worker
 from .notify import Notifier
 from .service import Service, error_result
@@ -80,7 +80,7 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: byte
     if payload is not None:
         try:
             obj = json.loads(payload)
-            src, dst = str(obj.get("src", ""))[:300], str(obj.get("dst", ""))[:300]
+            src, dst = redact(str(obj.get("src", ""))[:300]), redact(str(obj.get("dst", ""))[:300])
         except (ValueError, AttributeError):
             pass
     log.info(

@@ -123,7 +123,7 @@ def test_concurrent_jobs_are_batched_on_the_gpu(gpu: GpuBackend) -> None:
 
 
 def test_out_of_memory_shrinks_then_falls_back(cp: Any) -> None:
-    # dragonfly -> 1000 px decodes at 1/2 (2112x1584: 10 MB) and needs a ~19 MB float intermediate, so a
+    # dragonfly -> 1500 px decodes at 1/2 (2112x1584: 10 MB) and needs a ~28 MB float intermediate, so a
     # 20 MB pool cannot hold even one: the batch is halved down to 1, then each image takes the fallback.
     source = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
     pool = cp.get_default_memory_pool()
@@ -132,13 +132,13 @@ def test_out_of_memory_shrinks_then_falls_back(cp: Any) -> None:
         pool.free_all_blocks()
         pool.set_limit(size=20 * 1024 * 1024)
         try:
-            out = backend.resize_batch([(source, ResizeSpec(width=1000), LIMITS)] * 3)
+            out = backend.resize_batch([(source, ResizeSpec(width=1500), LIMITS)] * 3)
         finally:
             pool.set_limit(fraction=0.5)
             backend.close()
         assert len(out) == 3
         if fallback == "cpu":
-            assert all(isinstance(r, Rendered) and r.width == 1000 for r in out), out
+            assert all(isinstance(r, Rendered) and r.width == 1500 for r in out), out
             assert all(r.timings["batch_size"] == 1 and r.timings["oom_fallback"] for r in out)  # type: ignore[union-attr]
         else:
             assert all(isinstance(r, Unavailable) and r.retryable for r in out), out

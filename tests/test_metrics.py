@@ -105,14 +105,17 @@ def job(root: Path, src: str, dst: str) -> bytes:
     return json.dumps({"src": (root / src).as_uri(), "dst": (root / dst).as_uri(), "width": 64}).encode()
 
 
-def test_metrics_after_known_jobs(gearmand_factory: Callable[[], Gearmand], image_root: Path, start_worker: Any) -> None:
+def test_metrics_after_known_jobs(
+    gearmand_factory: Callable[[], Gearmand], image_root: Path, start_worker: Any
+) -> None:
     g = gearmand_factory()
     port = free_port()
     proc, log = start_worker([g.address], image_root, "--processes", "1", "--metrics-port", str(port))
     wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="/readyz green")
     with SyncClient([g.address]) as client:
-        results = [json.loads(client.submit("resize", job(image_root, "in.jpg", f"out/{i}.jpg"), timeout=60))
-                   for i in range(2)]
+        results = [
+            json.loads(client.submit("resize", job(image_root, "in.jpg", f"out/{i}.jpg"), timeout=60)) for i in range(2)
+        ]
         missing = json.loads(client.submit("resize", job(image_root, "nope.jpg", "out/x.jpg"), timeout=60))
         bad = json.loads(client.submit("resize@cpu", b"not json", timeout=60))
     assert [r["ok"] for r in results] == [True, True]
@@ -148,8 +151,9 @@ def test_metrics_after_known_jobs(gearmand_factory: Callable[[], Gearmand], imag
     assert gone.returncode == 1 and "no answer" in gone.stdout
 
 
-def test_prefork_serves_every_child(gearmand_factory: Callable[[], Gearmand], image_root: Path,
-                                    start_worker: Any) -> None:
+def test_prefork_serves_every_child(
+    gearmand_factory: Callable[[], Gearmand], image_root: Path, start_worker: Any
+) -> None:
     """--processes 2: children write multiprocess files, the supervisor serves their sum and judges each."""
     g = gearmand_factory()
     port = free_port()
@@ -157,8 +161,10 @@ def test_prefork_serves_every_child(gearmand_factory: Callable[[], Gearmand], im
     wait_for(lambda: "2 job loop" in http_get(f"http://127.0.0.1:{port}/healthz")[1], what="two children")
     wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="/readyz green")
     with SyncClient([g.address]) as client, ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(client.submit, "resize", job(image_root, "in.jpg", f"out/p{i}.jpg"), timeout=60)
-                   for i in range(6)]
+        futures = [
+            pool.submit(client.submit, "resize", job(image_root, "in.jpg", f"out/p{i}.jpg"), timeout=60)
+            for i in range(6)
+        ]
         assert all(json.loads(f.result())["ok"] for f in futures)
     m = scrape(port)
     assert total(m, "imgworker_jobs_total", outcome="ok") == 6

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyvips
 import pytest
+import pyvips
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from imgworker.errors import BadRequest
@@ -173,7 +173,7 @@ def test_modulate_and_grayscale(run_pipeline, tmp_path):
     run_pipeline(pipe("resize: {width: 300};grayscale"), PNG800, "grey.png")
     assert ImageStat.Stat(pil(tmp_path, "dark.png").convert("L")).mean[0] < \
         0.7 * ImageStat.Stat(pil(tmp_path, "plain.png").convert("L")).mean[0]
-    r, g, b = pil(tmp_path, "desat.png").convert("RGB").split()
+    r, _, b = pil(tmp_path, "desat.png").convert("RGB").split()
     assert ImageStat.Stat(ImageChops.difference(r, b)).mean[0] < 2
     assert pil(tmp_path, "grey.png").mode == "L"
 

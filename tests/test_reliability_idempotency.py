@@ -4,6 +4,7 @@ byte-identical output."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -92,10 +93,8 @@ def test_a_rerun_overwrites_atomically_with_identical_bytes(server: Gearmand,
 
     def watch() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 seen.add(dst.read_bytes())
-            except FileNotFoundError:
-                pass
             time.sleep(0.001)
 
     watcher = threading.Thread(target=watch, daemon=True)

@@ -37,7 +37,9 @@ def assert_no_secrets(exc: ImgworkerError, *extra: str) -> None:
     assert exc.__cause__ is None and exc.__suppress_context__  # no botocore exception chained for a logger
 
 
-def test_write_sets_content_type_cache_control_and_metadata(moto_s3: MotoServer, s3_client: Any, s3_bucket: str) -> None:
+def test_write_sets_content_type_cache_control_and_metadata(
+    moto_s3: MotoServer, s3_client: Any, s3_bucket: str
+) -> None:
     store = store_at(moto_s3.endpoint, [s3_bucket])
     options = WriteOptions("image/webp", cache_control="public, max-age=31536000", metadata={"source": "kleiber"})
     store.write(f"s3://{s3_bucket}/out/k.webp", b"RIFF....WEBP", options)

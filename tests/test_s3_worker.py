@@ -38,7 +38,8 @@ def env(moto_s3: MotoServer, s3_client: Any, tmp_path_factory: pytest.TempPathFa
         s3_client.create_bucket(Bucket=b)
     for photo in sorted(PHOTOS.iterdir()):
         s3_client.put_object(Bucket=bucket, Key=f"in/{photo.name}", Body=photo.read_bytes())
-    s3_client.put_object(Bucket=shared, Key="private/k.jpg", Body=(PHOTOS / "kleiber_6028x3391_baseline.jpg").read_bytes())
+    kleiber = (PHOTOS / "kleiber_6028x3391_baseline.jpg").read_bytes()
+    s3_client.put_object(Bucket=shared, Key="private/k.jpg", Body=kleiber)
     root = tmp_path_factory.mktemp("s3root")
     with Gearmand() as g:
         worker = start_s3_worker(

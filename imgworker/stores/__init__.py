@@ -24,7 +24,10 @@ class Stores:
         return sorted(self._stores)
 
     def for_url(self, url: str) -> Store:
-        scheme = urlsplit(url).scheme.lower()
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError:
+            raise BadRequest(f"malformed URL {url[:200]!r}") from None
         store = self._stores.get(scheme)
         if store is not None:
             return store

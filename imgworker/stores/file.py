@@ -28,6 +28,13 @@ def url_to_path(url: str) -> str:
     path = unquote(parts.path)
     if not path.startswith("/") or "\x00" in path:
         raise BadRequest(f"file:// URL must hold an absolute path, got {url!r}")
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeEncodeError:
+        raise BadRequest(f"file:// URL holds characters that are not valid in a path: {url[:200]!r}") from None
+    # Over-long names make stat() raise ENAMETOOLONG deep inside pathlib: refuse them up front.
+    if len(encoded) > 4095 or any(len(part) > 255 for part in encoded.split(b"/")):
+        raise BadRequest(f"file:// path is too long (limits: 255 bytes a name, 4095 in all): {url[:200]!r}")
     return path
 
 

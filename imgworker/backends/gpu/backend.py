@@ -22,6 +22,7 @@ from ...geometry import plan
 from ...limits import Limits
 from ..base import Rendered
 from ..cpu import FAIL_ON, probe
+from ..cpu import jpeg_shrink as cpu_jpeg_shrink
 from . import codec, detect
 from .batcher import MicroBatcher, run_shrinking
 from .engine import CupyEngine, NumpyEngine, Prepared
@@ -94,7 +95,12 @@ class GpuBackend:
         t0 = time.perf_counter()
         info = probe(source, limits)  # raises UnsupportedImage / DecodeFailed / LimitExceeded
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
-        shrink = codec.jpeg_shrink(info.width, info.height, geo)
+        if info.loader == "jpeg":
+            # The CPU backend's rule (decode at the smallest scale still >= the output), so both resample
+            # the same decoded pixels.
+            shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
+        else:
+            shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
         item = Prepared(geo=geo, spec=spec)
         if self._decode_on_gpu(info.loader, shrink, source):
             item.jpeg = source

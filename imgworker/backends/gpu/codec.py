@@ -23,7 +23,7 @@ _BAND_INTERPRETATION = {1: "b-w", 2: "b-w", 3: "srgb", 4: "srgb"}
 
 
 def jpeg_shrink(src_w: int, src_h: int, geo: Geometry) -> int:
-    """Shrink-on-load factor (1, 2, 4 or 8), picked like libvips' thumbnail.
+    """Shrink-on-load factor (1, 2, 4 or 8), picked like libvips' thumbnail (used for WebP).
 
     The DCT shrink is a block average that adds some aliasing, so like libvips we leave at least a factor of
     two for the real (Lanczos) resize.

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ...contract import ResizeSpec
 from ...geometry import Geometry
-from . import detect, resample
+from . import codec, detect, resample
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
 
@@ -114,6 +114,7 @@ class CupyEngine:
         self.streams = [cp.cuda.Stream(non_blocking=True) for _ in range(max_batch)]
         self._pinned: dict[tuple[int, str], npt.NDArray[np.uint8]] = {}
         self._lock = threading.Lock()  # pinned buffers and streams belong to one batch at a time
+        self.nvimgcodec = nvimgcodec
         self.decoder = detect.gpu_decoder(nvimgcodec) if nvimgcodec is not None else None
         kernels.module(cp)  # compile now, not in the first job
 
@@ -145,8 +146,14 @@ class CupyEngine:
         if not todo or self.decoder is None:
             return {}
         t0 = time.perf_counter()
-        images = self.decoder.decode([items[i].jpeg for i in todo])
-        self.cp.cuda.Device().synchronize()
+        wrap = getattr(self.nvimgcodec, "CodeStream", lambda b: b)
+        try:
+            images = self.decoder.decode([wrap(items[i].jpeg) for i in todo])
+            self.cp.cuda.Device().synchronize()
+        except Exception as exc:
+            if self.is_oom(exc):
+                raise
+            return {}  # _run_one decodes these on the CPU instead
         ms = (time.perf_counter() - t0) * 1000 / len(todo)
         out = {}
         for i, img in zip(todo, images, strict=True):
@@ -157,7 +164,6 @@ class CupyEngine:
 
     def run(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
         """Run a batch; raises OutOfMemoryError for the whole batch (the caller shrinks and retries)."""
-        cp = self.cp
         with self._lock:
             for item in items:
                 item.timings["batch_size"] = float(len(items))
@@ -189,8 +195,11 @@ class CupyEngine:
         cp = self.cp
         t = time.perf_counter()
         if dev is None:
+            if item.pixels is None and item.jpeg is not None:
+                # nvImageCodec refused it (e.g. corrupt): libvips decides, with the strict default.
+                item.pixels = codec.decode(item.jpeg, "jpeg", 1, "warning")
             if item.pixels is None:
-                raise ValueError("no pixels: GPU decode failed and no CPU decode was done")
+                raise ValueError("no pixels: neither a GPU nor a CPU decode was done")
             pinned = self._pinned_view(slot, "in", item.pixels.shape)
             np.copyto(pinned, item.pixels)
             dev = cp.empty(item.pixels.shape, dtype=cp.uint8)
@@ -199,6 +208,6 @@ class CupyEngine:
         out = cp.ascontiguousarray(process(cp, self._resize, dev, item.geo, item.spec))
         t = self._mark(item, "resize", t, stream)
         host = self._pinned_view(slot, "out", tuple(int(s) for s in out.shape))
-        out.get(stream=stream, out=host)
+        out.get(stream=stream, out=host, blocking=False)  # run() synchronises every stream at the end
         self._mark(item, "download", t, stream)
         return host

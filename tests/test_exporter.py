@@ -1,0 +1,131 @@
+"""`imgworker exporter` against two real gearmands holding known queues (and one server that is down)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from test_metrics import free_port, http_get, scrape, total, wait_for
+
+from imgworker.exporter import ServerReport, summarize
+from imgworker.gearman import FunctionStatus, Job, SyncClient, Worker, WorkerInfo, status
+from imgworker.gearmand import Gearmand
+
+
+@pytest.fixture
+def holding_worker() -> Iterator[Callable[[list[str], str], threading.Event]]:
+    """A Gearman worker on its own loop thread whose handler holds each job until released."""
+    stops: list[Callable[[], None]] = []
+
+    def start(servers: list[str], function: str) -> threading.Event:
+        release = threading.Event()
+        loop = asyncio.new_event_loop()
+        worker = Worker(servers, client_id="holding-worker", max_jobs=1)
+
+        async def handle(job: Job) -> bytes:
+            await asyncio.to_thread(release.wait, 60)
+            return b"done"
+
+        worker.register(function, handle)
+        thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),), daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            release.set()
+            asyncio.run_coroutine_threadsafe(worker.close(), loop).result(10)
+            thread.join(10)
+
+        stops.append(stop)
+        return release
+
+    yield start
+    for stop in stops:
+        stop()
+
+
+def running(server: str, function: str) -> int:
+    return next((r.running for r in asyncio.run(status(server)) if r.name == function), 0)
+
+
+def test_exporter_sums_queues_across_servers(
+    gearmand_factory: Callable[[], Gearmand],
+    gearman_fn: Callable[[str], str],
+    holding_worker: Callable[..., threading.Event],
+) -> None:
+    g1, g2 = gearmand_factory(), gearmand_factory()
+    down = f"127.0.0.1:{free_port()}"
+    queued, other, held = gearman_fn("queued"), gearman_fn("other"), gearman_fn("held")
+    with SyncClient([g1.address]) as c1, SyncClient([g2.address]) as c2:
+        for i in range(5):
+            c1.submit_background(queued, b"{}", unique=f"a{i}")
+        for i in range(3):
+            c2.submit_background(queued, b"{}", unique=f"b{i}")
+        for i in range(2):
+            c1.submit_background(other, b"{}", unique=f"c{i}")
+        for i in range(2):
+            c1.submit_background(held, b"{}", unique=f"d{i}")
+    # One worker registered with both servers, holding one `held` job: running 1, waiting 1, 1 worker.
+    holding_worker([g1.address, g2.address], held)
+    wait_for(lambda: running(g1.address, held) == 1, what="held job running")
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "imgworker", "exporter", "--port", str(port), "--timeout", "2"]
+    for s in (g1.address, g2.address, down):
+        cmd += ["--server", s]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="exporter up")
+        m = scrape(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+    assert total(m, "gearman_jobs_waiting", function=queued) == 8
+    assert total(m, "gearman_jobs_running", function=queued) == 0
+    assert total(m, "gearman_workers_available", function=queued) == 0
+    assert total(m, "gearman_jobs_waiting", function=other) == 2
+    assert total(m, "gearman_jobs_waiting", function=held) == 1  # status "total" 2 includes the running one
+    assert total(m, "gearman_jobs_running", function=held) == 1
+    assert total(m, "gearman_workers_available", function=held) == 1  # not 2: same worker on both servers
+    assert total(m, "gearman_server_jobs_waiting", server=g1.address, function=queued) == 5
+    assert total(m, "gearman_server_jobs_waiting", server=g2.address, function=queued) == 3
+    assert total(m, "gearman_up", server=g1.address) == 1
+    assert total(m, "gearman_up", server=g2.address) == 1
+    assert total(m, "gearman_up", server=down) == 0
+
+
+def test_summarize_counts_anonymous_workers_per_connection() -> None:
+    """Workers without a client id cannot be matched across servers; when `workers` fails, use `status`."""
+    a = ServerReport(
+        "a:1",
+        True,
+        [FunctionStatus("f", 4, 1, 2)],
+        [WorkerInfo(1, "10.0.0.1", "-", ("f",)), WorkerInfo(2, "10.0.0.2", "w2", ("f",))],
+    )
+    b = ServerReport(
+        "b:1",
+        True,
+        [FunctionStatus("f", 1, 0, 2)],
+        [WorkerInfo(1, "10.0.0.1", "-", ("f",)), WorkerInfo(7, "10.0.0.2", "w2", ("f",))],
+    )
+    c = ServerReport("c:1", True, [FunctionStatus("f", 0, 0, 3)], None)
+    d = ServerReport("d:1", False)
+    t = summarize([a, b, c, d])
+    assert (t.waiting["f"], t.running["f"], t.workers["f"]) == (4, 1, 2 + 1 + 3)
+
+
+def test_exporter_needs_a_server() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgworker", "exporter"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2 and "--server" in proc.stderr
