@@ -63,6 +63,8 @@ class SoakReport:
     lost: int = 0
     wrong: list[str] = field(default_factory=list)
     peak_rss_mib: float = 0.0
+    survivor_jobs: int = 0  # jobs run by worker 0, which is never killed: its RSS shows growth, if any
+    survivor_rss_mib: float = 0.0
     wall_s: float = 0.0
 
 
@@ -187,6 +189,8 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
             w.stop(10)
         server.close()
     report.peak_rss_mib = round(max(w.peak_rss_kb for w in workers) / 1024, 1)
+    report.survivor_rss_mib = round(workers[0].peak_rss_kb / 1024, 1)
+    report.survivor_jobs = len(workers[0].completed_lines(""))
     report.wall_s = round(time.monotonic() - started, 1)
     _account(report, plan, base)
     if cfg.work_dir is None and not report.wrong:
@@ -196,7 +200,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
 
 def _chaos(cfg: SoakConfig, report: SoakReport, server: Any, workers: list[WorkerProc],
            clients: dict[str, subprocess.Popen[bytes]], plan: dict[str, list[dict[str, Any]]], started: float) -> None:
-    """Kill a random worker every ``kill_every`` s and restart it; restart gearmand once while the
+    """Kill a worker (any but worker 0) every ``kill_every`` s and restart it; restart gearmand once while the
     background queue is long (so queued background jobs are lost and the policy must recover them)."""
     rng = random.Random(cfg.seed + 1)
     next_kill = time.monotonic() + cfg.kill_every
@@ -207,11 +211,11 @@ def _chaos(cfg: SoakConfig, report: SoakReport, server: Any, workers: list[Worke
         for w in workers:
             w.sample_rss()
         if cfg.kill_every and time.monotonic() >= next_kill:
-            victim = rng.choice(workers)
+            victim = rng.choice(workers[1:] or workers)
             victim.kill()
             report.workers_killed += 1
             victim.start()  # a supervisor's job: a fresh process with the same name
-            next_kill = time.monotonic() + cfg.kill_every
+            next_kill = time.monotonic() + cfg.kill_every * rng.uniform(0.5, 1.5)
         if not restarted:
             st = function_status(server.address, "resize")
             if (st is not None and st.queued > min(200, cfg.jobs // 20)) or time.monotonic() - started > 20:
