@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,9 +111,22 @@ def test_missing_key_and_bucket(env: Env, client: Client) -> None:
 
 
 def test_oversized_object_is_limit_exceeded(env: Env, client: Client) -> None:
-    env.admin.put_object(Bucket=env.bucket, Key="in/huge.jpg", Body=b"\xff" * (MAX_SOURCE + 1))
+    env.admin.put_object(Bucket=env.bucket, Key="big/huge.jpg", Body=b"\xff" * (MAX_SOURCE + 1))
     with pytest.raises(LimitExceeded):
-        client.resize(src=f"s3://{env.bucket}/in/huge.jpg", dst=f"s3://{env.bucket}/out/huge.jpg", width=64)
+        client.resize(src=f"s3://{env.bucket}/big/huge.jpg", dst=f"s3://{env.bucket}/out/huge.jpg", width=64)
+
+
+def test_submit_cli_over_an_s3_prefix(env: Env, moto_s3: MotoServer) -> None:
+    """``imgworker submit`` lists the prefix (client side, AWS_ENDPOINT_URL) and submits one job per object."""
+    cmd = [sys.executable, "-m", "imgworker", "submit", "--server", env.gearmand.address, "--width", "64",
+           "--format", "jpeg", f"s3://{env.bucket}/in/", f"s3://{env.bucket}/cli-out/"]
+    run_env = {**env.worker.env, "AWS_ENDPOINT_URL": moto_s3.endpoint}
+    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
+    summary = json.loads(proc.stdout)
+    photos = sorted(PHOTOS.iterdir())
+    assert proc.returncode == 0 and (summary["jobs"], summary["done"]) == (len(photos), len(photos)), proc.stderr
+    listed = env.admin.list_objects_v2(Bucket=env.bucket, Prefix="cli-out/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == sorted(f"cli-out/{p.stem}.jpg" for p in photos)
 
 
 def test_store_down_mid_test_is_retryable_and_the_worker_recovers(
