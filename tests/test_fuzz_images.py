@@ -185,3 +185,28 @@ def test_a_sample_through_the_real_worker(server: Gearmand, worker_factory: Call
     assert w.alive and "Traceback" not in w.log_text()
     assert w.sample_rss() < WORKER_RSS_LIMIT_MIB * 1024, f"worker peak RSS {w.sample_rss() // 1024} MiB"
     assert len(codes) >= 3, codes  # the sample exercised several failure paths, not one
+
+
+def test_error_codes_do_not_depend_on_other_threads_failing_at_the_same_time() -> None:
+    """libvips keeps one process-wide error buffer: with jobs failing in several threads at once, a code
+    derived from that buffer flipped between UNSUPPORTED_IMAGE and DECODE_FAILED (found by the soak)."""
+    import threading
+    from collections import Counter
+
+    from imgworker.backends.cpu import probe
+
+    codes: Counter[str] = Counter()
+
+    def run() -> None:
+        for _ in range(1500):
+            try:
+                probe(b"not an image\n", Limits())
+            except ImgworkerError as exc:
+                codes[exc.code] += 1
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == Counter({"UNSUPPORTED_IMAGE": 6000})

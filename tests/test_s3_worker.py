@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pyvips
 from fixtures_core import PHOTOS
-from fixtures_s3 import TEST_SECRET, MotoServer, start_s3_worker, wait_for_workers
+from fixtures_s3 import S3_ENV, TEST_SECRET, MotoServer, start_s3_worker, wait_for_workers
 from workerproc import WorkerProc
 
 from imgworker import Client
@@ -143,7 +143,8 @@ def test_store_down_mid_test_is_retryable_and_the_worker_recovers(
     seed()
     job = {"src": "s3://flaky/in/s.webp", "dst": "s3://flaky/out/s.jpg", "width": 64}
     with Gearmand() as g:
-        worker = start_s3_worker(g.address, server.endpoint, ["flaky"], tmp_path)
+        # At debug level too: botocore's own DEBUG lines would print the Authorization header.
+        worker = start_s3_worker(g.address, server.endpoint, ["flaky"], tmp_path, "--log-level", "debug")
         try:
             wait_for_workers(g.address, "resize", 1)
             with Client([g.address], timeout=120) as c:
@@ -159,4 +160,7 @@ def test_store_down_mid_test_is_retryable_and_the_worker_recovers(
             assert worker.alive()
         finally:
             worker.stop()
-        assert TEST_SECRET not in worker.log()
+        log = worker.log()
+        assert "STORE_FAILED" in log
+        for secret in (TEST_SECRET, "Signature=", "Credential=", S3_ENV["AWS_ACCESS_KEY_ID"]):
+            assert secret not in log

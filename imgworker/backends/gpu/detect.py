@@ -67,8 +67,10 @@ def nvimgcodec() -> Any | None:
         return None
 
 
-def gpu_decoder(mod: Any) -> Any:
-    """A Decoder limited to the GPU backends (hardware JPEG engine first, then CUDA nvJPEG), so a missing
-    libnvjpeg fails here instead of silently decoding on the CPU."""
-    kinds = [getattr(mod.BackendKind, k) for k in ("HW_GPU_ONLY", "GPU_ONLY") if hasattr(mod.BackendKind, k)]
-    return mod.Decoder(backends=[mod.Backend(k) for k in kinds])
+def gpu_decoder(mod: Any, cpu_threads: int = 0) -> Any:
+    """A Decoder limited to the GPU backends, so a missing libnvjpeg fails here instead of silently decoding
+    on the CPU: the hardware JPEG engines first (baseline 4:2:0/4:2:2/4:4:4), then nvJPEG's hybrid backend
+    (Huffman on ``cpu_threads`` host threads, IDCT on the GPU: progressive files), then CUDA nvJPEG."""
+    names = ("HW_GPU_ONLY", "HYBRID_CPU_GPU", "GPU_ONLY")
+    kinds = [getattr(mod.BackendKind, k) for k in names if hasattr(mod.BackendKind, k)]
+    return mod.Decoder(max_num_cpu_threads=cpu_threads, backends=[mod.Backend(k) for k in kinds])

@@ -2,8 +2,8 @@
 
 ``process`` is written once against ``xp``; an engine supplies the array module and its resize (the banded
 RawKernels on CuPy, resample.py's gather code on numpy) and moves a batch of decoded images through it.
-The CuPy engine gives each image of a batch its own CUDA stream and pinned host buffers, so one image's
-upload/download overlaps another's kernels.
+The CuPy engine decodes the batch's JPEGs in one nvImageCodec call (decode.py), then gives each image its
+own CUDA stream and pinned host buffers, so one image's upload/download overlaps another's kernels.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ...contract import ResizeSpec
 from ...geometry import Geometry
-from . import codec, detect, resample
+from . import decode, resample
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
 
@@ -31,7 +31,8 @@ class Prepared:
     geo: Geometry
     spec: ResizeSpec
     pixels: npt.NDArray[np.uint8] | None = None
-    jpeg: bytes | None = None
+    jpeg: bytes | None = None  # set instead of pixels for a GPU decode
+    orientation: int = 1  # EXIF orientation, applied on the GPU after a GPU decode
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -102,6 +103,7 @@ class CupyEngine:
         memory_fraction: float = 0.5,
         nvimgcodec: Any = None,
         profile: bool = False,
+        cpu_threads: int = 0,
     ) -> None:
         from . import kernels
 
@@ -114,8 +116,7 @@ class CupyEngine:
         self.streams = [cp.cuda.Stream(non_blocking=True) for _ in range(max_batch)]
         self._pinned: dict[tuple[int, str], npt.NDArray[np.uint8]] = {}
         self._lock = threading.Lock()  # pinned buffers and streams belong to one batch at a time
-        self.nvimgcodec = nvimgcodec
-        self.decoder = detect.gpu_decoder(nvimgcodec) if nvimgcodec is not None else None
+        self.decoder = decode.BatchDecoder(cp, nvimgcodec, cpu_threads) if nvimgcodec is not None else None
         kernels.module(cp)  # compile now, not in the first job
 
     def is_oom(self, exc: BaseException) -> bool:
@@ -142,25 +143,22 @@ class CupyEngine:
         return buf[:n].reshape(shape)
 
     def _decode_on_gpu(self, items: Sequence[Prepared]) -> dict[int, Any]:
+        """Decode every JPEG of the batch in one nvImageCodec call; slot -> device array (None: refused)."""
         todo = [i for i, it in enumerate(items) if it.pixels is None and it.jpeg is not None]
-        if not todo or self.decoder is None:
+        if not todo:
             return {}
-        t0 = time.perf_counter()
-        wrap = getattr(self.nvimgcodec, "CodeStream", lambda b: b)
+        if self.decoder is None:
+            return dict.fromkeys(todo)
         try:
-            images = self.decoder.decode([wrap(items[i].jpeg) for i in todo])
-            self.cp.cuda.Device().synchronize()
+            arrays, ms = self.decoder.decode([items[i].jpeg for i in todo])  # type: ignore[misc]
         except Exception as exc:
             if self.is_oom(exc):
                 raise
-            return {}  # _run_one decodes these on the CPU instead
-        ms = (time.perf_counter() - t0) * 1000 / len(todo)
-        out = {}
-        for i, img in zip(todo, images, strict=True):
-            if img is not None:
-                out[i] = self.cp.asarray(img)
-                items[i].timings["decode_gpu"] = ms
-        return out
+            return dict.fromkeys(todo)  # e.g. a library error: every caller decodes with libvips
+        for i in todo:
+            items[i].timings["decode_gpu"] = ms / len(todo)  # amortised share of the batched call
+            items[i].timings["decode_gpu_batch"] = ms
+        return dict(zip(todo, arrays, strict=True))
 
     def run(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
         """Run a batch; raises OutOfMemoryError for the whole batch (the caller shrinks and retries)."""
@@ -170,6 +168,9 @@ class CupyEngine:
             on_device = self._decode_on_gpu(items)
             hosts: list[npt.NDArray[np.uint8] | BaseException] = []
             for slot, item in enumerate(items):
+                if slot in on_device and on_device[slot] is None:
+                    hosts.append(decode.GpuDecodeRefused("nvImageCodec could not decode this JPEG"))
+                    continue
                 stream = self.streams[slot % len(self.streams)]
                 try:
                     with stream:
@@ -180,6 +181,8 @@ class CupyEngine:
                     hosts.append(exc)
             for stream in self.streams:
                 stream.synchronize()
+            # Only now may the decoded images (owned by nvImageCodec) be released: the kernels are done.
+            on_device.clear()
             # Copy out of the reused pinned buffers before the next batch overwrites them.
             return [h if isinstance(h, BaseException) else h.copy() for h in hosts]
 
@@ -194,10 +197,11 @@ class CupyEngine:
     def _run_one(self, slot: int, item: Prepared, stream: Any, dev: Any) -> npt.NDArray[np.uint8]:
         cp = self.cp
         t = time.perf_counter()
-        if dev is None:
-            if item.pixels is None and item.jpeg is not None:
-                # nvImageCodec refused it (e.g. corrupt): libvips decides, with the strict default.
-                item.pixels = codec.decode(item.jpeg, "jpeg", 1, "warning")
+        if dev is not None:
+            # EXIF orientation of a GPU-decoded image: a device copy (~0.1 ms for 20 MP), contiguous for the kernels.
+            dev = cp.ascontiguousarray(decode.orient(cp, dev, item.orientation))
+            t = self._mark(item, "orient", t, stream)
+        else:
             if item.pixels is None:
                 raise ValueError("no pixels: neither a GPU nor a CPU decode was done")
             pinned = self._pinned_view(slot, "in", item.pixels.shape)

@@ -1,0 +1,96 @@
+"""GPU JPEG decode with nvImageCodec: which files may take it, the batched call, EXIF orientation on the GPU.
+
+Policy (docs/gpu.md, "GPU decode"): only files that libvips would decode to the same pixels and that
+nvJPEG can judge as well as libjpeg go to the GPU -- 8-bit 3-band YCbCr/RGB JPEGs without an ICC profile
+(CMYK, grey, 12-bit and ICC-tagged files need libvips' colour path), whose stream ends with EOI (a
+truncated file is libvips' call under ``fail_on``) and, for the strict ``fail_on`` levels, whose
+entropy-coded data has no invalid marker (a cheap check that catches most corrupt scans). A file that
+nvImageCodec still refuses is decoded by libvips on the caller's thread (``GpuDecodeRefused``), so
+libvips has the last word: it decodes it or raises DECODE_FAILED, exactly as the CPU backend would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import detect
+
+__all__ = ["BatchDecoder", "GpuDecodeRefused", "gpu_refusal", "orient", "scan_is_clean"]
+
+# Bytes that may follow 0xFF after the first SOS: stuffing, RSTn, EOI, and the DHT/SOS/DRI segments between
+# progressive scans (and 0xFF fill bytes). Anything else is a corrupt scan that libjpeg would warn about.
+_SCAN_OK = np.zeros(256, dtype=bool)
+_SCAN_OK[[0x00, 0xC4, 0xD9, 0xDA, 0xDD, 0xFF]] = True
+_SCAN_OK[0xD0:0xD8] = True
+STRICT_FAIL_ON = ("error", "warning")
+
+
+class GpuDecodeRefused(Exception):
+    """nvImageCodec could not decode this file: the backend decodes it with libvips instead."""
+
+
+def scan_is_clean(source: bytes) -> bool:
+    """True if every 0xFF in the entropy-coded data is followed by a byte a valid JPEG allows there."""
+    sos = source.find(b"\xff\xda")
+    if sos < 0 or sos + 4 > len(source):
+        return False
+    start = sos + 2 + int.from_bytes(source[sos + 2 : sos + 4], "big")  # skip the SOS header itself
+    data = np.frombuffer(source, dtype=np.uint8, offset=min(start, len(source)))
+    at = np.flatnonzero(data[:-1] == 0xFF)
+    return bool(_SCAN_OK[data[at + 1]].all())
+
+
+def gpu_refusal(source: bytes, head: Any, fail_on: str) -> str | None:
+    """Why this JPEG must not be decoded on the GPU (``head``: its libvips header), or None if it may."""
+    if head.get_typeof("icc-profile-data") != 0:
+        return "icc profile"
+    if head.interpretation != "srgb" or head.bands != 3 or head.format != "uchar":
+        return f"{head.interpretation}/{head.bands} bands/{head.format}"
+    if not source[-1024:].rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return "no EOI (truncated?)"
+    if fail_on in STRICT_FAIL_ON and not scan_is_clean(source):
+        return "invalid marker in scan"
+    return None
+
+
+def orient(xp: Any, img: Any, orientation: int) -> Any:
+    """Apply EXIF ``orientation`` (1-8) to an (H, W, C) array like libvips' autorot; returns a view."""
+    if orientation in (5, 7):
+        img = xp.swapaxes(img, 0, 1)  # transpose; 7 is the transverse: transpose, then rotate 180
+    turns = {3: 2, 6: 3, 7: 2, 8: 1}.get(orientation, 0)  # numpy's rot90 turns counter-clockwise
+    if turns:
+        img = xp.rot90(img, k=turns, axes=(0, 1))
+    if orientation == 2:
+        img = xp.flip(img, axis=1)
+    elif orientation == 4:
+        img = xp.flip(img, axis=0)
+    return img
+
+
+class BatchDecoder:
+    """One nvImageCodec Decoder per process (hardware JPEG engines first); decodes a whole batch per call.
+
+    The decoded images stay on the device: nvImageCodec's Images are wrapped by CuPy through
+    __cuda_array_interface__ (no copy). The caller must keep the returned arrays alive until the kernels
+    that read them have finished (their memory belongs to the nvImageCodec Image).
+    """
+
+    def __init__(self, cp: Any, mod: Any, cpu_threads: int = 0) -> None:
+        self.cp, self.mod = cp, mod
+        self.decoder = detect.gpu_decoder(mod, cpu_threads)
+        # Orientation is applied by us on the GPU (orient), so the header's orientation is the only truth.
+        self.params = mod.DecodeParams(apply_exif_orientation=False, color_spec=mod.ColorSpec.SRGB)
+        self.stream = cp.cuda.Stream(non_blocking=True)
+
+    def decode(self, jpegs: Sequence[bytes]) -> tuple[list[Any | None], float]:
+        """Decode all of ``jpegs`` in one call: (CuPy arrays or None where refused, wall ms incl. sync)."""
+        t0 = time.perf_counter()
+        streams = [self.mod.CodeStream(b) for b in jpegs]
+        images = self.decoder.decode(streams, params=self.params, cuda_stream=self.stream.ptr)
+        self.stream.synchronize()  # the timer then covers the decode itself, not only its launch
+        ms = (time.perf_counter() - t0) * 1000
+        return [None if img is None else self.cp.asarray(img) for img in images], ms
