@@ -10,6 +10,7 @@ Run from the repository root (the worker is started with ``python -m imgworker``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -20,8 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import bench_backend, bench_colour, bench_decode, bench_dispatch, bench_imgworker, bench_pyvips
-from . import bench_sharp, bench_thumbor, report
+from . import (
+    bench_backend,
+    bench_colour,
+    bench_decode,
+    bench_dispatch,
+    bench_imgworker,
+    bench_pyvips,
+    bench_sharp,
+    bench_thumbor,
+    report,
+)
 from .harness import BASELINE, CORPUS, PEERS, PHOTOS, REPO, THUMB, W2048, Row, Workload
 
 SETUP = REPO / "benchmarks" / "setup_peers.sh"
@@ -34,10 +44,8 @@ def load() -> str:
 
 def machine() -> str:
     model = "?"
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as fh:
+        model = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
 
@@ -130,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{wl.name} ({len(wl.files)} files) load {load()}", flush=True)
             roots = [str(CORPUS), tmp]
             add(guarded("imgworker e2e", wl.name,
-                        lambda wl=wl: bench_imgworker.run(wl, procs, args.concurrency, secs, roots)))  # type: ignore[misc]
+                        lambda wl=wl, roots=roots: bench_imgworker.run(wl, procs, args.concurrency, secs, roots)))  # type: ignore[misc]
             if wl.pipeline:
                 continue
             add(guarded("imgworker backend loop", wl.name, lambda wl=wl: bench_backend.run(wl, procs, secs)))  # type: ignore[misc]

@@ -12,6 +12,7 @@ import http.client
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import bench_sharp, bench_thumbor
@@ -75,7 +76,8 @@ def _outputs_thumbor(files: list[Path]) -> dict[str, bytes]:
 
 def run(peers: bool = True) -> list[Row]:
     files = [CORPUS / name for name in FILES]
-    makers = [("imgworker", _outputs_imgworker, None)]
+    makers: list[tuple[str, Callable[[list[Path]], dict[str, bytes]], str | None]] = [
+        ("imgworker", _outputs_imgworker, None)]
     if peers:
         makers += [("sharp", _outputs_sharp, bench_sharp.unavailable()),
                    ("thumbor (Pillow)", _outputs_thumbor, bench_thumbor.unavailable())]
@@ -86,6 +88,6 @@ def run(peers: bool = True) -> list[Row]:
             continue
         outputs = make(files)
         scores = {name: delta_e(CORPUS / name, data) for name, data in outputs.items()}
-        note = ", ".join(f"{name.split('_')[0]} {'rgba' if 'rgba' in name else 'cmyk'}: {v}" for name, v in scores.items())
+        note = ", ".join(f"{name.split('.')[0]}: {v}" for name, v in scores.items())
         rows.append(Row("colour dE76", engine, note=note or "no output", extra={"dE76": scores}))
     return rows

@@ -167,7 +167,8 @@ def round_trip(path: Path, processes: int, repeats: int) -> dict[str, Any]:
 
         times = sorted(asyncio.run(go()))
     return {"file": path.name, "p50_ms": round(times[len(times) // 2], 1), "min_ms": round(times[0], 1),
-            "repeats": repeats, "command": f"imgworker submit --server HOST:PORT --width 512 --height 512 {path} OUT.jpg"}
+            "repeats": repeats,
+            "command": f"imgworker submit --server HOST:PORT --width 512 --height 512 {path} OUT.jpg"}
 
 
 def submit_directory(processes: int, concurrency: int, copies: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ process let store I/O overlap with image work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -103,10 +104,8 @@ def release_big_buffers() -> None:
     a worker (no job repeats an operation on the same buffer): off.
     """
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
             ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
-        except (OSError, AttributeError):
-            pass  # not glibc: nothing to tune
     import pyvips
 
     pyvips.cache_set_max(0)

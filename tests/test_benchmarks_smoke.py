@@ -57,7 +57,8 @@ def test_write_doc_keeps_the_hand_written_parts(tmp_path: Path) -> None:
     doc = tmp_path / "performance.md"
     doc.write_text(f"# Perf\n\nanalysis above\n\n{report.BEGIN}\nold figures\n{report.END}\n\nnotes below\n")
     rows = [Row("w", "imgworker e2e", images_per_s=10.0, peak_rss_mb=50.0),
-            Row("w", "sharp", images_per_s=8.0, peak_rss_mb=60.0), Row("w", "thumbor (Pillow)", skipped="not installed")]
+            Row("w", "sharp", images_per_s=8.0, peak_rss_mb=60.0),
+            Row("w", "thumbor (Pillow)", skipped="not installed")]
     meta = {"date": "d", "machine": "m", "load_before": "0", "load_after": "0", "processes": 2, "command": "c",
             "versions": {"libvips": "8"}}
     report.write_doc(doc, report.document(meta, rows))

@@ -142,3 +142,59 @@ def test_out_of_memory_shrinks_then_falls_back(cp: Any) -> None:
             assert all(r.timings["batch_size"] == 1 and r.timings["oom_fallback"] for r in out)  # type: ignore[union-attr]
         else:
             assert all(isinstance(r, Unavailable) and r.retryable for r in out), out
+
+
+@pytest.fixture(scope="module")
+def gpu_decoding(cp: Any) -> Iterator[GpuBackend]:
+    from imgworker.backends.gpu import detect
+
+    assert detect.nvimgcodec() is not None, "nvImageCodec (with nvJPEG) must be installed for these tests"
+    backend = GpuBackend(max_batch=16, max_wait_ms=10, gpu_decode="always")
+    yield backend
+    backend.close()
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_gpu_decode_matches_the_cpu_decode_pipeline(gpu_decoding: GpuBackend, name: str) -> None:
+    # Baseline, progressive and EXIF orientation 6 all decode on the GPU now (hybrid backend for progressive;
+    # the orientation applied by decode.orient), and land within the GPU-decode bound of the numpy pipeline.
+    source = (CORPUS / "photos" / name).read_bytes()
+    ref = GpuBackend(xp=np, gpu_decode="never")
+    try:
+        spec = ResizeSpec(width=640, height=480, fit="cover", format="png")
+        a, b = gpu_decoding.resize(source, spec, LIMITS), ref.resize(source, spec, LIMITS)
+    finally:
+        ref.close()
+    assert "decode_gpu" in a.timings and "decode_gpu_refused" not in a.timings, a.timings
+    assert (a.width, a.height) == (b.width, b.height) == (640, 480)
+    pa = pyvips.Image.new_from_buffer(a.data, "").numpy()
+    pb = pyvips.Image.new_from_buffer(b.data, "").numpy()
+    assert psnr(pa, pb) > 35.0, name
+
+
+def test_gpu_decode_batches_concurrent_jobs_and_bad_files_fail_like_cpu(gpu_decoding: GpuBackend) -> None:
+    from imgworker.errors import DecodeFailed
+
+    sources = [(CORPUS / "photos" / p).read_bytes() for p in PHOTOS]
+    bad = [(CORPUS / "bad" / p).read_bytes() for p in ("truncated_dragonfly.jpg", "corrupt_scan_dragonfly.jpg")]
+    results: list[Any] = [None] * 40
+
+    def job(i: int) -> None:
+        src = bad[i % 2] if i % 10 == 9 else sources[i % len(sources)]
+        try:
+            results[i] = gpu_decoding.resize(src, ResizeSpec(width=512), LIMITS)
+        except BaseException as exc:
+            results[i] = exc
+
+    gpu_decoding.batcher.batch_sizes.clear()
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, r in enumerate(results):
+        if i % 10 == 9:
+            assert isinstance(r, DecodeFailed), (i, r)
+        else:
+            assert isinstance(r, Rendered) and r.width == 512 and "decode_gpu" in r.timings, (i, r)
+    assert max(gpu_decoding.batcher.batch_sizes) > 1

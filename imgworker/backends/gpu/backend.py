@@ -25,6 +25,7 @@ from ..cpu import FAIL_ON, probe
 from ..cpu import jpeg_shrink as cpu_jpeg_shrink
 from . import codec, detect
 from .batcher import MicroBatcher, run_shrinking
+from .decode import GpuDecodeRefused, gpu_refusal
 from .engine import CupyEngine, NumpyEngine, Prepared
 
 Item = tuple[bytes, ResizeSpec, Limits]
@@ -38,7 +39,7 @@ class GpuBackend:
     max_batch / max_wait_ms: micro-batching of concurrent resize() calls (max_batch=1 disables it).
     memory_fraction: cap of CuPy's device memory pool, as a fraction of the card.
     gpu_decode: "auto" (nvImageCodec for JPEGs when it is installed and shrink-on-load would save little),
-    "always" (every plain sRGB JPEG) or "never".
+    "always" (every JPEG that decode.gpu_refusal accepts) or "never".
     oom_fallback: "cpu" (an image that cannot fit even alone is resized by the numpy path) or "retry"
     (it fails with a retryable UNAVAILABLE error).
     """
@@ -69,10 +70,11 @@ class GpuBackend:
         self.oom_fallback = oom_fallback
         self.cpu_engine = NumpyEngine(kernel)
         self.engine: NumpyEngine | CupyEngine
+        threads = cpu_threads or os.cpu_count() or 4
         if xp is None or getattr(xp, "__name__", "") == "cupy":
             cp = xp if xp is not None else detect.require_gpu()
             codecs = detect.nvimgcodec() if gpu_decode != "never" else None
-            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, codecs, profile)
+            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, codecs, profile, threads)
         elif xp is np:
             self.engine = self.cpu_engine
         else:
@@ -82,7 +84,7 @@ class GpuBackend:
         self.batcher: MicroBatcher[Prepared, npt.NDArray[np.uint8]] = MicroBatcher(
             self._run_gpu, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
-        self._pool = ThreadPoolExecutor(cpu_threads or os.cpu_count() or 4, thread_name_prefix="gpu-cpu")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gpu-cpu")
 
     def close(self) -> None:
         self.batcher.close()
@@ -101,9 +103,9 @@ class GpuBackend:
             shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
             shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
-        item = Prepared(geo=geo, spec=spec)
+        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink)
         if self._decode_on_gpu(info.loader, shrink, source):
-            item.jpeg = source
+            item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
         else:
             item.pixels = codec.decode(source, info.loader, shrink, self.fail_on)
         item.timings["decode"] = (time.perf_counter() - t0) * 1000
@@ -114,11 +116,20 @@ class GpuBackend:
             return False
         if self.gpu_decode == "auto" and shrink > 2:
             return False
-        # nvJPEG handles plain YCbCr/grey JPEGs; CMYK and ICC-tagged files take libvips' colour path.
         import pyvips
 
-        head = pyvips.Image.new_from_buffer(source, "")
-        return head.interpretation == "srgb" and head.bands == 3 and "icc-profile-data" not in head.get_fields()
+        return gpu_refusal(source, pyvips.Image.new_from_buffer(source, ""), self.fail_on) is None
+
+    def _cpu_decode(self, item: Prepared) -> Prepared:
+        """nvImageCodec refused the file: libvips decodes it (or raises DECODE_FAILED) under ``fail_on``."""
+        t0 = time.perf_counter()
+        assert item.jpeg is not None
+        item.pixels = codec.decode(item.jpeg, "jpeg", item.shrink, self.fail_on)
+        item.jpeg = None
+        item.timings.pop("decode_gpu", None)
+        item.timings["decode_gpu_refused"] = 1.0
+        item.timings["decode"] = item.timings.get("decode", 0.0) + (time.perf_counter() - t0) * 1000
+        return item
 
     def _run_gpu(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
         """GPU stage for a batch: shrink the batch on OOM; an image that never fits takes the fallback."""
@@ -136,8 +147,10 @@ class GpuBackend:
         return out
 
     def _oom_fallback(self, item: Prepared, exc: BaseException) -> npt.NDArray[np.uint8] | BaseException:
-        if self.oom_fallback == "retry" or item.pixels is None:
+        if self.oom_fallback == "retry":
             return Unavailable("GPU out of memory for this image; retry later or on a CPU worker")
+        if item.pixels is None:
+            return GpuDecodeRefused("GPU out of memory for its decode")  # the caller decodes it with libvips
         item.timings["oom_fallback"] = 1.0
         return self.cpu_engine.run_one(item)
 
@@ -156,13 +169,31 @@ class GpuBackend:
         item = self.prepare(source, spec, limits)
         t0 = time.perf_counter()
         try:
-            pixels = self.batcher.submit(item)
+            try:
+                pixels = self.batcher.submit(item)
+            except GpuDecodeRefused:  # on this job's thread, so a refused file never stalls the batch
+                pixels = self.batcher.submit(self._cpu_decode(item))
         except ImgworkerError:
             raise
         except Exception as exc:
             raise InternalError(f"GPU resize failed: {type(exc).__name__}: {exc}") from exc
         item.timings["queue_and_gpu"] = (time.perf_counter() - t0) * 1000
         return self.finish(item, pixels)
+
+    def _run_chunk(self, chunk: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+        """One GPU batch; the JPEGs nvImageCodec refused are decoded by libvips and run again."""
+        out = self._run_gpu(chunk)
+        refused = [i for i, r in enumerate(out) if isinstance(r, GpuDecodeRefused)]
+        redo: list[tuple[int, Prepared]] = []
+        for i, fut in [(i, self._pool.submit(self._cpu_decode, chunk[i])) for i in refused]:
+            try:
+                redo.append((i, fut.result()))
+            except Exception as exc:
+                out[i] = exc
+        if redo:
+            for (i, _), res in zip(redo, self._run_gpu([p for _, p in redo]), strict=True):
+                out[i] = res
+        return out
 
     def resize_batch(self, items: Sequence[Item]) -> list[Rendered | Exception]:
         """Resize several jobs as one GPU batch (CPU stages in parallel threads); one result or error each."""
@@ -177,7 +208,7 @@ class GpuBackend:
         for start in range(0, len(ready), self.batcher.max_batch):
             chunk = ready[start : start + self.batcher.max_batch]
             try:
-                results.extend(self._run_gpu(chunk))
+                results.extend(self._run_chunk(chunk))
             except Exception as exc:
                 results.extend([exc] * len(chunk))
         by_id = dict(zip((id(p) for p in ready), results, strict=True))

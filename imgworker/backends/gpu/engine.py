@@ -33,6 +33,7 @@ class Prepared:
     pixels: npt.NDArray[np.uint8] | None = None
     jpeg: bytes | None = None  # set instead of pixels for a GPU decode
     orientation: int = 1  # EXIF orientation, applied on the GPU after a GPU decode
+    shrink: int = 1  # shrink-on-load for a libvips decode (the fallback when the GPU refuses the JPEG)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,8 +74,8 @@ class NumpyEngine:
         return resample.to_uint8(np, x) if np.dtype(dtype) == np.uint8 else x
 
     def run_one(self, item: Prepared) -> npt.NDArray[np.uint8]:
-        if item.pixels is None:
-            raise ValueError("the numpy engine needs pixels decoded on the CPU")
+        if item.pixels is None:  # no GPU decoder here: the backend decodes it with libvips and runs it again
+            raise decode.GpuDecodeRefused("the numpy engine needs pixels decoded on the CPU")
         t0 = time.perf_counter()
         out = np.ascontiguousarray(process(np, self._resize, item.pixels, item.geo, item.spec))
         item.timings["resize"] = (time.perf_counter() - t0) * 1000
