@@ -169,7 +169,7 @@ def stage_breakdown(make: Any, sources: list[bytes], size: int, gpu_decode: str)
                 total = (time.perf_counter() - t0) * 1000
                 if rep == 0:
                     continue  # warm-up pass
-                for k in ("decode", "decode_gpu", "upload", "resize", "download", "encode"):
+                for k in ("decode", "decode_gpu", "orient", "upload", "resize", "download", "encode"):
                     if k in r.timings:
                         stages.setdefault(k, []).append(r.timings[k])
                 stages.setdefault("total", []).append(total)
@@ -219,7 +219,10 @@ def main() -> int:
         import numpy as np
 
         def make(**kw: Any) -> GpuBackend:
-            return GpuBackend(xp=np, **kw)
+            backend = GpuBackend(xp=np, **kw)
+            # Exercise the GPU-decode bookkeeping: the numpy engine refuses each JPEG, libvips decodes it.
+            backend.gpu_decode = kw.get("gpu_decode", "never")
+            return backend
 
         result["device"] = "numpy (fake)"
     else:
@@ -232,7 +235,7 @@ def main() -> int:
         result["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         result["cupy"] = cp.__version__
         result["nvimgcodec"] = detect.nvimgcodec() is not None
-    modes = ["never"] + (["always"] if result.get("nvimgcodec") else [])
+    modes = ["never"] + (["always"] if result.get("nvimgcodec") or args.fake else [])
     for size in SIZES:
         entry: dict[str, Any] = {}
         entry["cpu"] = bench_cpu(sources, args.images, size, args.procs)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fixtures_reliability import WorkerProc, make_tiny_image
 
-from imgworker import Client
+from imgworker.gearman import SyncClient
 from imgworker.gearmand import Gearmand
 
 ENV_SECRET = "imgwkrENVsecret+Q9/ZZ81"
@@ -55,9 +55,9 @@ def server() -> Iterator[Gearmand]:
 
 def submit_all(server: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    with Client([server], timeout=30) as client:
+    with SyncClient([server]) as client:
         for job in jobs:
-            out.append(json.loads(client._gearman.submit("resize", json.dumps(job).encode(), timeout=30)))
+            out.append(json.loads(client.submit("resize", json.dumps(job).encode(), timeout=30)))
     return out
 
 

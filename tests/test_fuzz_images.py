@@ -18,9 +18,9 @@ from fixtures_reliability import CORPUS, WorkerProc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgworker import Client
 from imgworker.backends.cpu import CpuBackend
 from imgworker.errors import ERROR_CODES, ImgworkerError
+from imgworker.gearman import SyncClient
 from imgworker.gearmand import Gearmand
 from imgworker.limits import Limits
 from imgworker.service import Service
@@ -172,9 +172,9 @@ def test_a_sample_through_the_real_worker(server: Gearmand, worker_factory: Call
     good.write_bytes(seeds["jpeg"])
     w = worker_factory([server.address], [root], concurrency=2).wait_ready()
     codes: dict[str, int] = {}
-    with Client([server.address], timeout=60) as client:
+    with SyncClient([server.address]) as client:
         for path in [*files, good]:
-            body = client._gearman.submit(
+            body = client.submit(
                 "resize", json.dumps({"src": path.as_uri(), "dst": (root / "out" / f"{path.name}.png").as_uri(),
                                       "width": 64}).encode(), timeout=60)
             result = json.loads(body)
