@@ -56,8 +56,12 @@ def test_single_item_is_not_held_longer_than_max_wait() -> None:
     assert mb.batch_sizes[-1] == 1
 
 
+def _echo(items: Sequence[int]) -> list[int | BaseException]:
+    return list(items)
+
+
 def test_max_wait_zero_runs_immediately() -> None:
-    with MicroBatcher(lambda items: list(items), max_batch=8, max_wait_ms=0) as mb:
+    with MicroBatcher(_echo, max_batch=8, max_wait_ms=0) as mb:
         t0 = time.perf_counter()
         assert mb.submit(5, timeout=5) == 5
         assert time.perf_counter() - t0 < 0.05
@@ -95,7 +99,10 @@ def test_whole_batch_failure_reaches_every_caller_and_batcher_survives() -> None
 
 
 def test_wrong_result_count_is_an_error_not_a_hang() -> None:
-    with MicroBatcher(lambda items: [1], max_batch=8, max_wait_ms=30) as mb:
+    def one(items: Sequence[int]) -> list[int | BaseException]:
+        return [1]
+
+    with MicroBatcher(one, max_batch=8, max_wait_ms=30) as mb:
         futs = [mb.submit_async(i) for i in range(3)]
         for fut in futs:
             with pytest.raises(RuntimeError, match="3 items"):
@@ -103,7 +110,7 @@ def test_wrong_result_count_is_an_error_not_a_hang() -> None:
 
 
 def test_closed_batcher_refuses_and_bad_arguments() -> None:
-    mb = MicroBatcher(lambda items: list(items))
+    mb = MicroBatcher(_echo)
     mb.close()
     with pytest.raises(RuntimeError, match="closed"):
         mb.submit(1)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from .connection import Connection
 from .errors import ConnectionLost, GearmanError, GearmanTimeout, JobError, JobFailed, NoServerAvailable
-from .protocol import DEFAULT_MAX_PACKET, P, Packet
+from .protocol import DEFAULT_MAX_PACKET, P
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,10 @@ class _ClientConn:
         self.jobs: dict[str, list[_Waiter]] = {}
         self.status: dict[str, list[asyncio.Future[JobStatus]]] = {}
 
-    def on_packet(self, p: Packet) -> None:
-        t = p.type
+    def on_packet(self, t: int, args: tuple[bytes, ...]) -> None:
         if t == P.JOB_CREATED:
             fut, waiter = self.pending.popleft()
-            handle = p.args[0].decode()
+            handle = args[0].decode()
             if waiter is not None and not waiter.future.done():
                 ws = self.jobs.get(handle)
                 if ws is None:
@@ -67,21 +66,21 @@ class _ClientConn:
             if fut is not None and not fut.done():
                 fut.set_result(handle)
         elif t == P.WORK_COMPLETE or t == P.WORK_FAIL or t == P.WORK_EXCEPTION:
-            h = p.args[0].decode()
+            h = args[0].decode()
             for w in self.jobs.pop(h, ()):
                 if w.future.done():
                     continue
                 if t == P.WORK_COMPLETE:
-                    w.future.set_result(p.args[1])
+                    w.future.set_result(args[1])
                 elif t == P.WORK_FAIL:
                     w.future.set_exception(JobFailed(h))
                 else:
-                    w.future.set_exception(JobError(h, p.args[1].decode(errors="replace")))
+                    w.future.set_exception(JobError(h, args[1].decode(errors="replace")))
         elif t == P.WORK_STATUS or t == P.WORK_DATA or t == P.WORK_WARNING:
-            for w in self.jobs.get(p.args[0].decode(), ()):
-                self._callback(w, t, p.args)
+            for w in self.jobs.get(args[0].decode(), ()):
+                self._callback(w, t, args)
         elif t == P.STATUS_RES:
-            hb, known, running, num, den = p.args
+            hb, known, running, num, den = args
             st = JobStatus(known == b"1", running == b"1", _int(num), _int(den))
             for f in self.status.pop(hb.decode(), ()):
                 if not f.done():
@@ -89,9 +88,9 @@ class _ClientConn:
         elif t == P.OPTION_RES:
             fut, _ = self.pending.popleft()
             if fut is not None and not fut.done():
-                fut.set_result(p.args[0].decode())
+                fut.set_result(args[0].decode())
         elif t == P.ERROR:
-            err = GearmanError(f"{self.server}: server error {p.args[0].decode()}: {p.args[1].decode()}")
+            err = GearmanError(f"{self.server}: server error {args[0].decode()}: {args[1].decode()}")
             if self.pending:
                 fut, waiter = self.pending.popleft()
                 if fut is not None and not fut.done():

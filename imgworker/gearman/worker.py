@@ -15,7 +15,7 @@ from .connection import Connection
 from .eager import eager_task
 from .errors import ConnectionLost
 from .job import Job
-from .protocol import P, Packet
+from .protocol import P
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        self._ended = 0  # _run_job calls that reached their end (tells _start_job a job finished eagerly)
         self._draining = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -236,11 +237,19 @@ class Worker:
         """Send grabs on awake connections while jobs in flight + grabs outstanding < max_jobs."""
         if self._draining or self._closed or not self._abilities:
             return
-        budget = self.max_jobs - self._in_flight - sum(s.grabs for s in self._sessions)
+        sessions = self._sessions
+        if len(sessions) == 1:  # the common case, kept cheap: it runs after every job
+            s = sessions[0]
+            budget = self.max_jobs - self._in_flight - s.grabs
+            if budget > 0 and s.registered and not s.asleep and s.conn and not s.conn.closed:
+                s.grabs += budget
+                for _ in range(budget):
+                    s.conn.send(P.GRAB_JOB_UNIQ)
+            return
+        budget = self.max_jobs - self._in_flight - sum(s.grabs for s in sessions)
         if budget <= 0:
             return
         # Rotate the start so one busy server does not starve the others.
-        sessions = self._sessions
         if len(sessions) > 1:
             k = random.randrange(len(sessions))
             sessions = sessions[k:] + sessions[:k]
@@ -254,11 +263,10 @@ class Worker:
                     budget -= 1
                     progress = True
 
-    def _on_packet(self, s: _Session, p: Packet) -> None:
-        t = p.type
+    def _on_packet(self, s: _Session, t: int, args: tuple[bytes, ...]) -> None:
         if t == P.JOB_ASSIGN_UNIQ:
             s.grabs -= 1
-            handle, fn, unique, data = p.args
+            handle, fn, unique, data = args
             assert s.conn is not None
             s.active += 1
             self._start_job(Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"), data))
@@ -277,12 +285,12 @@ class Worker:
             self._fill()
         elif t == P.JOB_ASSIGN:  # only if a server ignores GRAB_JOB_UNIQ; keep working anyway
             s.grabs -= 1
-            handle, fn, data = p.args
+            handle, fn, data = args
             assert s.conn is not None
             s.active += 1
             self._start_job(Job(s.conn, handle.decode(), fn.decode(), "", data))
         elif t == P.ERROR:
-            log.error("%s: server error %s: %s", s.server, p.args[0], p.args[1])
+            log.error("%s: server error %s: %s", s.server, args[0], args[1])
         else:
             log.debug("%s: ignoring packet type %d", s.server, t)
 
@@ -292,8 +300,10 @@ class Worker:
         self._idle.clear()
         # Eager: a handler that does not suspend completes here, inside the read callback, and its
         # WORK_COMPLETE + the next GRAB leave in that callback's single write (no event-loop pass).
+        ended = self._ended
         task = eager_task(asyncio.get_running_loop(), self._run_job(job))
-        if not task.done():
+        if self._ended == ended and not task.done():
+            # Still running: track it so close() can cancel it (a finished job needs no bookkeeping).
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
 
@@ -304,7 +314,7 @@ class Worker:
             if ab is None:
                 raise LookupError(f"no handler registered for {job.function!r}")
             result = await ab.handler(job)
-            if not isinstance(result, bytes | bytearray | memoryview):
+            if type(result) is not bytes and not isinstance(result, bytearray | memoryview):
                 raise TypeError(f"handler returned {type(result).__name__}, expected bytes")
             ok = True
         except asyncio.CancelledError:
@@ -332,6 +342,7 @@ class Worker:
             self._fill()
         finally:
             conn.uncork()
+            self._ended += 1
 
     def _job_done(self, conn: Connection) -> None:
         for s in self._sessions:
