@@ -5,7 +5,8 @@ Measures (no-op jobs):
     client/worker pairing (ours+ours, PHP+PHP, our client+PHP worker, PHP client+our worker), so each side's
     cost shows;
   * drain rate: N background jobs queued with no worker, then K worker processes started; time until the
-    admin `status` shows the queue empty (worker start-up included; `startup_s` reports it separately).
+    admin `status` shows the queue empty (worker start-up included; `startup_s` reports it separately), and
+    the workers' CPU time per job (user + system, start-up excluded).
 The load average is recorded at the start and end of every measurement (a shared VM: compare ratios).
 Usage: python benchmarks/gearman_bench.py [--jobs 20000] [--seq 5000] [--json PATH]
 """
@@ -81,19 +82,33 @@ def seq_php(g: Gearmand, fn: str, n: int) -> dict[str, Any]:
     return out
 
 
-async def drain(g: Gearmand, kind: str, fn: str, jobs: int, nproc: int, max_jobs: int) -> float:
+def cpu_s(pids: list[int]) -> float:
+    """user + system CPU seconds of processes (Linux /proc): a per-job cost that the VM's load barely moves."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def drain(
+    g: Gearmand, kind: str, fn: str, jobs: int, nproc: int, max_jobs: int, cpu: dict[str, float]
+) -> float:
     async with Client([g.address]) as c:
         for i in range(0, jobs, 1000):
             await asyncio.gather(*(c.submit_background(fn, b"x") for _ in range(min(1000, jobs - i))))
     t0 = time.perf_counter()
     procs = await asyncio.to_thread(start_workers, kind, g, fn, nproc, max_jobs)
     try:
+        c0 = cpu_s([p.pid for p in procs])  # after start-up: its CPU is not per-job work
         while True:
             st = {s.name: s for s in await status(g.address)}
             if st[fn].queued == 0 and st[fn].running == 0:
                 break
             await asyncio.sleep(0.005)
-        return jobs / (time.perf_counter() - t0)
+        rate = jobs / (time.perf_counter() - t0)
+        cpu["us_per_job"] = (cpu_s([p.pid for p in procs]) - c0) / jobs * 1e6
+        return rate
     finally:
         stop(procs)
 
@@ -132,9 +147,11 @@ async def main() -> None:
         for kind, nproc, mj in configs:
             fn = f"bench_drain_{kind}_{nproc}_{mj}"
             la = load()
-            rate = await drain(g, kind, fn, args.jobs, nproc, mj)
+            cpu: dict[str, float] = {}
+            rate = await drain(g, kind, fn, args.jobs, nproc, mj, cpu)
             out[f"drain_{kind}_{nproc}p_{mj}j"] = rate
             out[f"drain_{kind}_{nproc}p_{mj}j_load"] = [la, load()]
+            out[f"drain_{kind}_{nproc}p_{mj}j_cpu_us"] = cpu["us_per_job"]
     out["load_end"] = load()
     sp, spp = out["seq_python_python"], out["seq_php_php"]
     php1 = out["drain_php_1p_1j"]
@@ -148,6 +165,8 @@ async def main() -> None:
         ("drain/s 1 proc max_jobs=2", out["drain_python_1p_2j"], php1),
         ("drain/s 2 procs", out["drain_python_2p_1j"], out["drain_php_2p_1j"]),
         ("drain/s 1 proc max_jobs=8", out["drain_python_1p_8j"], php1),
+        ("worker CPU us/job, 1 proc", out["drain_python_1p_1j_cpu_us"], out["drain_php_1p_1j_cpu_us"]),
+        ("worker CPU us/job, max_jobs=2", out["drain_python_1p_2j_cpu_us"], out["drain_php_1p_1j_cpu_us"]),
         ("worker start-up s", out["startup_s_python"], out["startup_s_php"]),
     ]
     print(f"load average (1 min): start {out['load_start']:.2f}, end {out['load_end']:.2f}")

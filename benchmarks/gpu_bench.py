@@ -2,14 +2,17 @@
 
     python benchmarks/gpu_bench.py [--images 96] [--threads 32] [--json out.json]
 
-CPU: CpuBackend (libvips thumbnail) in one process per core, VIPS_CONCURRENCY=1 (the worker's prefork
-model). GPU: one process, GpuBackend called from job threads (the worker's concurrency), so its
-micro-batcher forms batches; once with CPU decode (shrink-on-load; --threads, batches of 8) and once with
-nvImageCodec GPU decode when installed (--decode-threads, batches of --decode-batch, --decode-images
-jobs), each with the mean per-job stage times of that run (decode_gpu is the job's share of the batched,
-synchronised decode call). Then the GPU decoder alone on whole batches (its ceiling), a per-stage
-breakdown (profile mode: each stage synchronised and timed, batch of 1) and, if it works, nvImageCodec's
-GPU JPEG encoder on a batch of outputs (measured beside the pipeline, not used by it).
+Two workloads: "mixed" (kleiber + seeding (progressive) + dragonfly, cycled) and "baseline" (kleiber +
+dragonfly: the hardware-decode ceiling). CPU: CpuBackend (libvips thumbnail) in one process per core,
+VIPS_CONCURRENCY=1 (the worker's prefork model). GPU: one process, GpuBackend called from job threads (the
+worker's concurrency), so its micro-batcher forms batches; with the default policy gpu_decode="auto"
+(baseline JPEGs decoded by nvImageCodec in the batches, progressive ones by libvips on the job threads;
+--decode-threads, batches of --decode-batch, --decode-images jobs) and, on the mixed workload, with CPU
+decode only ("never": --threads, batches of 8); each with the mean per-job stage times of that run
+(decode_gpu is the job's share of the batched, synchronised decode call). Then the GPU decoder alone on
+whole batches (its ceiling), a per-stage breakdown (profile mode: each stage synchronised, batch of 1) and
+nvImageCodec's GPU JPEG encoder against libvips' on the real resized photos (bytes, PSNR against the
+unencoded resize, ms per image), measured beside the pipeline, which encodes with libvips.
 Without a GPU, --fake runs the GPU backend with xp=numpy (checks the script, not the speed).
 """
 
@@ -33,6 +36,7 @@ from imgworker.limits import Limits
 
 CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).resolve().parents[2] / "shared/corpus")
 PHOTOS = ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_4224x3168_baseline.jpg"]
+WORKLOADS = {"mixed": (0, 1, 2), "baseline": (0, 2)}  # indices into PHOTOS
 SIZES = (512, 2048)
 LIMITS = Limits()
 
@@ -63,6 +67,7 @@ def bench_cpu(sources: list[bytes], n: int, size: int, procs: int) -> dict[str, 
 
 
 STAGES = ("decode", "decode_gpu", "decode_gpu_batch", "gpu_batch", "queue_and_gpu", "encode", "batch_size")
+ENCODE_Q = 85
 
 
 def bench_gpu(backend: Any, sources: list[bytes], n: int, size: int, threads: int) -> dict[str, Any]:
@@ -88,6 +93,7 @@ def bench_gpu(backend: Any, sources: list[bytes], n: int, size: int, threads: in
         "max_batch": backend.batcher.max_batch,
         "mean_batch": statistics.mean(sizes),
         "gpu_decoded": sum(1 for t in timings if "decode_gpu" in t),
+        "routed_cpu": sum(1 for t in timings if "decode_routed_cpu" in t),
         "gpu_refused": sum(1 for t in timings if "decode_gpu_refused" in t),
         "stages_ms_mean": stages,
     }
@@ -135,25 +141,72 @@ def decoder_only(cp: Any, sources: list[bytes], batch: int) -> dict[str, Any]:
     return out
 
 
-def gpu_encode_probe(cp: Any, size: int, batch: int = 32) -> dict[str, Any]:
-    """nvImageCodec's JPEG encoder (GPU) on a batch of device-resident size x size*9/16 images, q85."""
-    try:
-        from imgworker.backends.gpu import detect
+def _psnr(a: Any, b: Any) -> float:
+    import numpy as np
 
-        mod: Any = detect.nvimgcodec()
-        enc = mod.Encoder()
-        imgs = [cp.random.randint(0, 256, size=(size * 9 // 16, size, 3), dtype=cp.uint8) for _ in range(batch)]
-        params = mod.EncodeParams(quality_type=mod.QualityType.QUALITY, quality_value=85)
-        enc.encode(imgs, "jpeg", params=params)
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def stream_bytes(stream: Any) -> bytes:
+    """An nvImageCodec CodeStream's encoded bytes (it exposes them through the buffer protocol)."""
+    import numpy as np
+
+    try:
+        return bytes(memoryview(stream))
+    except TypeError:
+        return np.asarray(stream, dtype=np.uint8).tobytes()
+
+
+def encode_compare(cp: Any, sources: list[bytes], size: int, batch: int = 32) -> dict[str, Any]:
+    """libvips' JPEG encoder (the pipeline's, optimize_coding) against nvImageCodec's on the GPU, q85 4:2:0,
+    on the photos resized to ``size`` (libvips thumbnail): mean bytes, PSNR of the decoded output against
+    the unencoded resize, ms per image (libvips: one image at a time on one thread; GPU: a batch)."""
+    import pyvips
+
+    from imgworker.backends.gpu import codec, detect
+
+    refs = [pyvips.Image.thumbnail_buffer(s, size).numpy() for s in sources]
+
+    def quality(datas: list[bytes]) -> dict[str, float]:
+        decoded = [pyvips.Image.new_from_buffer(d, "").numpy() for d in datas]
+        return {
+            "bytes_mean": round(statistics.mean(len(d) for d in datas)),
+            "psnr_db": round(statistics.mean(_psnr(r, d) for r, d in zip(refs, decoded, strict=True)), 2),
+        }
+
+    cpu = [codec.encode_array(r, "jpeg", ENCODE_Q, (255, 255, 255)) for r in refs]
+    t0 = time.perf_counter()
+    for i in range(batch):
+        codec.encode_array(refs[i % len(refs)], "jpeg", ENCODE_Q, (255, 255, 255))
+    out: dict[str, Any] = {
+        "libvips": {**quality(cpu), "ms_per_image": round((time.perf_counter() - t0) * 1000 / batch, 2)}
+    }
+    mod: Any = detect.nvimgcodec()
+    if cp is None or mod is None:
+        return out
+    enc = mod.Encoder()
+    dev = [cp.asarray(refs[i % len(refs)]) for i in range(batch)]
+    for name, optimized in (("gpu_optimized_huffman", True), ("gpu_standard_huffman", False)):
+        params = mod.EncodeParams(
+            quality_type=mod.QualityType.QUALITY,
+            quality_value=ENCODE_Q,
+            chroma_subsampling=mod.ChromaSubsampling.CSS_420,
+            jpeg_encode_params=mod.JpegEncodeParams(optimized_huffman=optimized),
+        )
+        enc.encode(dev, "jpeg", params=params)  # warm-up
         cp.cuda.Device().synchronize()
         t0 = time.perf_counter()
-        streams = enc.encode(imgs, "jpeg", params=params)
+        streams = enc.encode(dev, "jpeg", params=params)
         cp.cuda.Device().synchronize()
         ms = (time.perf_counter() - t0) * 1000
-        ok = sum(s is not None for s in streams)
-        return {"batch": batch, "ms_per_image": round(ms / batch, 2), "encoded": ok, "note": "random pixels"}
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        datas = [stream_bytes(streams[i]) for i in range(len(refs))]
+        out[name] = {
+            **quality(datas),
+            "ms_per_image": round(ms / batch, 2),
+            "encoded": sum(x is not None for x in streams),
+        }
+    return out
 
 
 def stage_breakdown(make: Any, sources: list[bytes], size: int, gpu_decode: str) -> dict[str, float]:
@@ -199,6 +252,11 @@ def kernel_only(cp: Any, src_hw: tuple[int, int], size: int) -> dict[str, float]
     return {"ms": round(ms, 3), "src_mp": round(h * w / 1e6, 1), "gb_per_s_read": round(h * w * 3 / ms / 1e6, 1)}
 
 
+def ratio(entry: dict[str, Any], over: dict[str, Any]) -> None:
+    if "images_per_s" in entry and "images_per_s" in over:
+        entry["ratio_over_cpu"] = round(entry["images_per_s"] / over["images_per_s"], 2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=96)
@@ -206,27 +264,30 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--decode-threads", type=int, default=64)
     ap.add_argument("--decode-batch", type=int, default=32)
-    ap.add_argument("--decode-images", type=int, default=0, help="jobs for the GPU-decode run (0: 4 x --images)")
+    ap.add_argument("--decode-images", type=int, default=0, help="jobs for the GPU-decode runs (0: 4 x --images)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--fake", action="store_true", help="no GPU: run the pipeline with xp=numpy")
     args = ap.parse_args()
 
     from imgworker.backends.gpu import GpuBackend, detect
 
-    sources = [(CORPUS / "photos" / p).read_bytes() for p in PHOTOS]
+    photos = [(CORPUS / "photos" / p).read_bytes() for p in PHOTOS]
     result: dict[str, Any] = {"images": args.images, "photos": PHOTOS, "cpu_cores": os.cpu_count()}
+    cp: Any = None
     if args.fake:
         import numpy as np
 
         def make(**kw: Any) -> GpuBackend:
             backend = GpuBackend(xp=np, **kw)
             # Exercise the GPU-decode bookkeeping: the numpy engine refuses each JPEG, libvips decodes it.
-            backend.gpu_decode = kw.get("gpu_decode", "never")
+            backend.gpu_decode, backend.hardware_jpeg = kw.get("gpu_decode", "auto"), True
             return backend
 
         result["device"] = "numpy (fake)"
     else:
-        import cupy as cp
+        import cupy
+
+        cp = cupy
 
         def make(**kw: Any) -> GpuBackend:
             return GpuBackend(**kw)
@@ -235,31 +296,27 @@ def main() -> int:
         result["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         result["cupy"] = cp.__version__
         result["nvimgcodec"] = detect.nvimgcodec() is not None
-    modes = ["never"] + (["always"] if result.get("nvimgcodec") or args.fake else [])
+        result["hardware_jpeg"] = detect.hardware_jpeg()
+        if result["nvimgcodec"]:
+            result["decoder_only"] = guarded(decoder_only, cp, photos, args.decode_batch)
+    auto_kw: dict[str, Any] = {"max_batch": args.decode_batch, "max_wait_ms": 10}
+    auto_n = args.decode_images or 4 * args.images  # enough concurrent jobs to fill the decoder's batches
     for size in SIZES:
         entry: dict[str, Any] = {}
-        entry["cpu"] = bench_cpu(sources, args.images, size, args.procs)
-        for mode in modes:
-            if mode == "always":  # enough concurrent jobs to fill the decoder's batches
-                kw: dict[str, Any] = {"max_batch": args.decode_batch, "max_wait_ms": 10}
-                n, threads = args.decode_images or 4 * args.images, args.decode_threads
-            else:
-                kw = {"max_batch": 8, "max_wait_ms": 5}
-                n, threads = args.images, args.threads
-            entry[f"gpu_decode_{mode}"] = guarded(bench_mode, make, mode, kw, sources, n, size, threads)
-            if "images_per_s" in entry[f"gpu_decode_{mode}"]:
-                ratio = entry[f"gpu_decode_{mode}"]["images_per_s"] / entry["cpu"]["images_per_s"]
-                entry[f"gpu_decode_{mode}"]["ratio_over_cpu"] = round(ratio, 2)
-            entry[f"stages_ms_decode_{mode}"] = guarded(stage_breakdown, make, sources, size, mode)
-        rates = [entry[f"gpu_decode_{m}"].get("images_per_s", 0.0) for m in modes]
-        entry["gpu_best_images_per_s"] = max(rates)
-        entry["ratio_gpu_over_cpu"] = round(max(rates) / entry["cpu"]["images_per_s"], 2)
-        if not args.fake:
+        for workload, idx in WORKLOADS.items():
+            sources = [photos[i] for i in idx]
+            w: dict[str, Any] = {"cpu": bench_cpu(sources, args.images, size, args.procs)}
+            w["gpu_auto"] = guarded(bench_mode, make, "auto", auto_kw, sources, auto_n, size, args.decode_threads)
+            ratio(w["gpu_auto"], w["cpu"])
+            if workload == "mixed":
+                never_kw = {"max_batch": 8, "max_wait_ms": 5}
+                w["gpu_never"] = guarded(bench_mode, make, "never", never_kw, sources, args.images, size, args.threads)
+                ratio(w["gpu_never"], w["cpu"])
+            w["stages_ms_auto"] = guarded(stage_breakdown, make, sources, size, "auto")
+            entry[workload] = w
+        entry["encode"] = guarded(encode_compare, cp, photos, size)
+        if cp is not None:
             entry["kernel_only_20mp"] = guarded(kernel_only, cp, (3391, 6028), size)
-            if result["nvimgcodec"]:
-                entry["jpeg_encode_gpu"] = gpu_encode_probe(cp, size)
-                if size == SIZES[0]:
-                    result["decoder_only"] = guarded(decoder_only, cp, sources, args.decode_batch)
         result[f"to_{size}px"] = entry
         print(json.dumps({f"to_{size}px": entry}), flush=True)
         if args.json:  # after each size, so a timeout still leaves the figures so far

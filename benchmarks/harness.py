@@ -239,9 +239,8 @@ class LoopChild:
             per_file.setdefault(os.path.basename(path), []).append(ms)
             i += 1
         end = time.time()
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
+        rss = hwm_kb(os.getpid())
         print(json.dumps({"jobs": len(lat), "lat_ms": lat, "start": start, "end": end, "maxrss_kb": rss,
                           "per_file_ms": per_file}))
 

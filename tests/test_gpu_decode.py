@@ -12,7 +12,7 @@ import pyvips
 
 from imgworker.backends.cpu import CpuBackend
 from imgworker.backends.gpu import GpuBackend
-from imgworker.backends.gpu.decode import gpu_refusal, orient, scan_is_clean
+from imgworker.backends.gpu.decode import frame_refusal, frame_type, gpu_refusal, orient, scan_is_clean
 from imgworker.contract import ResizeSpec
 from imgworker.errors import DecodeFailed
 from imgworker.limits import Limits
@@ -38,12 +38,31 @@ def test_orient_matches_libvips_autorot(orientation: int) -> None:
     np.testing.assert_array_equal(orient(np, arr, orientation), expected)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_exif_orientation6.jpg"],
-)
-def test_plain_photos_may_decode_on_the_gpu(name: str) -> None:
-    assert refusal(read(f"photos/{name}")) is None
+@pytest.mark.parametrize("name", ["kleiber_6028x3391_baseline.jpg", "dragonfly_exif_orientation6.jpg"])
+def test_baseline_photos_may_decode_on_the_gpu(name: str) -> None:
+    source = read(f"photos/{name}")
+    assert frame_type(source) == 0xC0 and frame_refusal(source) is None
+    assert refusal(source) is None
+
+
+def test_progressive_and_other_frames_stay_on_the_cpu() -> None:
+    # Progressive files would be Huffman-decoded on the CPU inside the GPU batch (nvJPEG hybrid) and slow
+    # the whole batch down: libvips decodes them on the job's thread instead.
+    seeding = read("photos/seeding_5312x2988_progressive.jpg")
+    assert frame_type(seeding) == 0xC2 and refusal(seeding) == "progressive"
+    small = pyvips.Image.new_from_buffer(read("photos/kleiber_6028x3391_baseline.jpg"), "", shrink=8)
+    assert refusal(bytes(small.jpegsave_buffer(Q=80, interlace=True))) == "progressive"
+    baseline = bytes(small.jpegsave_buffer(Q=80, restart_interval=2, optimize_coding=True))
+    assert frame_type(baseline) == 0xC0 and refusal(baseline) is None
+    sof = baseline.index(b"\xff\xc0")
+    extended = baseline[: sof + 1] + b"\xc1" + baseline[sof + 2 :]  # SOF1: extended sequential Huffman
+    assert frame_type(extended) == 0xC1 and refusal(extended) is None
+    lossless = baseline[: sof + 1] + b"\xc3" + baseline[sof + 2 :]
+    assert frame_refusal(lossless) == "lossless"
+    arithmetic = baseline[: sof + 1] + b"\xc9" + baseline[sof + 2 :]
+    assert frame_refusal(arithmetic) == "frame type SOF9"
+    assert frame_refusal(b"\xff\xd8\xff\xda\x00\x02") == frame_refusal(b"GIF89a") == "no frame header"
+    assert frame_type(baseline[:sof]) is None  # truncated inside the headers: no frame, no exception
 
 
 def test_files_libvips_must_decode_are_refused() -> None:
@@ -85,5 +104,40 @@ def test_refused_jpeg_is_decoded_by_libvips_like_the_cpu_backend() -> None:
         batch = gpu.resize_batch([(source, spec, LIMITS), (read("bad/corrupt_scan_dragonfly.jpg"), spec, LIMITS)])
         assert batch[0].width == 300 and batch[0].timings["decode_gpu_refused"] == 1.0  # type: ignore[union-attr]
         assert isinstance(batch[1], DecodeFailed)  # never routed to the GPU: libvips refuses it, as on CPU
+    finally:
+        gpu.close()
+
+
+def test_progressive_jpeg_is_routed_to_libvips_before_the_batch() -> None:
+    # Routed at the CPU stage (no GPU round trip), while a baseline file goes to the GPU decoder (here the
+    # numpy engine, which refuses it: the same fallback as a file nvImageCodec cannot decode).
+    gpu = GpuBackend(xp=np, max_batch=4, max_wait_ms=1)
+    try:
+        spec = ResizeSpec(width=256, format="png")
+        for mode in ("always", "auto"):
+            gpu.gpu_decode, gpu.hardware_jpeg = mode, True
+            prog = gpu.resize(read("photos/seeding_5312x2988_progressive.jpg"), spec, LIMITS)
+            assert prog.timings["decode_routed_cpu"] == 1.0 and "decode_gpu_refused" not in prog.timings
+            base = gpu.resize(read("photos/kleiber_6028x3391_baseline.jpg"), spec, LIMITS)
+            assert base.timings["decode_gpu_refused"] == 1.0 and "decode_routed_cpu" not in base.timings
+            assert (prog.width, base.width) == (256, 256)
+    finally:
+        gpu.close()
+
+
+def test_auto_policy_needs_hardware_engines_for_small_outputs() -> None:
+    # Without hardware engines, "auto" keeps the old rule: a JPEG that libvips can shrink on load by 4 or 8
+    # (20 MP -> 256 px) is decoded by libvips; with them, every baseline JPEG goes to the GPU.
+    gpu = GpuBackend(xp=np, max_batch=2, max_wait_ms=1)
+    source = read("photos/kleiber_6028x3391_baseline.jpg")
+    try:
+        gpu.gpu_decode = "auto"
+        for hardware, expect_gpu in ((False, False), (True, True)):
+            gpu.hardware_jpeg = hardware
+            out = gpu.resize(source, ResizeSpec(width=256, format="png"), LIMITS)
+            assert ("decode_gpu_refused" in out.timings) is expect_gpu, hardware
+            assert "decode_routed_cpu" not in out.timings
+        gpu.hardware_jpeg = False  # large outputs (shrink 1 or 2) go to the GPU decoder even without them
+        assert "decode_gpu_refused" in gpu.resize(source, ResizeSpec(width=3000), LIMITS).timings
     finally:
         gpu.close()

@@ -50,7 +50,9 @@ async function main() {
     i++;
   }
   const end = Date.now() / 1000;
-  const maxrss = process.resourceUsage().maxRSS; // KiB
+  // VmHWM, not resourceUsage().maxRSS: the latter keeps the forking parent's peak across exec.
+  const hwm = /VmHWM:\s+(\d+)/.exec(fs.readFileSync("/proc/self/status", "utf8"));
+  const maxrss = hwm ? Number(hwm[1]) : process.resourceUsage().maxRSS; // KiB
   process.stdout.write(JSON.stringify({ jobs: lat.length, lat_ms: lat, start, end, maxrss_kb: maxrss, per_file_ms: perFile }) + "\n");
 }
 

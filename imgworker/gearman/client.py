@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from .connection import Connection
@@ -36,7 +36,6 @@ class _Waiter:
     on_status: Callable[[int, int], object] | None = None
     on_data: Callable[[bytes], object] | None = None
     on_warning: Callable[[bytes], object] | None = None
-    chunks: list[bytes] = field(default_factory=list)
 
 
 class _ClientConn:
@@ -197,7 +196,7 @@ class Client:
         self, function: str, data: bytes, *, unique: str | None = None, priority: Priority = "normal"
     ) -> str:
         """Queue a background job; returns 'host:port/handle' (the server part routes get_status)."""
-        cc, handle = await self._submit(_BG[priority], function, data, unique, None)
+        cc, handle = await self._submit_bg(_BG[priority], function, data, unique)
         return f"{cc.server}/{handle}"
 
     async def get_status(self, handle: str, *, timeout: float | None = None) -> JobStatus:
@@ -244,14 +243,14 @@ class Client:
         if conn.write_paused:
             await conn.drain()
 
-    async def _submit(
-        self, ptype: int, function: str, data: bytes, unique: str | None, waiter: _Waiter | None
+    async def _submit_bg(
+        self, ptype: int, function: str, data: bytes, unique: str | None
     ) -> tuple[_ClientConn, str]:
         cc = self._live_next() or await self._pick()
         assert cc.conn is not None
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
-        cc.pending.append((fut, waiter))
+        cc.pending.append((fut, None))
         await cc.conn.send_and_drain(ptype, function.encode(), (unique or "").encode(), data)
         handle = await fut
         assert isinstance(handle, str)

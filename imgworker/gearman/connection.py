@@ -161,8 +161,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._lost.done():
             self._lost.set_result(None)
-        self._wake_drain(exc or ConnectionLost(f"{self.server}: connection closed by server"))
-        self._shutdown(ConnectionLost(f"{self.server}: {exc}" if exc else f"{self.server}: connection closed by server"))
+        lost = ConnectionLost(f"{self.server}: {exc}" if exc else f"{self.server}: connection closed by server")
+        self._wake_drain(lost)
+        self._shutdown(lost)
 
     def pause_writing(self) -> None:
         self._paused = True

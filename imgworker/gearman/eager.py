@@ -59,7 +59,7 @@ class _Resume(Coroutine[Any, Any, Any]):
             self.yielded = self.coro.send(None)
         except StopIteration as e:
             self.done, self.value = True, e.value
-        except BaseException as e:  # noqa: BLE001 - re-raised in the task by send()
+        except BaseException as e:  # re-raised in the task by send()
             self.done, self.error = True, e
 
     def send(self, value: Any) -> Any:

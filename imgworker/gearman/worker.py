@@ -174,14 +174,18 @@ class Worker:
             s.conn, s.grabs, s.asleep, s.active = conn, 0, False, 0
             s.cant_do.clear()
             s.reset_pending = False
-            conn.send(P.SET_CLIENT_ID, self.client_id.encode())
-            if not self._draining:
-                for name in self._abilities:
-                    self._send_can_do(conn, name)
-            s.registered = True
-            log.info("%s: connected and registered", s.server)
-            self._notify(s.server, True)
-            self._fill()
+            conn.cork()  # SET_CLIENT_ID, every CAN_DO and the first GRABs in one write
+            try:
+                conn.send(P.SET_CLIENT_ID, self.client_id.encode())
+                if not self._draining:
+                    for name in self._abilities:
+                        self._send_can_do(conn, name)
+                s.registered = True
+                log.info("%s: connected and registered", s.server)
+                self._notify(s.server, True)
+                self._fill()
+            finally:
+                conn.uncork()
             await s.lost.wait()
 
     def _send_can_do(self, conn: Connection, name: str) -> None:

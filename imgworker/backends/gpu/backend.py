@@ -25,7 +25,7 @@ from ..cpu import FAIL_ON, probe
 from ..cpu import jpeg_shrink as cpu_jpeg_shrink
 from . import codec, detect
 from .batcher import MicroBatcher, run_shrinking
-from .decode import GpuDecodeRefused, gpu_refusal
+from .decode import GpuDecodeRefused, frame_refusal, gpu_refusal
 from .engine import CupyEngine, NumpyEngine, Prepared
 
 Item = tuple[bytes, ResizeSpec, Limits]
@@ -38,8 +38,10 @@ class GpuBackend:
 
     max_batch / max_wait_ms: micro-batching of concurrent resize() calls (max_batch=1 disables it).
     memory_fraction: cap of CuPy's device memory pool, as a fraction of the card.
-    gpu_decode: "auto" (nvImageCodec for JPEGs when it is installed and shrink-on-load would save little),
-    "always" (every JPEG that decode.gpu_refusal accepts) or "never".
+    gpu_decode: which JPEGs nvImageCodec decodes in the GPU batches; only those decode.gpu_refusal accepts
+    (baseline/extended sequential, 8-bit sRGB, no ICC, clean scan), the others go to libvips on the job's
+    thread. "auto": all of them when the GPU has hardware JPEG engines (detect.hardware_jpeg), else only
+    those whose shrink-on-load would be 1 or 2; "always": all of them; "never": none.
     oom_fallback: "cpu" (an image that cannot fit even alone is resized by the numpy path) or "retry"
     (it fails with a retryable UNAVAILABLE error).
     """
@@ -80,6 +82,7 @@ class GpuBackend:
         else:
             raise ValueError(f"xp must be numpy or cupy, got {xp!r}")
         self.gpu_decode = gpu_decode if getattr(self.engine, "decoder", None) is not None else "never"
+        self.hardware_jpeg = self.gpu_decode != "never" and detect.hardware_jpeg()
         self.device = self.engine.name
         self.batcher: MicroBatcher[Prepared, npt.NDArray[np.uint8]] = MicroBatcher(
             self._run_gpu, max_batch=max_batch, max_wait_ms=max_wait_ms
@@ -104,21 +107,30 @@ class GpuBackend:
         else:
             shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
         item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink)
-        if self._decode_on_gpu(info.loader, shrink, source):
+        route = self._gpu_decode_route(info.loader, shrink, source)
+        if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
         else:
+            if route != "off":
+                item.timings["decode_routed_cpu"] = 1.0  # a JPEG the policy keeps off the GPU (progressive...)
             item.pixels = codec.decode(source, info.loader, shrink, self.fail_on)
         item.timings["decode"] = (time.perf_counter() - t0) * 1000
         return item
 
-    def _decode_on_gpu(self, loader: str, shrink: int, source: bytes) -> bool:
+    def _gpu_decode_route(self, loader: str, shrink: int, source: bytes) -> str | None:
+        """None: decode on the GPU; "off": GPU decode not wanted here; else why the policy refused it."""
         if self.gpu_decode == "never" or loader != "jpeg":
-            return False
-        if self.gpu_decode == "auto" and shrink > 2:
-            return False
+            return "off"
+        if self.gpu_decode == "auto" and not self.hardware_jpeg and shrink > 2:
+            return "off"  # CUDA/hybrid nvJPEG decodes full size: slower than a 1/4 or 1/8 libvips decode
+        # The SOF check first: it reads a few bytes, and keeps progressive files out of the batches (their
+        # Huffman decode would run on the CPU inside the batch and stall every other image in it).
+        frame = frame_refusal(source)
+        if frame is not None:
+            return frame
         import pyvips
 
-        return gpu_refusal(source, pyvips.Image.new_from_buffer(source, ""), self.fail_on) is None
+        return gpu_refusal(source, pyvips.Image.new_from_buffer(source, ""), self.fail_on)
 
     def _cpu_decode(self, item: Prepared) -> Prepared:
         """nvImageCodec refused the file: libvips decodes it (or raises DECODE_FAILED) under ``fail_on``."""

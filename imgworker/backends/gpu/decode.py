@@ -1,7 +1,10 @@
 """GPU JPEG decode with nvImageCodec: which files may take it, the batched call, EXIF orientation on the GPU.
 
-Policy (docs/gpu.md, "GPU decode"): only files that libvips would decode to the same pixels and that
-nvJPEG can judge as well as libjpeg go to the GPU -- 8-bit 3-band YCbCr/RGB JPEGs without an ICC profile
+Policy (docs/gpu.md, "GPU decode"): only sequential Huffman JPEGs (SOF0 baseline / SOF1 extended, which
+the hardware JPEG engines decode; progressive files are decoded faster by libvips' shrink-on-load on the
+job's own thread than by nvJPEG's hybrid CPU Huffman, and slow down a whole batch), and only files that
+libvips would decode to the same pixels and that nvJPEG can judge as well as libjpeg go to the GPU --
+8-bit 3-band YCbCr/RGB JPEGs without an ICC profile
 (CMYK, grey, 12-bit and ICC-tagged files need libvips' colour path), whose stream ends with EOI (a
 truncated file is libvips' call under ``fail_on``) and, for the strict ``fail_on`` levels, whose
 entropy-coded data has no invalid marker (a cheap check that catches most corrupt scans). A file that
@@ -19,7 +22,7 @@ import numpy as np
 
 from . import detect
 
-__all__ = ["BatchDecoder", "GpuDecodeRefused", "gpu_refusal", "orient", "scan_is_clean"]
+__all__ = ["BatchDecoder", "GpuDecodeRefused", "frame_refusal", "frame_type", "gpu_refusal", "orient", "scan_is_clean"]
 
 # Bytes that may follow 0xFF after the first SOS: stuffing, RSTn, EOI, and the DHT/SOS/DRI segments between
 # progressive scans (and 0xFF fill bytes). Anything else is a corrupt scan that libjpeg would warn about.
@@ -27,6 +30,9 @@ _SCAN_OK = np.zeros(256, dtype=bool)
 _SCAN_OK[[0x00, 0xC4, 0xD9, 0xDA, 0xDD, 0xFF]] = True
 _SCAN_OK[0xD0:0xD8] = True
 STRICT_FAIL_ON = ("error", "warning")
+SEQUENTIAL_HUFFMAN = (0xC0, 0xC1)  # SOF0 baseline, SOF1 extended sequential: the hardware engines' share
+_NOT_SOF = (0xC4, 0xC8, 0xCC)  # DHT, JPG (reserved), DAC share the 0xC0-0xCF range with the SOFn markers
+_FRAME_NAMES = {0xC2: "progressive", 0xC3: "lossless"}
 
 
 class GpuDecodeRefused(Exception):
@@ -44,8 +50,42 @@ def scan_is_clean(source: bytes) -> bool:
     return bool(_SCAN_OK[data[at + 1]].all())
 
 
+def frame_type(source: bytes) -> int | None:
+    """The JPEG's SOFn marker (0xC0 baseline ... 0xC2 progressive ...), read by walking the marker segments
+    before the first scan (a few steps, microseconds); None if there is no frame header before it."""
+    if source[:2] != b"\xff\xd8":
+        return None
+    pos, end = 2, len(source)
+    while pos + 4 <= end:
+        if source[pos] != 0xFF:
+            return None
+        marker = source[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers: no length
+            pos += 2
+        elif marker in (0xD9, 0xDA):  # EOI or a scan before any frame header
+            return None
+        elif 0xC0 <= marker <= 0xCF and marker not in _NOT_SOF:
+            return marker
+        else:
+            pos += 2 + int.from_bytes(source[pos + 2 : pos + 4], "big")
+    return None
+
+
+def frame_refusal(source: bytes) -> str | None:
+    """The cheap, bytes-only half of the policy: None for a baseline/extended sequential Huffman JPEG."""
+    sof = frame_type(source)
+    if sof in SEQUENTIAL_HUFFMAN:
+        return None
+    return "no frame header" if sof is None else _FRAME_NAMES.get(sof, f"frame type SOF{sof - 0xC0}")
+
+
 def gpu_refusal(source: bytes, head: Any, fail_on: str) -> str | None:
     """Why this JPEG must not be decoded on the GPU (``head``: its libvips header), or None if it may."""
+    frame = frame_refusal(source)
+    if frame is not None:
+        return frame
     if head.get_typeof("icc-profile-data") != 0:
         return "icc profile"
     if head.interpretation != "srgb" or head.bands != 3 or head.format != "uchar":

@@ -74,3 +74,21 @@ def gpu_decoder(mod: Any, cpu_threads: int = 0) -> Any:
     names = ("HW_GPU_ONLY", "HYBRID_CPU_GPU", "GPU_ONLY")
     kinds = [getattr(mod.BackendKind, k) for k in names if hasattr(mod.BackendKind, k)]
     return mod.Decoder(max_num_cpu_threads=cpu_threads, backends=[mod.Backend(k) for k in kinds])
+
+
+@lru_cache(maxsize=1)
+def hardware_jpeg() -> bool:
+    """True if the GPU has hardware JPEG decode engines (A100/H100/H200 class) that nvImageCodec can use:
+    a small baseline JPEG decodes with a Decoder limited to the ``HW_GPU_ONLY`` backend. Never raises."""
+    mod = nvimgcodec()
+    if mod is None or not hasattr(mod.BackendKind, "HW_GPU_ONLY"):
+        return False
+    try:
+        import pyvips
+
+        ramp = pyvips.Image.xyz(640, 480)[0].cast("uchar")
+        probe_jpeg = bytes(ramp.bandjoin([ramp, ramp]).copy(interpretation="srgb").jpegsave_buffer(Q=85))
+        decoder = mod.Decoder(backends=[mod.Backend(mod.BackendKind.HW_GPU_ONLY)])
+        return decoder.decode([mod.CodeStream(probe_jpeg)])[0] is not None
+    except Exception:
+        return False
