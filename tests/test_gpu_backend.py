@@ -14,6 +14,7 @@ import pyvips
 from imgworker.backends.base import Backend, Rendered
 from imgworker.backends.cpu import CpuBackend
 from imgworker.backends.gpu import GpuBackend
+from imgworker.config import ConfigError
 from imgworker.contract import FITS, ResizeSpec
 from imgworker.errors import DecodeFailed, LimitExceeded, UnsupportedImage
 from imgworker.limits import Limits
@@ -114,6 +115,21 @@ def test_jpeg_output_and_timings(gpu: GpuBackend, small_jpeg: bytes) -> None:
     r = gpu.resize(small_jpeg, ResizeSpec(width=120, format="jpeg", quality=80), LIMITS)
     assert r.data[:2] == b"\xff\xd8" and r.format == "jpeg"
     assert {"decode", "resize", "encode", "gpu_batch"} <= set(r.timings)
+
+
+def test_gpu_encode_option_is_checked_and_numpy_encodes_with_libvips(small_jpeg: bytes) -> None:
+    with pytest.raises(ValueError, match="gpu_encode must be one of auto, always, never"):
+        GpuBackend(xp=np, gpu_encode="on")
+    # "always" promises the GPU encoder: without one (numpy here) the worker must not start.
+    with pytest.raises(ConfigError, match="nvimgcodec"):
+        GpuBackend(xp=np, gpu_encode="always")
+    backend = GpuBackend(xp=np, gpu_encode="auto", max_batch=1)
+    try:
+        assert backend.gpu_encode == "never"  # no encoder on the numpy engine: libvips encodes
+        r = backend.resize(small_jpeg, ResizeSpec(width=120, quality=80), LIMITS)
+    finally:
+        backend.close()
+    assert r.data[:2] == b"\xff\xd8" and "encode" in r.timings and "encode_gpu" not in r.timings
 
 
 def test_rgba_to_jpeg_is_flattened_onto_background(gpu: GpuBackend) -> None:

@@ -215,3 +215,57 @@ def test_gpu_decode_batches_concurrent_jobs_and_bad_files_fail_like_cpu(gpu_deco
             # progressive (seeding, i % 3 == 1) on libvips, the baseline ones on the GPU decoder
             assert ("decode_gpu" in r.timings) is (i % 3 != 1), (i, r.timings)
     assert max(gpu_decoding.batcher.batch_sizes) > 1
+
+
+@pytest.fixture(scope="module")
+def gpu_encoding(cp: Any) -> Iterator[GpuBackend]:
+    backend = GpuBackend(max_batch=8, max_wait_ms=5, gpu_encode="always")
+    yield backend
+    backend.close()
+
+
+@pytest.mark.parametrize("quality", [85, 92])  # 4:2:0 below Q 90, 4:4:4 from it (libvips' default)
+@pytest.mark.parametrize("name", ["kleiber_6028x3391_baseline.jpg", "dragonfly_exif_orientation6.jpg"])
+def test_gpu_jpeg_encode_matches_libvips(gpu_encoding: GpuBackend, name: str, quality: int) -> None:
+    # The same resized pixels encoded by nvImageCodec (optimized Huffman) and by libvips (optimize_coding):
+    # each decoded JPEG against the unencoded resize (PNG) must be as good, and about as small.
+    source = (CORPUS / "photos" / name).read_bytes()
+    plain = GpuBackend(max_batch=2, gpu_encode="never")
+    try:
+        ref = plain.resize(source, ResizeSpec(width=512, format="png"), LIMITS)
+        ours = gpu_encoding.resize(source, ResizeSpec(width=512, quality=quality), LIMITS)
+        theirs = plain.resize(source, ResizeSpec(width=512, quality=quality), LIMITS)
+    finally:
+        plain.close()
+    assert "encode_gpu" in ours.timings and "encode_gpu_failed" not in ours.timings, ours.timings
+    assert "encode_gpu" not in theirs.timings and "encode" in theirs.timings
+    assert ours.data[:2] == b"\xff\xd8" and (ours.width, ours.height) == (theirs.width, theirs.height)
+    px = [pyvips.Image.new_from_buffer(r.data, "").numpy() for r in (ref, ours, theirs)]
+    assert px[1].shape == px[0].shape == (ours.height, ours.width, 3)
+    ours_db, theirs_db = psnr(px[1], px[0]), psnr(px[2], px[0])
+    print(f"{name} q{quality}: GPU {len(ours.data)} B {ours_db:.2f} dB, CPU {len(theirs.data)} B {theirs_db:.2f} dB")
+    assert abs(ours_db - theirs_db) < 0.5, (ours_db, theirs_db)
+    assert abs(len(ours.data) / len(theirs.data) - 1) < 0.05, (len(ours.data), len(theirs.data))
+
+
+def test_gpu_encode_batch_mixes_qualities_and_leaves_others_to_libvips(gpu_encoding: GpuBackend) -> None:
+    photo = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
+    rgba = (CORPUS / "photos/sunset_1600_rgba.png").read_bytes()
+    items = [
+        (photo, ResizeSpec(width=300, quality=85), LIMITS),
+        (photo, ResizeSpec(width=301, quality=95), LIMITS),
+        (photo, ResizeSpec(width=302, format="png"), LIMITS),
+        (rgba, ResizeSpec(width=200, format="jpeg"), LIMITS),  # RGBA flattened by libvips
+    ]
+    out = gpu_encoding.resize_batch(items)
+    assert all(isinstance(r, Rendered) for r in out), out
+    r85, r95, png, flat = out
+    assert isinstance(r85, Rendered) and isinstance(r95, Rendered) and isinstance(png, Rendered)
+    assert isinstance(flat, Rendered)
+    assert "encode_gpu" in r85.timings and "encode_gpu" in r95.timings
+    assert "encode_gpu" not in png.timings and "encode_gpu" not in flat.timings
+    assert len(r95.data) > len(r85.data)  # the quality reached the encoder
+    for r, w, fmt in ((r85, 300, "jpeg"), (r95, 301, "jpeg"), (png, 302, "png"), (flat, 200, "jpeg")):
+        img = pyvips.Image.new_from_buffer(r.data, "")
+        assert (img.width, r.width, r.format) == (w, w, fmt)
+        assert img.get("vips-loader").startswith(fmt) and img.bands == 3

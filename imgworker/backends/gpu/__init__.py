@@ -18,13 +18,15 @@ def create_backend(config: Any) -> GpuBackend:
     """Build the backend from a WorkerConfig; raises GpuUnavailable (a ConfigError) naming the extra.
 
     Optional config fields (defaults when absent): gpu_max_batch (8), gpu_max_wait_ms (5.0),
-    gpu_memory_fraction (0.5, split across worker processes), gpu_decode ("auto").
+    gpu_memory_fraction (0.5, split across worker processes), gpu_decode ("auto"), gpu_encode ("auto").
     """
-    processes = max(1, int(getattr(config, "processes", 1) or 1))
+    # processes=0 means one per CPU core: effective_processes counts them.
+    processes = max(1, int(getattr(config, "effective_processes", None) or getattr(config, "processes", 1) or 1))
     return GpuBackend(
         max_batch=int(getattr(config, "gpu_max_batch", 8)),
         max_wait_ms=float(getattr(config, "gpu_max_wait_ms", 5.0)),
         memory_fraction=float(getattr(config, "gpu_memory_fraction", 0.5)) / processes,
         gpu_decode=str(getattr(config, "gpu_decode", "auto")),
+        gpu_encode=str(getattr(config, "gpu_encode", "auto")),
         fail_on=str(getattr(config, "fail_on", "warning")),
     )

@@ -1,21 +1,22 @@
 """GpuBackend: decode on the CPU (shrink-on-load) or the GPU (nvImageCodec), resize on the GPU, encode on
-the CPU -- with jobs from the worker's threads gathered into micro-batches for the GPU stage.
+the GPU (JPEG, nvImageCodec) or the CPU -- with jobs from the worker's threads gathered into micro-batches.
 
-Each ``resize()`` call does its own CPU stages (header check, decode, encode) on the caller's thread, so
-the worker's job threads keep the CPU cores busy, and only the GPU stage goes through the MicroBatcher.
+Each ``resize()`` call does its own CPU stages (header check, CPU decode, CPU encode) on the caller's
+thread, so the worker's job threads keep the CPU cores busy, and only the GPU stage goes through the
+MicroBatcher.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from ...config import ConfigError
 from ...contract import ResizeSpec
 from ...errors import ImgworkerError, InternalError, Unavailable
 from ...geometry import plan
@@ -26,7 +27,8 @@ from ..cpu import jpeg_shrink as cpu_jpeg_shrink
 from . import codec, detect
 from .batcher import MicroBatcher, run_shrinking
 from .decode import GpuDecodeRefused, frame_refusal, gpu_refusal
-from .engine import CupyEngine, NumpyEngine, Prepared
+from .encode import GPU_ENCODE, Encoded, JpegEncoder
+from .engine import CupyEngine, NumpyEngine, Prepared, Result
 
 Item = tuple[bytes, ResizeSpec, Limits]
 GPU_DECODE = ("auto", "always", "never")
@@ -42,6 +44,9 @@ class GpuBackend:
     (baseline/extended sequential, 8-bit sRGB, no ICC, clean scan), the others go to libvips on the job's
     thread. "auto": all of them when the GPU has hardware JPEG engines (detect.hardware_jpeg), else only
     those whose shrink-on-load would be 1 or 2; "always": all of them; "never": none.
+    gpu_encode: JPEG outputs (3-band) encoded by nvImageCodec on the GPU with the CPU backend's settings
+    (quality, optimized Huffman, 4:2:0 below Q 90) instead of libvips. "auto": when its JPEG encoder works
+    here; "always": the same, but a missing encoder is a ConfigError at start; "never": libvips.
     oom_fallback: "cpu" (an image that cannot fit even alone is resized by the numpy path) or "retry"
     (it fails with a retryable UNAVAILABLE error).
     """
@@ -57,6 +62,7 @@ class GpuBackend:
         max_wait_ms: float = 5.0,
         memory_fraction: float = 0.5,
         gpu_decode: str = "auto",
+        gpu_encode: str = "auto",
         oom_fallback: str = "cpu",
         fail_on: str = "warning",
         cpu_threads: int | None = None,
@@ -64,6 +70,8 @@ class GpuBackend:
     ) -> None:
         if gpu_decode not in GPU_DECODE:
             raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE)}, got {gpu_decode!r}")
+        if gpu_encode not in GPU_ENCODE:
+            raise ValueError(f"gpu_encode must be one of {', '.join(GPU_ENCODE)}, got {gpu_encode!r}")
         if oom_fallback not in ("cpu", "retry"):
             raise ValueError(f"oom_fallback must be 'cpu' or 'retry', got {oom_fallback!r}")
         if fail_on not in FAIL_ON:
@@ -75,16 +83,26 @@ class GpuBackend:
         threads = cpu_threads or os.cpu_count() or 4
         if xp is None or getattr(xp, "__name__", "") == "cupy":
             cp = xp if xp is not None else detect.require_gpu()
-            codecs = detect.nvimgcodec() if gpu_decode != "never" else None
-            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, codecs, profile, threads)
+            wanted = gpu_decode != "never" or gpu_encode != "never"
+            codecs = detect.nvimgcodec() if wanted else None
+            encoder = JpegEncoder(cp, codecs) if codecs is not None and gpu_encode != "never" else None
+            decoder_mod = codecs if gpu_decode != "never" else None
+            encoder = encoder if encoder is not None and encoder.works() else None
+            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, decoder_mod, profile, threads, encoder)
         elif xp is np:
             self.engine = self.cpu_engine
         else:
             raise ValueError(f"xp must be numpy or cupy, got {xp!r}")
         self.gpu_decode = gpu_decode if getattr(self.engine, "decoder", None) is not None else "never"
         self.hardware_jpeg = self.gpu_decode != "never" and detect.hardware_jpeg()
+        self.gpu_encode = gpu_encode if getattr(self.engine, "encoder", None) is not None else "never"
+        if gpu_encode == "always" and self.gpu_encode == "never":
+            raise ConfigError(
+                "gpu_encode='always': nvImageCodec's GPU JPEG encoder is not usable here (install "
+                "nvidia-nvimgcodec-cu12 or -cu13 with nvJPEG, on a CUDA device); use gpu_encode='auto' or 'never'"
+            )
         self.device = self.engine.name
-        self.batcher: MicroBatcher[Prepared, npt.NDArray[np.uint8]] = MicroBatcher(
+        self.batcher: MicroBatcher[Prepared, Result] = MicroBatcher(
             self._run_gpu, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gpu-cpu")
@@ -106,7 +124,8 @@ class GpuBackend:
             shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
             shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
-        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink)
+        gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
+        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
         route = self._gpu_decode_route(info.loader, shrink, source)
         if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
@@ -143,22 +162,24 @@ class GpuBackend:
         item.timings["decode"] = item.timings.get("decode", 0.0) + (time.perf_counter() - t0) * 1000
         return item
 
-    def _run_gpu(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+    def _run_gpu(self, items: Sequence[Prepared]) -> list[Result | BaseException]:
         """GPU stage for a batch: shrink the batch on OOM; an image that never fits takes the fallback."""
         t0 = time.perf_counter()
         for item in items:
             item.timings["batch_size"] = float(len(items))  # the engine lowers it if OOM splits the batch
         engine = self.engine
+        out: list[Result | BaseException]
         if isinstance(engine, NumpyEngine):
-            out = engine.run(items)
+            out = list(engine.run(items))
         else:
-            out = run_shrinking(engine.run, items, engine.is_oom, engine.free, self._oom_fallback)
+            shrinking: Callable[..., list[Result | BaseException]] = run_shrinking  # mypy cannot infer R
+            out = shrinking(engine.run, items, engine.is_oom, engine.free, self._oom_fallback)
         ms = (time.perf_counter() - t0) * 1000
         for item in items:
             item.timings["gpu_batch"] = ms
         return out
 
-    def _oom_fallback(self, item: Prepared, exc: BaseException) -> npt.NDArray[np.uint8] | BaseException:
+    def _oom_fallback(self, item: Prepared, exc: BaseException) -> Result | BaseException:
         if self.oom_fallback == "retry":
             return Unavailable("GPU out of memory for this image; retry later or on a CPU worker")
         if item.pixels is None:
@@ -166,10 +187,12 @@ class GpuBackend:
         item.timings["oom_fallback"] = 1.0
         return self.cpu_engine.run_one(item)
 
-    def finish(self, item: Prepared, pixels: npt.NDArray[np.uint8]) -> Rendered:
-        """CPU stage: encode with the CPU backend's settings."""
-        t0 = time.perf_counter()
+    def finish(self, item: Prepared, pixels: Result) -> Rendered:
+        """CPU stage: encode with the CPU backend's settings (unless the GPU encoded it already)."""
         spec = item.spec
+        if isinstance(pixels, Encoded):
+            return Rendered(pixels.data, pixels.width, pixels.height, spec.format, timings=item.timings)
+        t0 = time.perf_counter()
         data = codec.encode_array(pixels, spec.format, spec.quality, spec.background)
         item.timings["encode"] = (time.perf_counter() - t0) * 1000
         h, w = pixels.shape[:2]
@@ -192,7 +215,7 @@ class GpuBackend:
         item.timings["queue_and_gpu"] = (time.perf_counter() - t0) * 1000
         return self.finish(item, pixels)
 
-    def _run_chunk(self, chunk: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+    def _run_chunk(self, chunk: Sequence[Prepared]) -> list[Result | BaseException]:
         """One GPU batch; the JPEGs nvImageCodec refused are decoded by libvips and run again."""
         out = self._run_gpu(chunk)
         refused = [i for i, r in enumerate(out) if isinstance(r, GpuDecodeRefused)]
@@ -216,7 +239,7 @@ class GpuBackend:
             except Exception as exc:
                 prepared.append(exc)
         ready = [p for p in prepared if isinstance(p, Prepared)]
-        results: list[npt.NDArray[np.uint8] | BaseException] = []
+        results: list[Result | BaseException] = []
         for start in range(0, len(ready), self.batcher.max_batch):
             chunk = ready[start : start + self.batcher.max_batch]
             try:

@@ -3,7 +3,8 @@
 ``process`` is written once against ``xp``; an engine supplies the array module and its resize (the banded
 RawKernels on CuPy, resample.py's gather code on numpy) and moves a batch of decoded images through it.
 The CuPy engine decodes the batch's JPEGs in one nvImageCodec call (decode.py), then gives each image its
-own CUDA stream and pinned host buffers, so one image's upload/download overlaps another's kernels.
+own CUDA stream and pinned host buffers, so one image's upload/download overlaps another's kernels; with a
+JpegEncoder the 3-band JPEG outputs are encoded in one more call instead of being downloaded (encode.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import numpy.typing as npt
 from ...contract import ResizeSpec
 from ...geometry import Geometry
 from . import decode, resample
+from .encode import Encoded, JpegEncoder
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
+Result = npt.NDArray[np.uint8] | Encoded  # resized pixels (encoded on the CPU) or a GPU-encoded JPEG
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class Prepared:
     jpeg: bytes | None = None  # set instead of pixels for a GPU decode
     orientation: int = 1  # EXIF orientation, applied on the GPU after a GPU decode
     shrink: int = 1  # shrink-on-load for a libvips decode (the fallback when the GPU refuses the JPEG)
+    gpu_encode: bool = False  # a JPEG output the engine may encode on the GPU (3-band only)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -105,6 +109,7 @@ class CupyEngine:
         nvimgcodec: Any = None,
         profile: bool = False,
         cpu_threads: int = 0,
+        encoder: JpegEncoder | None = None,
     ) -> None:
         from . import kernels
 
@@ -118,6 +123,7 @@ class CupyEngine:
         self._pinned: dict[tuple[int, str], npt.NDArray[np.uint8]] = {}
         self._lock = threading.Lock()  # pinned buffers and streams belong to one batch at a time
         self.decoder = decode.BatchDecoder(cp, nvimgcodec, cpu_threads) if nvimgcodec is not None else None
+        self.encoder = encoder
         kernels.module(cp)  # compile now, not in the first job
 
     def is_oom(self, exc: BaseException) -> bool:
@@ -161,31 +167,60 @@ class CupyEngine:
             items[i].timings["decode_gpu_batch"] = ms
         return dict(zip(todo, arrays, strict=True))
 
-    def run(self, items: Sequence[Prepared]) -> list[npt.NDArray[np.uint8] | BaseException]:
+    def run(self, items: Sequence[Prepared]) -> list[Result | BaseException]:
         """Run a batch; raises OutOfMemoryError for the whole batch (the caller shrinks and retries)."""
         with self._lock:
             for item in items:
                 item.timings["batch_size"] = float(len(items))
             on_device = self._decode_on_gpu(items)
-            hosts: list[npt.NDArray[np.uint8] | BaseException] = []
+            out: list[Result | BaseException] = []
+            to_encode: dict[int, Any] = {}  # slot -> resized device image, encoded below instead of downloaded
             for slot, item in enumerate(items):
                 if slot in on_device and on_device[slot] is None:
-                    hosts.append(decode.GpuDecodeRefused("nvImageCodec could not decode this JPEG"))
+                    out.append(decode.GpuDecodeRefused("nvImageCodec could not decode this JPEG"))
                     continue
                 stream = self.streams[slot % len(self.streams)]
                 try:
                     with stream:
-                        hosts.append(self._run_one(slot, item, stream, on_device.get(slot)))
+                        res = self._run_one(slot, item, stream, on_device.get(slot))
                 except Exception as exc:
                     if self.is_oom(exc):
                         raise
-                    hosts.append(exc)
+                    out.append(exc)
+                    continue
+                if isinstance(res, np.ndarray):
+                    out.append(res)
+                else:
+                    to_encode[slot] = res
+                    out.append(Encoded(b"", 0, 0))  # placeholder, replaced by _encode
             for stream in self.streams:
                 stream.synchronize()
             # Only now may the decoded images (owned by nvImageCodec) be released: the kernels are done.
             on_device.clear()
             # Copy out of the reused pinned buffers before the next batch overwrites them.
-            return [h if isinstance(h, BaseException) else h.copy() for h in hosts]
+            out = [h.copy() if isinstance(h, np.ndarray) else h for h in out]
+            if to_encode:
+                self._encode(items, to_encode, out)
+            return out
+
+    def _encode(self, items: Sequence[Prepared], devs: dict[int, Any], out: list[Result | BaseException]) -> None:
+        """Encode the batch's GPU-encode outputs in one call; one that fails is downloaded for libvips."""
+        assert self.encoder is not None
+        slots = list(devs)
+        try:
+            datas, ms = self.encoder.encode([devs[s] for s in slots], [items[s].spec.quality for s in slots])
+        except Exception as exc:  # e.g. OOM in nvJPEG's own buffers: libvips encodes this batch instead
+            if self.is_oom(exc):
+                self.free()
+            datas, ms = [None] * len(slots), 0.0
+        for slot, data in zip(slots, datas, strict=True):
+            item, dev = items[slot], devs[slot]
+            item.timings["encode_gpu"] = ms / len(slots)  # amortised share of the batched call
+            if data is None:
+                item.timings["encode_gpu_failed"] = 1.0
+                out[slot] = self.cp.asnumpy(dev)
+            else:
+                out[slot] = Encoded(data, int(dev.shape[1]), int(dev.shape[0]))
 
     def _mark(self, item: Prepared, stage: str, t0: float, stream: Any) -> float:
         if self.profile:
@@ -195,7 +230,8 @@ class CupyEngine:
             return t1
         return t0
 
-    def _run_one(self, slot: int, item: Prepared, stream: Any, dev: Any) -> npt.NDArray[np.uint8]:
+    def _run_one(self, slot: int, item: Prepared, stream: Any, dev: Any) -> Any:
+        """The host pixels (download queued on ``stream``), or the device image for a GPU encode."""
         cp = self.cp
         t = time.perf_counter()
         if dev is not None:
@@ -212,6 +248,8 @@ class CupyEngine:
             t = self._mark(item, "upload", t, stream)
         out = cp.ascontiguousarray(process(cp, self._resize, dev, item.geo, item.spec))
         t = self._mark(item, "resize", t, stream)
+        if item.gpu_encode and self.encoder is not None and out.ndim == 3 and out.shape[2] == 3:
+            return out  # stays on the device: run() encodes the batch's JPEGs together
         host = self._pinned_view(slot, "out", tuple(int(s) for s in out.shape))
         out.get(stream=stream, out=host, blocking=False)  # run() synchronises every stream at the end
         self._mark(item, "download", t, stream)
