@@ -206,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report.ratio_table(report.ratios(rows)))
     print()
+    print(report.dispatch_table(rows))
+    print()
     print(report.table(rows))
     if args.json:
         import json

@@ -3,7 +3,7 @@ gearmand. Reuses benchmarks/gearman_bench.py (the protocol module's own benchmar
 
 Round trip p50/p99: the same client (imgworker.gearman) for both workers, one job in flight, one worker
 process. Jobs/s: background jobs queued with no worker, then 1 or 2 worker processes started; the clock runs
-from the first job taken off the queue (so interpreter start-up is not counted) until the queue is empty.
+from the moment all of them have registered (interpreter start-up is not dispatch) until the queue is empty.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ async def drain(g: Gearmand, kind: str, fn: str, jobs: int, nproc: int) -> float
         while True:
             st = {s.name: s for s in await status(g.address)}[fn]
             now = time.perf_counter()
-            if t0 is None and st.queued < jobs:
+            # The clock starts once every process has registered: interpreter start-up is not dispatch.
+            if t0 is None and st.available_workers >= nproc:
                 t0, left0 = now, st.queued + st.running
             if st.queued == 0 and st.running == 0:
                 assert t0 is not None

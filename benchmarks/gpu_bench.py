@@ -18,6 +18,7 @@ Without a GPU, --fake runs the GPU backend with xp=numpy (checks the script, not
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -146,10 +147,6 @@ def _gpu_case(rank: int, case: dict[str, Any], photos: list[bytes], counter: Any
         res_q.put(("done", rank, stats))
     finally:
         backend.close()
-        if not case["fake"]:
-            import cupy
-
-            cupy.get_default_memory_pool().free_all_blocks()
 
 
 def _gpu_worker(rank: int, photos: list[bytes], fake: bool, counter: Any, cmd_q: Any, res_q: Any) -> None:
@@ -163,6 +160,11 @@ def _gpu_worker(rank: int, photos: list[bytes], fake: bool, counter: Any, cmd_q:
             _gpu_case(rank, cmd, photos, counter, cmd_q, res_q)
         except BaseException as exc:
             res_q.put(("error", rank, f"{type(exc).__name__}: {exc}"[:500]))
+        gc.collect()  # the case's backend (decoder, encoder, streams) before the next one is built
+        if not fake:
+            import cupy
+
+            cupy.get_default_memory_pool().free_all_blocks()
 
 
 class GpuProcs:
@@ -206,12 +208,12 @@ class GpuProcs:
     def _case(self, procs: int, case: dict[str, Any]) -> dict[str, Any]:
         for q in self.cmd_qs[:procs]:
             q.put(case)
-        self._wait(procs, "ready", 180)  # built and warmed up: every process starts together
+        self._wait(procs, "ready", 60)  # built and warmed up: every process starts together
         with self.counter.get_lock():
             self.counter.value = 0
         for q in self.cmd_qs[:procs]:
             q.put("go")
-        stats = self._wait(procs, "done", 180)
+        stats = self._wait(procs, "done", 60)
         wall = max(s["t1"] for s in stats) - min(s["t0"] for s in stats)
         jobs = sum(s["jobs"] for s in stats)
         batches = [b for s in stats for b in s["batches"]] or [1]

@@ -62,6 +62,19 @@ def ratios(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def dispatch_table(rows: list[Row]) -> str:
+    """No-op jobs: our Gearman worker's jobs/s over php-gearman's (libgearman, C) on the same gearmand."""
+    lines = ["| no-op measure | imgworker jobs/s | php-gearman jobs/s | ratio (target >= 0.67, i.e. within 1.5x) |",
+             "|---|---:|---:|---:|"]
+    for workload in dict.fromkeys(r.workload for r in rows if r.workload.startswith("noop")):
+        ours, php = _find(rows, workload, "imgworker.gearman"), _find(rows, workload, "php-gearman")
+        if ours and php and ours.images_per_s and php.images_per_s:
+            ratio = ours.images_per_s / php.images_per_s
+            lines.append(f"| {workload} | {ours.images_per_s:g} | {php.images_per_s:g} | {ratio:.2f} "
+                         f"{'ok' if ratio >= 1 / 1.5 else 'MISS'} |")
+    return "\n".join(lines)
+
+
 def ratio_table(entries: list[dict[str, Any]]) -> str:
     cols = [("vs_pyvips_loop", ">= 0.95"), ("vs_sharp", ">= 1.0"), ("vs_thumbor", ">= 1.8"),
             ("vs_decode_limit", ">= 0.8"), ("rss_vs_sharp", "<= 1.0")]
@@ -94,6 +107,8 @@ def document(meta: dict[str, Any], rows: list[Row]) -> str:
         "### Headline ratios (same run, same files, same cores)",
         "",
         ratio_table(entries),
+        "",
+        dispatch_table(rows),
         "",
         "### All rows",
         "",

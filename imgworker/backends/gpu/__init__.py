@@ -17,14 +17,16 @@ __all__ = ["GpuBackend", "GpuUnavailable", "MicroBatcher", "create_backend", "gp
 def create_backend(config: Any) -> GpuBackend:
     """Build the backend from a WorkerConfig; raises GpuUnavailable (a ConfigError) naming the extra.
 
-    Optional config fields (defaults when absent): gpu_max_batch (8), gpu_max_wait_ms (5.0),
+    Optional config fields (defaults when absent): gpu_max_batch (half the job threads, 1-32: the other half
+    do their CPU stages meanwhile, as measured in run 4 of docs/gpu.md), gpu_max_wait_ms (10),
     gpu_memory_fraction (0.5, split across worker processes), gpu_decode ("auto"), gpu_encode ("auto").
     """
+    threads = int(getattr(config, "concurrency", 16) or 16)
     # processes=0 means one per CPU core: effective_processes counts them.
     processes = max(1, int(getattr(config, "effective_processes", None) or getattr(config, "processes", 1) or 1))
     return GpuBackend(
-        max_batch=int(getattr(config, "gpu_max_batch", 8)),
-        max_wait_ms=float(getattr(config, "gpu_max_wait_ms", 5.0)),
+        max_batch=int(getattr(config, "gpu_max_batch", 0) or max(1, min(32, threads // 2))),
+        max_wait_ms=float(getattr(config, "gpu_max_wait_ms", 10.0)),
         memory_fraction=float(getattr(config, "gpu_memory_fraction", 0.5)) / processes,
         gpu_decode=str(getattr(config, "gpu_decode", "auto")),
         gpu_encode=str(getattr(config, "gpu_encode", "auto")),

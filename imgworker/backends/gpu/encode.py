@@ -33,7 +33,7 @@ def stream_bytes(stream: Any) -> bytes:
     """An nvImageCodec CodeStream's encoded bytes (exposed through the buffer protocol)."""
     try:
         return bytes(memoryview(stream))
-    except TypeError:  # an older binding without the buffer protocol
+    except (TypeError, ValueError, BufferError):  # a binding without the buffer protocol
         import numpy as np
 
         return np.asarray(stream, dtype=np.uint8).tobytes()
