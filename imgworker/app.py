@@ -57,13 +57,29 @@ def stores_from(stores: dict[str, Store]) -> Stores:
     return Stores(stores)
 
 
-def build_pipelines(config: WorkerConfig, backend: Backend) -> Any:
+def backend_name(config: WorkerConfig) -> str:
+    """The backend a worker of this config would get, checked without building it (no CUDA context)."""
+    if config.backend == "cpu":
+        return "cpu"
+    try:
+        from .backends import gpu
+    except ImportError:
+        if config.backend == "gpu":
+            raise ConfigError("--backend gpu: this build has no GPU backend") from None
+        return "cpu"
+    if config.backend == "gpu":
+        gpu.require_gpu()  # raises ConfigError naming the extra when no device works
+        return "gpu"
+    return "gpu" if gpu.gpu_available() else "cpu"
+
+
+def build_pipelines(config: WorkerConfig, backend: str) -> Any:
     if config.pipelines is None:
         return None
     from .pipeline import PipelineError, PipelineSet
 
     try:
-        return PipelineSet.load(config.pipelines, backend=backend.name)
+        return PipelineSet.load(config.pipelines, backend=backend)
     except PipelineError as exc:  # the worker refuses to start; each line is file:line: problem and fix
         raise ConfigError(f"pipelines in {config.pipelines} do not load:\n{exc}") from None
 
@@ -121,7 +137,7 @@ def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None
 
     backend = build_backend(config)
     stores = build_stores(config)
-    pipelines = build_pipelines(config, backend)
+    pipelines = build_pipelines(config, backend.name)
     process = WorkerProcess(config, backend, stores, pipelines, serve_http=not child, parent_pid=parent_pid)
     code = asyncio.run(process.run())
     if process.abandoned:
@@ -166,9 +182,9 @@ def run(config: WorkerConfig) -> int:
     # Children are fresh interpreters (spawn): glibc reads this at their start.
     os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))
     server = _serve_children_metrics(config) if config.metrics_port else None
-    # Fail fast in the parent for config that every child would reject (no device, bad pipelines...).
-    backend = build_backend(config)
-    build_pipelines(config, backend)
+    # Fail fast in the parent for config that every child would reject (no device, bad pipelines...),
+    # without building a backend here: a GPU one would hold a CUDA context the parent never uses.
+    build_pipelines(config, backend_name(config))
     build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
     ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []

@@ -49,6 +49,15 @@ class WorkerConfig:
         default="warning",
         metadata=_meta("decode strictness (libvips fail_on)", choices=("none", "truncated", "error", "warning")),
     )
+    gpu_max_batch: int = field(default=0, metadata=_meta("GPU micro-batch size (0: half of --concurrency, max 32)"))
+    gpu_max_wait_ms: float = field(default=10.0, metadata=_meta("longest a GPU job waits for its batch to fill"))
+    gpu_memory_fraction: float = field(default=0.5, metadata=_meta("share of GPU memory for all worker processes"))
+    gpu_decode: str = field(
+        default="auto", metadata=_meta("JPEG decode on the GPU (nvImageCodec)", choices=("auto", "always", "never"))
+    )
+    gpu_encode: str = field(
+        default="auto", metadata=_meta("JPEG encode on the GPU (nvImageCodec)", choices=("auto", "always", "never"))
+    )
     max_source_pixels: int = field(default=_LIMITS.max_source_pixels, metadata=_meta("refuse larger sources"))
     max_source_bytes: int = field(default=_LIMITS.max_source_bytes, metadata=_meta("refuse larger source files"))
     max_output_pixels: int = field(default=_LIMITS.max_output_pixels, metadata=_meta("refuse larger outputs"))
@@ -111,6 +120,8 @@ class WorkerConfig:
         ):
             if getattr(self, name) < (0 if name == "processes" else 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+        if not 0 < self.gpu_memory_fraction <= 1 or self.gpu_max_wait_ms < 0 or self.gpu_max_batch < 0:
+            raise ConfigError("--gpu-memory-fraction must be in (0, 1], --gpu-max-wait-ms and --gpu-max-batch >= 0")
         if self.job_timeout <= 0 or self.drain_timeout < 0:
             raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
         if self.s3_timeout <= 0 or self.batch_slots < 0:
