@@ -58,7 +58,8 @@ def versions(peers: bool) -> dict[str, str]:
     out = {"python": platform.python_version(), "imgworker": getattr(imgworker, "__version__", "?"),
            "pyvips": pyvips.__version__, "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"}
     gearmand = subprocess.run(["gearmand", "--version"], capture_output=True, text=True, check=False).stdout
-    out["gearmand"] = gearmand.strip().split()[-1] if gearmand.strip() else "?"
+    # "gearmand 1.1.20 - https://github.com/gearman/gearmand/issues"
+    out["gearmand"] = gearmand.split()[1] if len(gearmand.split()) > 1 else "?"
     if peers and not bench_sharp.unavailable():
         out["sharp"] = bench_sharp.version()
     if peers and not bench_thumbor.unavailable():
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
             add(row)
     if not args.only or any("noop" in o for o in args.only):
         print(f"no-op dispatch, load {load()}", flush=True)
-        for row in bench_dispatch.run(50 if args.quick else 1000, 300 if args.quick else 5000):
+        for row in bench_dispatch.run(50 if args.quick else 1000, 2000 if args.quick else 5000):
             add(row)
     meta["load_after"] = load()
     print()

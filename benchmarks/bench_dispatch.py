@@ -48,7 +48,8 @@ async def drain(g: Gearmand, kind: str, fn: str, jobs: int, nproc: int) -> float
         for i in range(0, jobs, 1000):
             await asyncio.gather(*(c.submit_background(fn, b"x") for _ in range(min(1000, jobs - i))))
     starting = asyncio.create_task(asyncio.to_thread(gb.start_workers, kind, g, fn, nproc, 1))
-    t0 = None
+    t0 = first = None
+    left0 = left_first = jobs
     try:
         while True:
             st = {s.name: s for s in await status(g.address)}[fn]
@@ -56,8 +57,13 @@ async def drain(g: Gearmand, kind: str, fn: str, jobs: int, nproc: int) -> float
             # The clock starts once every process has registered: interpreter start-up is not dispatch.
             if t0 is None and st.available_workers >= nproc:
                 t0, left0 = now, st.queued + st.running
+            if first is None and st.queued < jobs:
+                first, left_first = now, st.queued + st.running
             if st.queued == 0 and st.running == 0:
-                assert t0 is not None
+                if t0 is None or now - t0 < 0.005:  # drained before every process showed up: too few jobs
+                    t0, left0 = first, left_first
+                if t0 is None or left0 == 0 or now <= t0:
+                    raise RuntimeError(f"{jobs} jobs drained between two status polls: measure with more jobs")
                 return left0 / (now - t0)
             await asyncio.sleep(0.002)
     finally:

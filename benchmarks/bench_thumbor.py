@@ -8,7 +8,10 @@ JPEG output: bench_colour shows the difference.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -72,12 +75,23 @@ class Server:
         raise RuntimeError("thumbor did not answer /healthcheck within 30 s")
 
     def stop(self) -> None:
-        self.proc.terminate()
+        # The whole process group: thumbor's forked servers outlive their parent's SIGTERM.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait for the forked servers too
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def drive(port: int, urls: list[str], in_flight: int, seconds: float) -> tuple[int, float, list[float], int]:

@@ -120,8 +120,8 @@ def document(meta: dict[str, Any], rows: list[Row]) -> str:
                        ("concurrency_sweep", "--concurrency per process (thumb512, photos)")):
         if meta.get(key):
             parts += [f"### {title}", "", "```json", json.dumps(meta[key], indent=1), "```", ""]
-    parts += ["<details><summary>Raw JSON</summary>", "", "```json", json.dumps(as_json(meta, rows), indent=1),
-              "```", "", "</details>", END]
+    raw = json.dumps(as_json(meta, rows), separators=(",", ":"))  # one line: the doc stays readable
+    parts += ["<details><summary>Raw JSON</summary>", "", "```json", raw, "```", "", "</details>", END]
     return "\n".join(parts)
 
 
