@@ -72,8 +72,11 @@ def list_sources(src: str) -> list[str]:
         from .stores.s3 import list_objects
 
         return [u for u in list_objects(src) if Path(u).suffix.lower() in IMAGE_SUFFIXES]
-    base = Path(src.removeprefix("file://"))
-    return [p.resolve().as_uri() for p in sorted(base.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    from .stores.file import url_to_path
+
+    # Not resolved per file: a symlinked image keeps its own name (and so its own destination).
+    base = Path(url_to_path(src))
+    return [p.as_uri() for p in sorted(base.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def batch_dst(src_url: str, src_base: str, dst_base: str, fmt: str | None) -> str:

@@ -81,3 +81,16 @@ def test_prefork_group_serves_and_stops_cleanly(tmp_path: Path) -> None:
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=40) == 0
         assert worker.log().count("worker stopped cleanly") == 2
+
+
+def test_submit_a_directory_with_symlinks_and_spaces(core_worker: WorkerProc, core_root: Path) -> None:
+    src = core_root / "in" / "with space"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for k in range(2):  # two names for one file: two jobs, two outputs
+        (src / f"copy {k}.jpg").symlink_to(PHOTOS / "dragonfly_800_png_named.jpg")
+    out = core_root / "out" / "spaced"
+    proc = imgworker("submit", "--server", core_worker.servers[0], "--width", "40", str(src) + "/", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["done"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["copy 0.jpg", "copy 1.jpg"]
