@@ -140,9 +140,9 @@ def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None
     pipelines = build_pipelines(config, backend.name)
     process = WorkerProcess(config, backend, stores, pipelines, serve_http=not child, parent_pid=parent_pid)
     code = asyncio.run(process.run())
-    if process.abandoned:
-        # Job threads past the drain deadline cannot be cancelled and would block interpreter exit;
-        # gearmand has already handed their jobs to other workers.
+    if process.abandoned or process.runner.busy_threads:
+        # Job threads past the drain deadline (or past their time limit) cannot be cancelled and would
+        # block interpreter exit; gearmand has already handed their jobs to other workers or they were answered.
         logging.shutdown()
         os._exit(code)
     return code

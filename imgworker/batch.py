@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import posixpath
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from .batch_spec import BatchSpec, parse_batch
 from .client import default_unique
 from .config import WorkerConfig
 from .contract import CONTRACT_VERSION
-from .errors import ImgworkerError, SourceNotFound, Unavailable
+from .errors import ImgworkerError, SourceNotFound, Unavailable, redact
 from .gearman import Client, GearmanError, Job, Worker
 from .service import error_result
 from .stores import Store, Stores, WriteOptions
@@ -65,6 +66,8 @@ class Batch:
         self.total = 0
         self.attempt = 1
         self.started = time.monotonic()
+        self._manifest_lock = threading.Lock()
+        self._final_written = False
 
     # --- reading the starting point ------------------------------------------------------------
 
@@ -162,7 +165,10 @@ class Batch:
             await self._status()
             if time.monotonic() - last_checkpoint >= checkpoint_every:
                 t0 = time.monotonic()
-                await asyncio.to_thread(self._write_manifest, False)
+                try:
+                    await asyncio.to_thread(self._write_manifest, False)
+                except ImgworkerError as exc:  # a failed checkpoint must not end progress reports
+                    log.warning("batch checkpoint failed code=%s message=%s", exc.code, redact(exc.message))
                 # A huge manifest must not turn the coordinator into a manifest writer.
                 checkpoint_every = max(CHECKPOINT_EVERY_S, 20 * (time.monotonic() - t0))
                 last_checkpoint = time.monotonic()
@@ -200,10 +206,15 @@ class Batch:
         }
 
     def _write_manifest(self, complete: bool) -> None:
-        body = self.summary(complete)
-        body["objects"] = [self.entries[s] for s in self.order if s in self.entries]
-        data = json.dumps(body, separators=(",", ":")).encode()
-        self.manifest_store.write(self.spec.manifest, data, WriteOptions(content_type="application/json"))
+        # A checkpoint thread cancelled in flight still runs: it must never land after the final manifest.
+        with self._manifest_lock:
+            if self._final_written:
+                return
+            body = self.summary(complete)
+            body["objects"] = [self.entries[s] for s in self.order if s in self.entries]
+            data = json.dumps(body, separators=(",", ":")).encode()
+            self.manifest_store.write(self.spec.manifest, data, WriteOptions(content_type="application/json"))
+            self._final_written = complete
 
     async def run(self) -> dict[str, Any]:
         todo = await asyncio.to_thread(self._plan)
@@ -244,7 +255,7 @@ class BatchRunner:
             spec = parse_batch(job.data, self.config.limits)
             result = await Batch(spec, self.stores, self.config.servers, job).run()
         except ImgworkerError as exc:
-            log.info("batch failed code=%s message=%s", exc.code, exc.message)
+            log.info("batch failed code=%s message=%s", exc.code, redact(exc.message))
             result = error_result(exc)
         except Exception as exc:
             log.exception("batch failed with an internal error")

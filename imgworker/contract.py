@@ -49,7 +49,7 @@ class JobRequest:
     # Keys given next to ``pipeline``: overrides the pipeline validates against its own parameters.
     overrides: dict[str, Any] = field(default_factory=dict)
     notify: str | None = None
-    id: str | None = None
+    id: str | int | None = None
 
 
 def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
@@ -168,16 +168,16 @@ def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -
     name = pipeline or _str(obj, "pipeline", required=False)
     notify = _str(obj, "notify", required=False)
     job_id = obj.get("id")
-    if job_id is not None and not isinstance(job_id, str | int):
+    if job_id is not None and (isinstance(job_id, bool) or not isinstance(job_id, str | int)):
         raise BadRequest(f"'id' must be a string or integer, got {job_id!r}")
     if name is not None:
         # The pipeline validates its own overrides (it knows which parameters it allows).
         overrides = {k: v for k, v in obj.items() if k not in COMMON_KEYS}
-        return JobRequest(src, dst, None, name, overrides, notify, None if job_id is None else str(job_id))
+        return JobRequest(src, dst, None, name, overrides, notify, job_id)
     for key in obj:
         if key not in KNOWN_KEYS:
             raise BadRequest(
                 f"unknown key {key!r}{suggest(key, KNOWN_KEYS)}; a resize job takes: {', '.join(KNOWN_KEYS)}"
             )
     spec = parse_resize(obj, dst, limits)
-    return JobRequest(src, dst, spec, None, {}, notify, None if job_id is None else str(job_id))
+    return JobRequest(src, dst, spec, None, {}, notify, job_id)

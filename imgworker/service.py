@@ -7,6 +7,7 @@ job's JSON result.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,10 +50,27 @@ class JobContext:
 
     def write(self, url: str, data: bytes, fmt: str, **options: Any) -> None:
         self.check_deadline("write")
+        refuse_overwriting_source(self.request.src, url)
         t0 = time.perf_counter()
         store = self.stores.for_url(url)
         store.write(url, data, WriteOptions(content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"), **options))
         self.timings["write"] = self.timings.get("write", 0.0) + (time.perf_counter() - t0) * 1000
+
+
+def same_object(a: str, b: str) -> bool:
+    if a.startswith("file:") and b.startswith("file:"):
+        from .stores.file import url_to_path
+
+        try:
+            return os.path.realpath(url_to_path(a)) == os.path.realpath(url_to_path(b))
+        except (BadRequest, OSError, ValueError):
+            return False
+    return a == b
+
+
+def refuse_overwriting_source(src: str, dst: str) -> None:
+    if same_object(src, dst):
+        raise BadRequest(f"dst {dst[:300]!r} is the source itself: the source is never modified; write elsewhere")
 
 
 class Service:
@@ -100,6 +118,7 @@ class Service:
     def _resize(self, ctx: JobContext) -> dict[str, Any]:
         request = ctx.request
         assert request.resize is not None
+        refuse_overwriting_source(request.src, request.dst)
         self.stores.for_url(request.dst).check(request.dst, write=True)
         source = ctx.read_source()
         ctx.check_deadline("decode")

@@ -53,25 +53,64 @@ class JobRunner:
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
+        # Threads still running jobs already answered TIMEOUT: Python cannot stop them.
+        self.overrunning = 0
+
+    @property
+    def busy_threads(self) -> bool:
+        return self.overrunning > 0
 
     async def run(self, function: str, pipeline: str | None, payload: bytes) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        future = loop.run_in_executor(self.executor, lambda: self.service.handle(payload, pipeline=pipeline))
+        running: asyncio.Future[None] = loop.create_future()
+
+        def mark_running() -> None:
+            if not running.done():
+                running.set_result(None)
+
+        def work() -> dict[str, Any]:
+            loop.call_soon_threadsafe(mark_running)
+            return self.service.handle(payload, pipeline=pipeline)
+
+        future = loop.run_in_executor(self.executor, work)
         try:
-            # The job's own deadline is checked between stages; this bounds a stage that never returns.
-            result = await asyncio.wait_for(future, self.timeout_s + 5.0)
+            # The time limit counts from when a thread takes the job, not while it waits behind a busy
+            # thread; the job's own deadline is checked between stages, this bounds a stage that never returns.
+            pending: list[asyncio.Future[Any]] = [running, future]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s + 5.0)
         except TimeoutError:
+            self.overrunning += 1
+            future.add_done_callback(self._overrun_ended)
+            log.warning("job thread overran its time limit; %d such thread(s) still running", self.overrunning)
             result = error_result(JobTimeout(f"job passed its time limit of {self.timeout_s:g} s"))
         except ImgworkerError as exc:
             result = error_result(exc)
         except Exception as exc:
             log.exception("job failed with an internal error", extra={"function": function})
             result = error_result(exc)
+        if not result.get("ok"):
+            job_id = request_id(payload)
+            if job_id is not None:
+                result["id"] = job_id
         elapsed = time.perf_counter() - started
         for observe in self.observers:
             observe(function, result, elapsed)
         return result
+
+    def _overrun_ended(self, _future: asyncio.Future[Any]) -> None:
+        self.overrunning -= 1
+
+
+def request_id(payload: bytes) -> Any:
+    """The job's ``id``, echoed in failed results too (the caller needs it most then)."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    job_id = obj.get("id") if isinstance(obj, dict) else None
+    return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
 
 
 def log_job(function: str, result: dict[str, Any], elapsed: float, payload: bytes | None = None) -> None:

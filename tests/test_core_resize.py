@@ -257,3 +257,32 @@ def test_huge_output_from_tiny_source_is_refused(py_client: Any, core_root: Path
         py_client.resize(
             src=tiny.as_uri(), dst=(core_root / "out" / "big.jpg").as_uri(), width=16000, height=16000, fit="fill"
         )
+
+
+def test_id_is_echoed_in_successes_and_failures_with_its_type(
+    py_client: Any, core_worker: Any, core_root: Path
+) -> None:
+    import json
+    import subprocess
+
+    src = (PHOTOS / "dragonfly_800_png_named.jpg").as_uri()
+    ok = py_client.resize(src=src, dst=(core_root / "out" / "id.jpg").as_uri(), width=16, id=42)
+    assert ok.id == 42
+    # A failed job's raw result carries the id too: it is what PHP, Perl and the CLI read.
+    host, _, port = core_worker.servers[0].rpartition(":")
+    payload = json.dumps({"src": src + ".missing", "dst": (core_root / "out" / "id.jpg").as_uri(), "width": 16,
+                          "id": "job-7"})
+    out = subprocess.run(["gearman", "-h", host, "-p", port, "-f", "resize", payload], capture_output=True,
+                         text=True, timeout=60)
+    result = json.loads(out.stdout)
+    assert result["ok"] is False and result["error"]["code"] == "SOURCE_NOT_FOUND" and result["id"] == "job-7"
+
+
+def test_destination_that_is_the_source_is_refused(py_client: Any, core_root: Path) -> None:
+    src = core_root / "in" / "self.jpg"
+    src.write_bytes((PHOTOS / "dragonfly_4224x3168_baseline.jpg").read_bytes())
+    before = sha(src)
+    for dst in (src.as_uri(), (core_root / "in" / "." / "self.jpg").as_uri()):
+        with pytest.raises(BadRequest, match="is the source itself"):
+            py_client.resize(src=src.as_uri(), dst=dst, width=16)
+    assert sha(src) == before

@@ -245,7 +245,8 @@ class Worker:
         if len(sessions) == 1:  # the common case, kept cheap: it runs after every job
             s = sessions[0]
             budget = self.max_jobs - self._in_flight - s.grabs
-            if budget > 0 and s.registered and not s.asleep and s.conn and not s.conn.closed:
+            # A pending CANT_DO waits for the connection to go idle: grabbing more would postpone it forever.
+            if budget > 0 and s.registered and not s.asleep and not s.cant_do and s.conn and not s.conn.closed:
                 s.grabs += budget
                 for _ in range(budget):
                     s.conn.send(P.GRAB_JOB_UNIQ)
@@ -261,7 +262,7 @@ class Worker:
         while budget > 0 and progress:
             progress = False
             for s in sessions:
-                if budget > 0 and s.registered and not s.asleep and s.conn and not s.conn.closed:
+                if budget > 0 and s.registered and not s.asleep and not s.cant_do and s.conn and not s.conn.closed:
                     s.conn.send(P.GRAB_JOB_UNIQ)
                     s.grabs += 1
                     budget -= 1
