@@ -8,7 +8,8 @@ Measures (no-op jobs):
     admin `status` shows the queue empty (worker start-up included; `startup_s` reports it separately), and
     the workers' CPU time per job (user + system, start-up excluded).
 The load average is recorded at the start and end of every measurement (a shared VM: compare ratios).
-Usage: python benchmarks/gearman_bench.py [--jobs 20000] [--seq 5000] [--json PATH]
+With --uvloop our worker processes and our client run on uvloop's event loop instead of asyncio's.
+Usage: python benchmarks/gearman_bench.py [--jobs 20000] [--seq 5000] [--uvloop] [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from imgworker.gearmand import Gearmand  # noqa: E402
 
 PEERS = ROOT / "benchmarks" / "peers"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+# Runs a peer script with uvloop's policy installed first, so its asyncio.run() gets a uvloop loop.
+UVLOOP_SHIM = (
+    "import asyncio, runpy, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+USE_UVLOOP = False
 
 
 def load() -> float:
@@ -42,6 +49,8 @@ def start_workers(kind: str, g: Gearmand, fn: str, n: int, max_jobs: int = 1) ->
     for _ in range(n):
         if kind == "python":
             cmd = [sys.executable, str(PEERS / "py_noop_worker.py"), g.address, fn, str(max_jobs)]
+            if USE_UVLOOP:
+                cmd[1:1] = ["-c", UVLOOP_SHIM]
         else:
             cmd = ["php", str(PEERS / "php_noop_worker.php"), "127.0.0.1", str(g.port), fn]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, env=ENV))
@@ -122,9 +131,10 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=20000)
     ap.add_argument("--seq", type=int, default=5000)
+    ap.add_argument("--uvloop", action="store_true", help="our worker and client on uvloop")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    out: dict[str, Any] = {"jobs": args.jobs, "seq": args.seq, "cpus": os.cpu_count()}
+    out: dict[str, Any] = {"jobs": args.jobs, "seq": args.seq, "cpus": os.cpu_count(), "uvloop": USE_UVLOOP}
     out["load_start"] = load()
     with Gearmand(threads=2) as g:
         for kind in ("python", "php"):  # worker start-up to "ready" (registered), empty queue
@@ -169,6 +179,7 @@ async def main() -> None:
         ("worker CPU us/job, max_jobs=2", out["drain_python_1p_2j_cpu_us"], out["drain_php_1p_1j_cpu_us"]),
         ("worker start-up s", out["startup_s_python"], out["startup_s_php"]),
     ]
+    print(f"event loop (ours): {'uvloop' if USE_UVLOOP else 'asyncio'}")
     print(f"load average (1 min): start {out['load_start']:.2f}, end {out['load_end']:.2f}")
     print(f"{'metric':30} {'imgworker':>12} {'php':>12} {'ours/php':>9}")
     for name, ours, php in rows:
@@ -181,4 +192,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    if "--uvloop" in sys.argv[1:]:
+        import uvloop
+
+        USE_UVLOOP = True
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(main())

@@ -21,7 +21,7 @@ from .limits import Limits
 ENV_PREFIX = "IMGWORKER_"
 _LIMITS = Limits()
 # Variables read elsewhere (not worker options) that must not be reported as unknown.
-_OTHER_ENV = {"IMGWORKER_LOG_JSON", "IMGWORKER_TEST_GEARMAND"}
+_OTHER_ENV = {"IMGWORKER_LOG_JSON", "IMGWORKER_TEST_GEARMAND", "IMGWORKER_TEST_LOOP", "IMGWORKER_VENV"}
 
 
 class ConfigError(ValueError):

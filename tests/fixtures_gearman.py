@@ -20,6 +20,11 @@ T = TypeVar("T")
 
 __all__ = ["GEARMAN_TOOLS", "gearman_fn", "gearmand", "gearmand_factory"]
 
+if os.environ.get("IMGWORKER_TEST_LOOP") == "uvloop":  # run the suite on uvloop: asyncio.run and new_event_loop
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
 GEARMAN_TOOLS = shutil.which("gearman") is not None and os.path.exists("/usr/sbin/gearmand")
 _counter = itertools.count()
 

@@ -101,6 +101,24 @@ def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
     return next((s for s in (8, 4, 2) if factor >= s), 1)
 
 
+def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, int], *, fail_on: str,
+                      cmyk: bool = False, orientation: int = 1, rotate: bool = True) -> pyvips.Image:
+    """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``jpeg_shrink``) that covers it.
+
+    ``shown`` is the source's size as ``size`` is meant (displayed when ``rotate``); like ``thumbnail``, CMYK
+    comes out sRGB (embedded profile, else a generic CMYK one) and other colour spaces as they are. Raises
+    pyvips.Error; errors in the pixels surface when the result is evaluated.
+    """
+    shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
+    image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
+    if cmyk and (orientation == 1 or not rotate):
+        # thumbnail() imports CMYK to float XYZ before resampling (about half of a CMYK job); resample the
+        # CMYK pixels instead and colour-transform only the small result with the embedded profile.
+        image = image.resize(size[0] / image.width, vscale=size[1] / image.height)
+        return image.icc_transform("srgb", embedded=True, input_profile="cmyk", intent="relative")
+    return image.thumbnail_image(size[0], height=size[1], size="force", no_rotate=not rotate)
+
+
 def to_srgb8(image: pyvips.Image) -> pyvips.Image:
     """8-bit sRGB (or 8-bit grey), whatever came out of the loader."""
     if image.interpretation in ("b-w", "grey16"):
@@ -146,15 +164,9 @@ class CpuBackend:
         """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale."""
         if info.loader != "jpeg" or info.pages > 1:
             return to_srgb8(self.thumbnail(source, geo))
-        shrink = jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
         try:
-            image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=self.fail_on, access="sequential")
-            if info.cmyk and info.orientation == 1:
-                # thumbnail() imports CMYK to float XYZ before resampling (about half of a CMYK job); resample
-                # the CMYK pixels instead and colour-transform only the small result with the embedded profile.
-                image = image.resize(geo.resize_w / image.width, vscale=geo.resize_h / image.height)
-                return to_srgb8(image.icc_transform("srgb", embedded=True, input_profile="cmyk", intent="relative"))
-            return to_srgb8(image.thumbnail_image(geo.resize_w, height=geo.resize_h, size="force"))
+            return to_srgb8(load_jpeg_resized(source, (info.width, info.height), (geo.resize_w, geo.resize_h),
+                                              fail_on=self.fail_on, cmyk=info.cmyk, orientation=info.orientation))
         except pyvips.Error as exc:
             raise _translate(exc, "source") from None
 

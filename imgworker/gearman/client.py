@@ -28,7 +28,7 @@ class JobStatus:
     denominator: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Waiter:
     """A foreground job waiting for its result."""
 
@@ -36,6 +36,24 @@ class _Waiter:
     on_status: Callable[[int, int], object] | None = None
     on_data: Callable[[bytes], object] | None = None
     on_warning: Callable[[bytes], object] | None = None
+    # Where JOB_CREATED filed it, so a submit that gives up (timeout, cancel) can take it out again:
+    # otherwise it stays in ``jobs`` until a WORK_COMPLETE that may never come (no worker for the function).
+    owner: _ClientConn | None = None
+    handle: str | None = None
+
+    def forget(self) -> None:
+        cc, h = self.owner, self.handle
+        if cc is None or h is None:
+            return
+        self.owner = None
+        ws = cc.jobs.get(h)
+        if ws is None:
+            return
+        rest = [w for w in ws if w is not self]
+        if rest:
+            cc.jobs[h] = rest
+        else:
+            del cc.jobs[h]
 
 
 class _ClientConn:
@@ -57,6 +75,7 @@ class _ClientConn:
             fut, waiter = self.pending.popleft()
             handle = args[0].decode()
             if waiter is not None and not waiter.future.done():
+                waiter.owner, waiter.handle = self, handle
                 ws = self.jobs.get(handle)
                 if ws is None:
                     self.jobs[handle] = [waiter]
@@ -187,8 +206,11 @@ class Client:
         except TimeoutError as e:
             raise GearmanTimeout(f"job {function!r} did not finish within {timeout}s") from e
         finally:
+            # Gave up (timeout, cancel: awaiting it cancelled the future) or finished: either way it must
+            # leave the routing table; after WORK_* it already has and forget() is a no-op.
+            waiter.forget()
             if not waiter.future.done():
-                waiter.future.cancel()  # routing tables skip finished waiters
+                waiter.future.cancel()
             elif not waiter.future.cancelled():
                 waiter.future.exception()  # mark retrieved: no "never retrieved" noise
 
@@ -212,6 +234,13 @@ class Client:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError as e:
             raise GearmanTimeout(f"no status for {handle} within {timeout}s") from e
+        finally:
+            if not fut.done() or fut.cancelled():  # gave up: drop it so unanswered requests do not pile up
+                rest = [f for f in cc.status.get(h, ()) if f is not fut]
+                if rest:
+                    cc.status[h] = rest
+                else:
+                    cc.status.pop(h, None)
 
     async def close(self) -> None:
         self._closed = True

@@ -11,6 +11,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from .errors import ConnectionLost, ProtocolError
 from .protocol import ARGC, DEFAULT_MAX_PACKET, HEADER_SIZE, REQ, RES, encode_header, parse_address
@@ -74,8 +75,8 @@ class Connection(asyncio.BufferedProtocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport.
+        transport = self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Request/response traffic of small packets: Nagle would add 40 ms stalls.

@@ -3,6 +3,8 @@
 A JPEG decodes at 1/2, 1/4 or 1/8 scale and WebP at any scale when the result is at least the size the
 pipeline needs, which is most of the cost saved: so the decoder targets the first resize when only
 scale-invariant steps come before it, or else the largest output when the outputs are the only resizes.
+JPEGs take the CPU backend's smallest-scale decode (``load_jpeg_resized``), not libvips thumbnail's choice,
+which keeps a factor of 2 spare (a 20 MP photo would decode at full size for a 1024-2048 px target).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import pyvips
 
-from ..backends.cpu import _translate
+from ..backends.cpu import _translate, load_jpeg_resized
 from ..errors import JobTimeout, LimitExceeded, UnsupportedImage
 from ..limits import Limits
 from .context import StepContext
@@ -33,6 +35,7 @@ class Header:
     orientation: int
     pages: int
     loader: str
+    cmyk: bool = False
 
     def shown(self, orient: bool) -> tuple[int, int]:
         swap = orient and self.orientation in _SWAPS_SIDES
@@ -49,12 +52,13 @@ def header(source: bytes, limits: Limits) -> Header:
         orientation = int(image.get("orientation")) if "orientation" in fields else 1
         pages = int(image.get("n-pages")) if "n-pages" in fields else 1
         loader = str(image.get("vips-loader")).replace("load_buffer", "").replace("load", "")
+        cmyk = image.interpretation == "cmyk"
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
     if image.width * image.height > limits.max_source_pixels:
         raise LimitExceeded(f"source is {image.width}x{image.height} = {image.width * image.height} pixels; "
                             f"the limit is {limits.max_source_pixels}")
-    return Header(image.width, image.height, orientation, pages, loader)
+    return Header(image.width, image.height, orientation, pages, loader, cmyk)
 
 
 def animated(head: Header, keep: bool, limits: Limits) -> bool:
@@ -97,10 +101,14 @@ def target(shown: tuple[int, int], shared: Sequence[tuple[StepDef, dict[str, Any
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient: bool, frames: bool) -> pyvips.Image:
-    """The one decode of a pipeline job (tests count calls to this)."""
+def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient: bool, frames: bool,
+           head: Header | None = None) -> pyvips.Image:
+    """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path."""
     options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
     try:
+        if size is not None and head is not None and head.loader == "jpeg" and head.pages == 1:
+            return load_jpeg_resized(source, head.shown(orient), size, fail_on=fail_on, cmyk=head.cmyk,
+                                     orientation=head.orientation, rotate=orient)
         if size is not None:
             return pyvips.Image.thumbnail_buffer(source, size[0], height=size[1], size="force",
                                                  no_rotate=not orient, option_string=options)

@@ -98,7 +98,7 @@ class Runner:
         animated = decoder.animated(head, p.animation == "keep", ctx.limits)
         size = decoder.target(head.shown(orient), shared, [o.resize for o in outputs], ctx.limits)
         fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
-        image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated)
+        image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated, head=head)
         if size is not None:
             # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
             image = decoder.materialise(image, sctx, "decode")
