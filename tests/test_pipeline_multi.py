@@ -44,6 +44,26 @@ def test_web_writes_six_files_from_one_decode_at_the_largest_size(run_pipeline, 
     assert (r["dst"] == r["outputs"][0]["dst"] and r["pipeline"] == "t") or r["pipeline"] == "w"
 
 
+def test_jpeg_sources_decode_at_the_smallest_dct_scale_once(run_pipeline, monkeypatch, decode_calls):
+    from imgworker.backends import cpu
+
+    loads = []
+    real = cpu.load_jpeg_resized
+
+    def counted(source, shown, size, **kw):
+        loads.append((shown, size))
+        return real(source, shown, size, **kw)
+
+    monkeypatch.setattr(cpu, "load_jpeg_resized", counted)
+    monkeypatch.setattr(decoder, "load_jpeg_resized", counted, raising=False)
+    r = run_pipeline(WEB, "bridge_4352x2448_cmyk.jpg", "o/{stem}-{width}.{ext}")
+    assert loads == [((4352, 2448), (1024, 576))]  # one DCT-scaled JPEG decode for six outputs
+    for out in r["outputs"]:
+        img = Image.open(out["dst"].removeprefix("file://"))
+        assert img.mode == "RGB"  # CMYK came out as sRGB
+        assert img.size == (out["width"], out["height"])
+
+
 def test_outputs_are_not_enlarged_past_the_source(run_pipeline, tmp_path, decode_calls):
     r = run_pipeline(WEB, "dragonfly_800_png_named.jpg", "o/")
     assert decode_calls == [None]  # the largest output is the full size: no shrink
