@@ -8,6 +8,7 @@ about their size). Writes go to a temporary file in the destination directory an
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -62,7 +63,9 @@ class FileStore:
         path = self._resolve(url)
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; non-regular files are refused below.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            # O_NOFOLLOW: ``path`` is already resolved, so a link here was swapped in after the root check.
+            flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(path, flags)
         except FileNotFoundError:
             raise SourceNotFound(f"source {url_to_path(url)} does not exist") from None
         except IsADirectoryError:
@@ -70,6 +73,8 @@ class FileStore:
         except PermissionError:
             raise ForbiddenPath(f"source {url_to_path(url)} is not readable by the worker") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ForbiddenPath(f"source {url_to_path(url)} changed into a link while being opened") from None
             raise StoreFailed(f"cannot open source {url_to_path(url)}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
