@@ -16,8 +16,8 @@ from typing import Any
 
 import pyvips
 
-from ..backends.cpu import _translate, load_jpeg_resized
-from ..errors import JobTimeout, LimitExceeded, UnsupportedImage
+from ..backends.cpu import _translate, load_jpeg_resized, probe
+from ..errors import JobTimeout, LimitExceeded
 from ..limits import Limits
 from .context import StepContext
 from .steps import StepDef
@@ -43,22 +43,11 @@ class Header:
 
 
 def header(source: bytes, limits: Limits) -> Header:
-    """Header-only open (milliseconds): refuse bombs before any pixel is decoded."""
-    if not source:
-        raise UnsupportedImage("source is empty (0 bytes)")
-    try:
-        image = pyvips.Image.new_from_buffer(source, "", access="sequential")
-        fields = set(image.get_fields())
-        orientation = int(image.get("orientation")) if "orientation" in fields else 1
-        pages = int(image.get("n-pages")) if "n-pages" in fields else 1
-        loader = str(image.get("vips-loader")).replace("load_buffer", "").replace("load", "")
-        cmyk = image.interpretation == "cmyk"
-    except pyvips.Error as exc:
-        raise _translate(exc, "source") from None
-    if image.width * image.height > limits.max_source_pixels:
-        raise LimitExceeded(f"source is {image.width}x{image.height} = {image.width * image.height} pixels; "
-                            f"the limit is {limits.max_source_pixels}")
-    return Header(image.width, image.height, orientation, pages, loader, cmyk)
+    """Header-only open (milliseconds): refuse bombs before any pixel is decoded (the CPU backend's probe)."""
+    info = probe(source, limits)
+    swapped = info.orientation in _SWAPS_SIDES
+    width, height = (info.height, info.width) if swapped else (info.width, info.height)
+    return Header(width, height, info.orientation, info.pages, info.loader, info.cmyk)
 
 
 def animated(head: Header, keep: bool, limits: Limits) -> bool:
