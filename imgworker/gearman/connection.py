@@ -67,9 +67,19 @@ class Connection(asyncio.BufferedProtocol):
     ) -> Connection:
         host, port = parse_address(server)
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
+        transport, conn = await asyncio.wait_for(
             loop.create_connection(lambda: cls(server, on_packet, on_close, max_packet), host, port), timeout
         )
+        sock = transport.get_extra_info("socket")
+        try:
+            self_connected = sock is not None and sock.getsockname() == sock.getpeername()
+        except OSError:
+            self_connected = False
+        if self_connected:
+            # TCP simultaneous open: retrying a loopback port nobody listens on can pick that very port as the
+            # source port and connect the socket to itself, which would also keep gearmand from binding it.
+            transport.abort()
+            raise ConnectionRefusedError(f"{server}: nothing listening (the socket connected to itself)")
         return conn
 
     # --- asyncio.Protocol ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -158,6 +159,22 @@ class Worker:
     async def _session_loop(self, s: _Session) -> None:
         attempt = 0
         while not self._closed:
+            try:
+                attempt = await self._session_once(s, attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let one unexpected error end reconnecting to this server for the life of the process.
+                log.exception("%s: session failed; reconnecting", s.server)
+                s.registered = False
+                if s.conn is not None and not s.conn.closed:
+                    await s.conn.close()
+                attempt += 1
+                await asyncio.sleep(min(self.reconnect_max_delay, 0.1 * 2 ** min(attempt, 20)))
+
+    async def _session_once(self, s: _Session, attempt: int) -> int:
+        """One connection's life: connect (or back off once), register, serve until lost. Returns attempts."""
+        if not self._closed:
             s.lost.clear()
             try:
                 conn = await Connection.open(
@@ -169,7 +186,7 @@ class Worker:
                 delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect in lockstep
                 log.warning("%s: connect failed (%s); retry in %.2fs", s.server, e, delay)
                 await asyncio.sleep(delay)
-                continue
+                return attempt
             attempt = 0
             s.conn, s.grabs, s.asleep, s.active = conn, 0, False, 0
             s.cant_do.clear()
@@ -186,7 +203,12 @@ class Worker:
                 self._fill()
             finally:
                 conn.uncork()
-            await s.lost.wait()
+            # Wait for the loss; also look at the connection itself now and then, so a close that somehow
+            # bypassed the callback still leads to a reconnect instead of a silent, unregistered worker.
+            while not s.lost.is_set() and not conn.closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(s.lost.wait(), 5.0)
+        return attempt
 
     def _send_can_do(self, conn: Connection, name: str) -> None:
         ab = self._abilities[name]
