@@ -2,8 +2,8 @@
 ``examples/images`` and the hostile files in ``tests/images/bad``.
 
 ``photo(kind)`` names a photo by what it is, not by its file name (the shipped files are downscaled variants of
-the team's full-size corpus, so their names carry other sizes). Large images (20 MP, bombs, 20000x20000) are generated at
-test time by the tests that need them.
+the team's full-size corpus, so their names carry other sizes). Large images (20 MP, 20000x20000) are generated
+at test time by the tests that need them (``large_jpeg``).
 """
 
 from __future__ import annotations

@@ -6,15 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerproc import REPO, WorkerProc
+from corpus import BAD, PHOTOS
+from workerproc import WorkerProc
 
 from imgworker.gearmand import Gearmand
 
-__all__ = ["BAD", "CORPUS", "PHOTOS", "core_gearmand", "core_root", "core_worker", "py_client"]
-
-CORPUS = REPO.parent / "shared" / "corpus"
-PHOTOS = CORPUS / "photos"
-BAD = CORPUS / "bad"
+__all__ = ["BAD", "PHOTOS", "core_gearmand", "core_root", "core_worker", "py_client"]
 
 
 @pytest.fixture(scope="session")

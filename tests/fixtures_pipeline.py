@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corpus import PHOTOS
 from workerproc import REPO
 
 from imgworker.backends.cpu import CpuBackend
@@ -25,7 +26,7 @@ RunPipeline = Callable[..., dict[str, Any]]
 
 @pytest.fixture(scope="session")
 def pl_photos() -> Path:
-    return REPO.parent / "shared" / "corpus" / "photos"
+    return PHOTOS
 
 
 @pytest.fixture

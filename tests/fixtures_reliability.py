@@ -25,7 +25,6 @@ from imgworker.gearman import workers as _admin_workers
 from imgworker.gearmand import Gearmand
 
 __all__ = [
-    "CORPUS",
     "WorkerProc",
     "admin_status",
     "admin_workers",
@@ -36,7 +35,6 @@ __all__ = [
     "worker_factory",
 ]
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 REPO = Path(__file__).resolve().parents[1]
 
 

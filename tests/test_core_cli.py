@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixtures_core import PHOTOS
+from corpus import PHOTOS, photo
 from PIL import Image
 from workerproc import REPO, WorkerProc
 
@@ -25,7 +25,7 @@ def imgworker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 def test_submit_one_job_and_a_failure(core_worker: WorkerProc, core_root: Path) -> None:
     server = core_worker.servers[0]
     dst = core_root / "out" / "submit_one.webp"
-    ok = imgworker("submit", "--server", server, "--width", "128", str(PHOTOS / "sunset_4272x2848.webp"), str(dst))
+    ok = imgworker("submit", "--server", server, "--width", "128", str(photo("webp")), str(dst))
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["width"] == 128 and dst.read_bytes()[:4] == b"RIFF"
     bad = imgworker("submit", "--server", server, "--width", "128", "/etc/hostname", str(dst))
@@ -48,11 +48,7 @@ def test_submit_a_directory_reports_a_summary(core_worker: WorkerProc, core_root
     assert summary["jobs"] == 4 and summary["done"] == 3 and summary["failed"] == {"DECODE_FAILED": 1}
     assert summary["images_per_s"] > 0
     outputs = sorted(p.name for p in out.iterdir())
-    assert outputs == [
-        "dragonfly_4224x3168_baseline.png",
-        "dragonfly_800_png_named.png",
-        "dragonfly_exif_orientation6.png",
-    ]
+    assert outputs == sorted(p.stem + ".png" for p in PHOTOS.glob("dragonfly*"))
     for p in out.iterdir():
         assert Image.open(p).size == (100, 75)
 
@@ -62,8 +58,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "9 of 10 jobs succeeded" in proc.stdout and "FORBIDDEN_PATH" in proc.stdout
     sheet = (tmp_path / "demo" / "index.html").read_text()
-    assert sheet.count("<tr>") == 11 and "kleiber_6028x3391_baseline.jpg" in sheet
-    assert Image.open(tmp_path / "demo" / "kleiber_6028x3391_baseline.jpg").size == (512, 288)
+    assert sheet.count("<tr>") == 11 and photo("baseline").name in sheet
+    assert Image.open(tmp_path / "demo" / photo("baseline").name).size == (512, 288)
 
 
 def test_prefork_group_serves_and_stops_cleanly(tmp_path: Path) -> None:
@@ -75,7 +71,7 @@ def test_prefork_group_serves_and_stops_cleanly(tmp_path: Path) -> None:
 
         with Client([g.address]) as client:
             r = client.resize(
-                src=(PHOTOS / "kleiber_6028x3391_baseline.jpg").as_uri(), dst=(tmp_path / "k.jpg").as_uri(), width=64
+                src=photo("baseline").as_uri(), dst=(tmp_path / "k.jpg").as_uri(), width=64
             )
         assert r.width == 64
         worker.signal(signal.SIGTERM)
@@ -88,7 +84,7 @@ def test_submit_a_directory_with_symlinks_and_spaces(core_worker: WorkerProc, co
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     for k in range(2):  # two names for one file: two jobs, two outputs
-        (src / f"copy {k}.jpg").symlink_to(PHOTOS / "dragonfly_800_png_named.jpg")
+        (src / f"copy {k}.jpg").symlink_to(photo("png_named_jpg"))
     out = core_root / "out" / "spaced"
     proc = imgworker("submit", "--server", core_worker.servers[0], "--width", "40", str(src) + "/", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,12 +11,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures_core import PHOTOS
+from corpus import photo
 from workerproc import REPO, WorkerProc
 
 EXAMPLES = REPO / "examples"
-GOOD_SRC = (PHOTOS / "kleiber_6028x3391_baseline.jpg").as_uri()
+GOOD_SRC = photo("baseline").as_uri()
 BAD_SRC = "file:///etc/passwd"
+
 
 
 def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

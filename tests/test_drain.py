@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import pyvips
+from corpus import photo
 from test_metrics import PHOTO, free_port, http_get, start_worker, wait_for
 
 from imgworker.gearman import FunctionStatus, SyncClient, status
@@ -25,12 +26,12 @@ BIG_BYTES = "200000000"  # --max-source-bytes for the slow source
 
 @pytest.fixture(scope="module")
 def slow_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A source that takes seconds to thumbnail: a 53 MP interlaced PNG (no shrink-on-load, full decode)."""
+    """A source that takes seconds to thumbnail: a 48 MP interlaced PNG (no shrink-on-load, full decode)."""
     root = tmp_path_factory.mktemp("drain")
     (root / "out").mkdir()
     (root / "small.jpg").write_bytes(PHOTO.read_bytes())
-    src = pyvips.Image.new_from_file(str(PHOTO.parents[0] / "dragonfly_4224x3168_baseline.jpg"))
-    src.zoom(2, 2).write_to_file(str(root / "slow.png"), compression=1, interlace=True)
+    src = pyvips.Image.new_from_file(str(photo("dragonfly")))
+    src.zoom(5, 5).write_to_file(str(root / "slow.png"), compression=1, interlace=True)
     return root
 
 

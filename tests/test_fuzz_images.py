@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from fixtures_reliability import CORPUS, WorkerProc
+from corpus import BAD, photo
+from fixtures_reliability import WorkerProc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,18 +29,18 @@ from imgworker.stores import FileStore, Stores
 
 CASE_SECONDS = 20.0  # generous: the 2-core CI box is shared; a decode that hangs takes far longer
 WORKER_RSS_LIMIT_MIB = 1024
-BAD_FILES = sorted((CORPUS / "bad").iterdir())
+BAD_FILES = sorted(BAD.iterdir())
 
 
 def _seeds(directory: Path) -> dict[str, bytes]:
     """Small valid files of every decoded format, made from a corpus photo (fast to fuzz)."""
-    photo = pyvips.Image.thumbnail(str(CORPUS / "photos" / "sunset_1600_rgba.png"), 120).copy_memory()
-    rgb = photo.flatten()
+    small = pyvips.Image.thumbnail(str(photo("rgba")), 120).copy_memory()
+    rgb = small.flatten()
     seeds = {
         "jpeg": bytes(rgb.jpegsave_buffer(Q=80)),
         "progressive.jpeg": bytes(rgb.jpegsave_buffer(Q=80, interlace=True)),
-        "png": bytes(photo.pngsave_buffer()),
-        "webp": bytes(photo.webpsave_buffer(Q=70)),
+        "png": bytes(small.pngsave_buffer()),
+        "webp": bytes(small.webpsave_buffer(Q=70)),
         "gif": bytes(rgb.gifsave_buffer()),
         "tiff": bytes(rgb.tiffsave_buffer()),
         "avif": bytes(rgb.heifsave_buffer(compression="av1", Q=40, effort=0)),

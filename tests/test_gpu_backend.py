@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import pyvips
+from corpus import BAD, PHOTOS, photo
 
 from imgworker.backends.base import Backend, Rendered
 from imgworker.backends.cpu import CpuBackend
@@ -19,7 +18,6 @@ from imgworker.contract import FITS, ResizeSpec
 from imgworker.errors import DecodeFailed, LimitExceeded, UnsupportedImage
 from imgworker.limits import Limits
 
-CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).parents[2] / "shared/corpus")
 LIMITS = Limits()
 
 # PSNR of GpuBackend(xp=numpy) vs CpuBackend, PNG output (lossless, so only the resize differs), 512 px
@@ -29,15 +27,15 @@ LIMITS = Limits()
 # premultiplied (colour under alpha=0 is undefined) 51.6 dB, alpha 58.8 dB. Bounds are ~5 dB under the
 # worst measured value: a half-pixel shift or missing antialiasing falls to 30-35 dB.
 PSNR_DB = {
-    "bridge_1024_rgb16.png": 50.0,
-    "bridge_4352x2448_cmyk.jpg": 45.0,
-    "dragonfly_4224x3168_baseline.jpg": 50.0,
-    "dragonfly_800_png_named.jpg": 50.0,
-    "dragonfly_exif_orientation6.jpg": 50.0,
-    "kleiber_6028x3391_baseline.jpg": 49.0,
-    "seeding_5312x2988_progressive.jpg": 50.0,
-    "sunset_4272x2848.webp": 40.0,
-    "sunset_1600_rgba.png": 46.0,
+    photo("rgb16").name: 50.0,
+    photo("cmyk").name: 45.0,
+    photo("dragonfly").name: 50.0,
+    photo("png_named_jpg").name: 50.0,
+    photo("exif6").name: 50.0,
+    photo("baseline").name: 49.0,
+    photo("progressive").name: 50.0,
+    photo("webp").name: 40.0,
+    photo("rgba").name: 46.0,
 }
 
 
@@ -68,7 +66,7 @@ def cpu() -> CpuBackend:
 
 @pytest.fixture(scope="module")
 def small_jpeg() -> bytes:
-    img = pyvips.Image.new_from_file(str(CORPUS / "photos/dragonfly_4224x3168_baseline.jpg"), shrink=8)
+    img = pyvips.Image.new_from_file(str(photo("dragonfly")), shrink=8)
     return bytes(img.crop(0, 0, 397, 263).jpegsave_buffer(Q=95))
 
 
@@ -95,7 +93,7 @@ def test_same_dimensions_as_cpu_for_every_fit(
 
 @pytest.mark.parametrize("name", sorted(PSNR_DB))
 def test_corpus_photo_psnr_vs_cpu_backend(gpu: GpuBackend, cpu: CpuBackend, name: str) -> None:
-    source = (CORPUS / "photos" / name).read_bytes()
+    source = (PHOTOS / name).read_bytes()
     spec = ResizeSpec(width=512, format="png")
     ours, theirs = gpu.resize(source, spec, LIMITS), cpu.resize(source, spec, LIMITS)
     assert (ours.width, ours.height) == (theirs.width, theirs.height)
@@ -148,7 +146,7 @@ def test_bad_inputs_raise_the_shared_errors(gpu: GpuBackend) -> None:
         gpu.resize(b"", spec, LIMITS)
     with pytest.raises(UnsupportedImage):
         gpu.resize(b"this is text, not an image", spec, LIMITS)
-    bad = CORPUS / "bad"
+    bad = BAD
     if bad.is_dir():  # not carried to the GPU machine
         with pytest.raises(LimitExceeded):
             gpu.resize((bad / "bomb_100000x100000_1bit.png").read_bytes(), spec, LIMITS)
@@ -156,7 +154,7 @@ def test_bad_inputs_raise_the_shared_errors(gpu: GpuBackend) -> None:
             gpu.resize((bad / "truncated_dragonfly.jpg").read_bytes(), spec, LIMITS)
     with pytest.raises(LimitExceeded):
         gpu.resize(
-            (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes(), spec, Limits(max_source_pixels=10**6)
+            photo("dragonfly").read_bytes(), spec, Limits(max_source_pixels=10**6)
         )
 
 

@@ -6,15 +6,14 @@ rounding: at most 1 level on uint8 outputs.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import pyvips
+from corpus import BAD, PHOTOS, photo
 
 from imgworker.backends.base import Rendered
 from imgworker.backends.gpu import GpuBackend, gpu_available
@@ -25,9 +24,8 @@ from imgworker.limits import Limits
 
 pytestmark = pytest.mark.gpu
 
-CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).parents[2] / "shared/corpus")
 LIMITS = Limits()
-PHOTOS = ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_exif_orientation6.jpg"]
+NAMES = [photo("baseline").name, photo("progressive").name, photo("exif6").name]
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +82,9 @@ def test_kernels_compile_once(cp: Any) -> None:
     assert kernels.module(cp) is mod
 
 
-@pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.parametrize("name", NAMES)
 def test_gpu_backend_matches_numpy_pipeline(gpu: GpuBackend, name: str) -> None:
-    source = (CORPUS / "photos" / name).read_bytes()
+    source = (PHOTOS / name).read_bytes()
     ref = GpuBackend(xp=np, gpu_decode="never")
     try:
         for fit in FITS:
@@ -103,7 +101,7 @@ def test_gpu_backend_matches_numpy_pipeline(gpu: GpuBackend, name: str) -> None:
 
 
 def test_concurrent_jobs_are_batched_on_the_gpu(gpu: GpuBackend) -> None:
-    source = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
+    source = photo("dragonfly").read_bytes()
     results: list[Rendered] = []
     errors: list[BaseException] = []
 
@@ -125,7 +123,7 @@ def test_concurrent_jobs_are_batched_on_the_gpu(gpu: GpuBackend) -> None:
 def test_out_of_memory_shrinks_then_falls_back(cp: Any) -> None:
     # dragonfly -> 1500 px decodes at 1/2 (2112x1584: 10 MB) and needs a ~28 MB float intermediate, so a
     # 20 MB pool cannot hold even one: the batch is halved down to 1, then each image takes the fallback.
-    source = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
+    source = photo("dragonfly").read_bytes()
     pool = cp.get_default_memory_pool()
     for fallback in ("cpu", "retry"):
         backend = GpuBackend(max_batch=4, gpu_decode="never", oom_fallback=fallback)
@@ -166,11 +164,11 @@ def test_hardware_jpeg_engines_are_detected(cp: Any) -> None:
         backend.close()
 
 
-@pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.parametrize("name", NAMES)
 def test_gpu_decode_matches_the_cpu_decode_pipeline(gpu_decoding: GpuBackend, name: str) -> None:
     # Baseline and EXIF orientation 6 decode on the GPU (the orientation applied by decode.orient) and land
     # within the GPU-decode bound of the numpy pipeline; the progressive file is routed to libvips.
-    source = (CORPUS / "photos" / name).read_bytes()
+    source = (PHOTOS / name).read_bytes()
     ref = GpuBackend(xp=np, gpu_decode="never")
     try:
         spec = ResizeSpec(width=640, height=480, fit="cover", format="png")
@@ -190,8 +188,8 @@ def test_gpu_decode_matches_the_cpu_decode_pipeline(gpu_decoding: GpuBackend, na
 def test_gpu_decode_batches_concurrent_jobs_and_bad_files_fail_like_cpu(gpu_decoding: GpuBackend) -> None:
     from imgworker.errors import DecodeFailed
 
-    sources = [(CORPUS / "photos" / p).read_bytes() for p in PHOTOS]
-    bad = [(CORPUS / "bad" / p).read_bytes() for p in ("truncated_dragonfly.jpg", "corrupt_scan_dragonfly.jpg")]
+    sources = [(PHOTOS / p).read_bytes() for p in NAMES]
+    bad = [(BAD / p).read_bytes() for p in ("truncated_dragonfly.jpg", "corrupt_scan_dragonfly.jpg")]
     results: list[Any] = [None] * 40
 
     def job(i: int) -> None:
@@ -225,11 +223,11 @@ def gpu_encoding(cp: Any) -> Iterator[GpuBackend]:
 
 
 @pytest.mark.parametrize("quality", [85, 92])  # 4:2:0 below Q 90, 4:4:4 from it (libvips' default)
-@pytest.mark.parametrize("name", ["kleiber_6028x3391_baseline.jpg", "dragonfly_exif_orientation6.jpg"])
+@pytest.mark.parametrize("name", [photo("baseline").name, photo("exif6").name])
 def test_gpu_jpeg_encode_matches_libvips(gpu_encoding: GpuBackend, name: str, quality: int) -> None:
     # The same resized pixels encoded by nvImageCodec (optimized Huffman) and by libvips (optimize_coding):
     # each decoded JPEG against the unencoded resize (PNG) must be as good, and about as small.
-    source = (CORPUS / "photos" / name).read_bytes()
+    source = (PHOTOS / name).read_bytes()
     plain = GpuBackend(max_batch=2, gpu_encode="never")
     try:
         ref = plain.resize(source, ResizeSpec(width=512, format="png"), LIMITS)
@@ -249,12 +247,12 @@ def test_gpu_jpeg_encode_matches_libvips(gpu_encoding: GpuBackend, name: str, qu
 
 
 def test_gpu_encode_batch_mixes_qualities_and_leaves_others_to_libvips(gpu_encoding: GpuBackend) -> None:
-    photo = (CORPUS / "photos/dragonfly_4224x3168_baseline.jpg").read_bytes()
-    rgba = (CORPUS / "photos/sunset_1600_rgba.png").read_bytes()
+    jpeg = photo("dragonfly").read_bytes()
+    rgba = photo("rgba").read_bytes()
     items = [
-        (photo, ResizeSpec(width=300, quality=85), LIMITS),
-        (photo, ResizeSpec(width=301, quality=95), LIMITS),
-        (photo, ResizeSpec(width=302, format="png"), LIMITS),
+        (jpeg, ResizeSpec(width=300, quality=85), LIMITS),
+        (jpeg, ResizeSpec(width=301, quality=95), LIMITS),
+        (jpeg, ResizeSpec(width=302, format="png"), LIMITS),
         (rgba, ResizeSpec(width=200, format="jpeg"), LIMITS),  # RGBA flattened by libvips
     ]
     out = gpu_encoding.resize_batch(items)

@@ -3,12 +3,12 @@ applied like libvips' autorot, and the libvips fallback when the GPU refuses a f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pyvips
+from corpus import bad, photo
 
 from imgworker.backends.cpu import CpuBackend
 from imgworker.backends.gpu import GpuBackend
@@ -17,12 +17,11 @@ from imgworker.contract import ResizeSpec
 from imgworker.errors import DecodeFailed
 from imgworker.limits import Limits
 
-CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).parents[2] / "shared/corpus")
 LIMITS = Limits()
 
 
-def read(rel: str) -> bytes:
-    return (CORPUS / rel).read_bytes()
+def read(path: Path) -> bytes:
+    return path.read_bytes()
 
 
 def refusal(source: bytes, fail_on: str = "warning") -> str | None:
@@ -38,7 +37,7 @@ def test_orient_matches_libvips_autorot(orientation: int) -> None:
     np.testing.assert_array_equal(orient(np, arr, orientation), expected)
 
 
-@pytest.mark.parametrize("name", ["kleiber_6028x3391_baseline.jpg", "dragonfly_exif_orientation6.jpg"])
+@pytest.mark.parametrize("name", [photo("baseline").name, photo("exif6").name])
 def test_baseline_photos_may_decode_on_the_gpu(name: str) -> None:
     source = read(f"photos/{name}")
     assert frame_type(source) == 0xC0 and frame_refusal(source) is None
@@ -48,9 +47,9 @@ def test_baseline_photos_may_decode_on_the_gpu(name: str) -> None:
 def test_progressive_and_other_frames_stay_on_the_cpu() -> None:
     # Progressive files would be Huffman-decoded on the CPU inside the GPU batch (nvJPEG hybrid) and slow
     # the whole batch down: libvips decodes them on the job's thread instead.
-    seeding = read("photos/seeding_5312x2988_progressive.jpg")
+    seeding = photo("progressive").read_bytes()
     assert frame_type(seeding) == 0xC2 and refusal(seeding) == "progressive"
-    small = pyvips.Image.new_from_buffer(read("photos/kleiber_6028x3391_baseline.jpg"), "", shrink=8)
+    small = pyvips.Image.new_from_buffer(photo("baseline").read_bytes(), "", shrink=8)
     assert refusal(bytes(small.jpegsave_buffer(Q=80, interlace=True))) == "progressive"
     baseline = bytes(small.jpegsave_buffer(Q=80, restart_interval=2, optimize_coding=True))
     assert frame_type(baseline) == 0xC0 and refusal(baseline) is None
@@ -66,22 +65,22 @@ def test_progressive_and_other_frames_stay_on_the_cpu() -> None:
 
 
 def test_files_libvips_must_decode_are_refused() -> None:
-    assert refusal(read("photos/bridge_4352x2448_cmyk.jpg")) == "icc profile"
-    assert refusal(read("bad/truncated_dragonfly.jpg")) == "no EOI (truncated?)"
-    corrupt = read("bad/corrupt_scan_dragonfly.jpg")
+    assert refusal(photo("cmyk").read_bytes()) == "icc profile"
+    assert refusal(bad("truncated_dragonfly.jpg").read_bytes()) == "no EOI (truncated?)"
+    corrupt = bad("corrupt_scan_dragonfly.jpg").read_bytes()
     assert refusal(corrupt, "warning") == refusal(corrupt, "error") == "invalid marker in scan"
     assert refusal(corrupt, "none") is None  # the lenient levels accept a damaged scan, like libvips
-    photo = pyvips.Image.new_from_buffer(read("photos/dragonfly_4224x3168_baseline.jpg"), "", shrink=8)
-    grey = photo.colourspace("b-w").jpegsave_buffer()
+    small = pyvips.Image.new_from_buffer(photo("dragonfly").read_bytes(), "", shrink=8)
+    grey = small.colourspace("b-w").jpegsave_buffer()
     assert refusal(grey) is not None and "b-w" in str(refusal(grey))
-    tagged = photo.icc_transform("srgb", embedded=False).jpegsave_buffer(keep="icc")
+    tagged = small.icc_transform("srgb", embedded=False).jpegsave_buffer(keep="icc")
     assert refusal(tagged) == "icc profile"
 
 
 def test_scan_check_allows_restart_markers_and_progressive_scans() -> None:
-    photo = pyvips.Image.new_from_buffer(read("photos/kleiber_6028x3391_baseline.jpg"), "", shrink=8)
+    small = pyvips.Image.new_from_buffer(photo("baseline").read_bytes(), "", shrink=8)
     for kw in ({"restart_interval": 4}, {"interlace": True}, {"interlace": True, "restart_interval": 2}):
-        assert scan_is_clean(photo.jpegsave_buffer(Q=90, **kw)), kw
+        assert scan_is_clean(small.jpegsave_buffer(Q=90, **kw)), kw
     assert not scan_is_clean(b"\xff\xd8\xff\xda\x00\x02\x12\xff\x4d\x00\xff\xd9")
     assert not scan_is_clean(b"\xff\xd8 no scan at all")
 
@@ -92,7 +91,7 @@ def test_refused_jpeg_is_decoded_by_libvips_like_the_cpu_backend() -> None:
     gpu = GpuBackend(xp=np, max_batch=4, max_wait_ms=1)
     gpu.gpu_decode = "always"
     try:
-        source = read("photos/dragonfly_exif_orientation6.jpg")
+        source = photo("exif6").read_bytes()
         spec = ResizeSpec(width=300, format="png")
         out = gpu.resize(source, spec, LIMITS)
         ref = CpuBackend().resize(source, spec, LIMITS)
@@ -101,7 +100,8 @@ def test_refused_jpeg_is_decoded_by_libvips_like_the_cpu_backend() -> None:
         a = pyvips.Image.new_from_buffer(out.data, "").numpy().astype(float)
         b = pyvips.Image.new_from_buffer(ref.data, "").numpy().astype(float)
         assert 10 * np.log10(255.0**2 / max(float(np.mean((a - b) ** 2)), 1e-9)) > 45
-        batch = gpu.resize_batch([(source, spec, LIMITS), (read("bad/corrupt_scan_dragonfly.jpg"), spec, LIMITS)])
+        corrupt = bad("corrupt_scan_dragonfly.jpg").read_bytes()
+        batch = gpu.resize_batch([(source, spec, LIMITS), (corrupt, spec, LIMITS)])
         assert batch[0].width == 300 and batch[0].timings["decode_gpu_refused"] == 1.0  # type: ignore[union-attr]
         assert isinstance(batch[1], DecodeFailed)  # never routed to the GPU: libvips refuses it, as on CPU
     finally:
@@ -116,9 +116,9 @@ def test_progressive_jpeg_is_routed_to_libvips_before_the_batch() -> None:
         spec = ResizeSpec(width=256, format="png")
         for mode in ("always", "auto"):
             gpu.gpu_decode, gpu.hardware_jpeg = mode, True
-            prog = gpu.resize(read("photos/seeding_5312x2988_progressive.jpg"), spec, LIMITS)
+            prog = gpu.resize(photo("progressive").read_bytes(), spec, LIMITS)
             assert prog.timings["decode_routed_cpu"] == 1.0 and "decode_gpu_refused" not in prog.timings
-            base = gpu.resize(read("photos/kleiber_6028x3391_baseline.jpg"), spec, LIMITS)
+            base = gpu.resize(photo("baseline").read_bytes(), spec, LIMITS)
             assert base.timings["decode_gpu_refused"] == 1.0 and "decode_routed_cpu" not in base.timings
             assert (prog.width, base.width) == (256, 256)
     finally:
@@ -129,7 +129,7 @@ def test_auto_policy_needs_hardware_engines_for_small_outputs() -> None:
     # Without hardware engines, "auto" keeps the old rule: a JPEG that libvips can shrink on load by 4 or 8
     # (20 MP -> 256 px) is decoded by libvips; with them, every baseline JPEG goes to the GPU.
     gpu = GpuBackend(xp=np, max_batch=2, max_wait_ms=1)
-    source = read("photos/kleiber_6028x3391_baseline.jpg")
+    source = photo("baseline").read_bytes()
     try:
         gpu.gpu_decode = "auto"
         for hardware, expect_gpu in ((False, False), (True, True)):

@@ -5,16 +5,12 @@ The CuPy RawKernels are checked against this same code in test_gpu_cuda.py (-m g
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import pyvips
+from corpus import PHOTOS, photo
 
 from imgworker.backends.gpu import resample as R
-
-CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).parents[2] / "shared/corpus")
 
 # Measured against libvips 8.18 `resize(kernel="lanczos3", gap=0)` on the corpus photos decoded at 1/4
 # scale: 52.0-56.3 dB (differences are libvips' fixed-point 8-bit arithmetic vs our float32, and
@@ -123,11 +119,11 @@ def test_alpha_is_resampled_premultiplied() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_4224x3168_baseline.jpg"]
+    "name", [photo("baseline").name, photo("progressive").name, photo("dragonfly").name]
 )
 @pytest.mark.parametrize("target", [256, 700])
 def test_photo_psnr_vs_libvips_lanczos3(name: str, target: int) -> None:
-    base = pyvips.Image.new_from_file(str(CORPUS / "photos" / name), shrink=4)
+    base = pyvips.Image.new_from_file(str(PHOTOS / name), shrink=4)
     img = base.numpy()
     ref = base.resize(target / base.width, kernel="lanczos3", gap=0).numpy()
     ours = resize_u8(img, ref.shape[1], ref.shape[0])
@@ -137,7 +133,7 @@ def test_photo_psnr_vs_libvips_lanczos3(name: str, target: int) -> None:
 
 
 def test_linear_and_area_kernels_are_close_to_lanczos_on_photos() -> None:
-    img = pyvips.Image.new_from_file(str(CORPUS / "photos/dragonfly_4224x3168_baseline.jpg"), shrink=8).numpy()
+    img = pyvips.Image.new_from_file(str(photo("dragonfly")), shrink=8).numpy()
     ref = resize_u8(img, 200, 150)
     for kernel in ("linear", "area"):
         assert psnr(resize_u8(img, 200, 150, kernel), ref) > 30.0

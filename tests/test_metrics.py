@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corpus import photo
 from prometheus_client.parser import text_string_to_metric_families
 
 from imgworker.backends.cpu import CpuBackend
@@ -27,7 +28,7 @@ from imgworker.gearmand import Gearmand
 from imgworker.stores import FileStore, Stores
 from imgworker.worker import WorkerProcess
 
-PHOTO = Path(__file__).resolve().parents[1] / "../shared/corpus/photos/dragonfly_800_png_named.jpg"
+PHOTO = photo("png_named_jpg")
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pyvips
+from corpus import photo
 from PIL import Image
 
 from imgworker.errors import BadRequest, JobTimeout, LimitExceeded
@@ -32,7 +33,7 @@ def decode_calls(monkeypatch):
 
 
 def test_web_writes_six_files_from_one_decode_at_the_largest_size(run_pipeline, tmp_path, decode_calls):
-    r = run_pipeline(WEB, "kleiber_6028x3391_baseline.jpg", "out/{stem}-{width}.{ext}")
+    r = run_pipeline(WEB, photo("baseline").name, "out/{stem}-{width}.{ext}")
     assert decode_calls == [(1024, 576)]  # one decode, shrunk on load to the largest output
     names = sorted(o["dst"].rsplit("/", 1)[1] for o in r["outputs"])
     assert names == sorted(f"kleiber_6028x3391_baseline-{w}.{e}" for w in (256, 512, 1024) for e in ("webp", "jpg"))
@@ -56,7 +57,7 @@ def test_jpeg_sources_decode_at_the_smallest_dct_scale_once(run_pipeline, monkey
 
     monkeypatch.setattr(cpu, "load_jpeg_resized", counted)
     monkeypatch.setattr(decoder, "load_jpeg_resized", counted, raising=False)
-    r = run_pipeline(WEB, "bridge_4352x2448_cmyk.jpg", "o/{stem}-{width}.{ext}")
+    r = run_pipeline(WEB, photo("cmyk").name, "o/{stem}-{width}.{ext}")
     assert loads == [((4352, 2448), (1024, 576))]  # one DCT-scaled JPEG decode for six outputs
     for out in r["outputs"]:
         img = Image.open(out["dst"].removeprefix("file://"))
@@ -65,7 +66,7 @@ def test_jpeg_sources_decode_at_the_smallest_dct_scale_once(run_pipeline, monkey
 
 
 def test_outputs_are_not_enlarged_past_the_source(run_pipeline, tmp_path, decode_calls):
-    r = run_pipeline(WEB, "dragonfly_800_png_named.jpg", "o/")
+    r = run_pipeline(WEB, photo("png_named_jpg").name, "o/")
     assert decode_calls == [None]  # the largest output is the full size: no shrink
     assert sorted({o["width"] for o in r["outputs"]}) == [256, 512, 800]
     assert (tmp_path / "o" / "dragonfly_800_png_named-1024.webp").exists()  # named by the requested width
@@ -73,31 +74,31 @@ def test_outputs_are_not_enlarged_past_the_source(run_pipeline, tmp_path, decode
 
 def test_one_dst_for_several_outputs_is_a_clear_bad_request(run_pipeline):
     with pytest.raises(BadRequest, match=r"writes 6 outputs: dst must be a template such as"):
-        run_pipeline(WEB, "dragonfly_800_png_named.jpg", "out.jpg")
+        run_pipeline(WEB, photo("png_named_jpg").name, "out.jpg")
     with pytest.raises(BadRequest, match=r"gives two outputs the same name"):
-        run_pipeline(WEB, "dragonfly_800_png_named.jpg", "o/{stem}-{width}.img")
+        run_pipeline(WEB, photo("png_named_jpg").name, "o/{stem}-{width}.img")
     with pytest.raises(BadRequest, match=r"dst uses \{widht\} \(did you mean 'width'\?\)"):
-        run_pipeline(WEB, "dragonfly_800_png_named.jpg", "o/{widht}.{ext}")
+        run_pipeline(WEB, photo("png_named_jpg").name, "o/{widht}.{ext}")
 
 
 def test_forbidden_output_is_refused_before_any_work(run_pipeline, decode_calls):
     from imgworker.errors import ForbiddenPath
 
     with pytest.raises(ForbiddenPath):
-        run_pipeline(WEB, "dragonfly_800_png_named.jpg", "file:///etc/{stem}-{width}.{ext}")
+        run_pipeline(WEB, photo("png_named_jpg").name, "file:///etc/{stem}-{width}.{ext}")
     assert decode_calls == []
 
 
 def test_max_bytes_lowers_quality_until_it_fits(run_pipeline, tmp_path):
     text = ("name: t\nsteps: [{resize: {width: 1024}}]\n"
             "outputs: [{encode: {format: jpeg, quality: 95, max_bytes: 60000}}]\n")
-    r = run_pipeline(text, "kleiber_6028x3391_baseline.jpg", "o.jpg")
+    r = run_pipeline(text, photo("baseline").name, "o.jpg")
     out = r["outputs"][0]
     assert out["bytes"] <= 60000 and (tmp_path / "o.jpg").stat().st_size == out["bytes"]
     assert 30 <= out["quality"] < 95
     tiny = text.replace("60000", "500")
     with pytest.raises(LimitExceeded, match="does not fit max_bytes 500 even at quality 30"):
-        run_pipeline(tiny, "kleiber_6028x3391_baseline.jpg", "p.jpg")
+        run_pipeline(tiny, photo("baseline").name, "p.jpg")
     assert not (tmp_path / "p.jpg").exists()
 
 
@@ -110,7 +111,7 @@ def test_max_bytes_lowers_quality_until_it_fits(run_pipeline, tmp_path):
 ])
 def test_encoders(run_pipeline, tmp_path, fmt, check):
     run_pipeline(f"name: t\nsteps: [{{resize: {{width: 200}}}}]\noutputs: [{{encode: {fmt}}}]\n",
-                 "dragonfly_800_png_named.jpg", "o.img")
+                 photo("png_named_jpg").name, "o.img")
     img = Image.open(tmp_path / "o.img")
     assert img.size[0] == 200 and check(img)
 
@@ -147,7 +148,7 @@ def test_animation_first_frame_and_frame_limit(run_pipeline, tmp_path):
 def test_pipeline_timeout_stops_between_steps(run_pipeline, tmp_path):
     text = "name: t\ntimeout: 0.001\nsteps: [auto_orient, {resize: {width: 100}}]\noutputs: [{encode: jpeg}]\n"
     with pytest.raises(JobTimeout, match=r"time limit of 0\.001 s"):
-        run_pipeline(text, "kleiber_6028x3391_baseline.jpg", "o.jpg")
+        run_pipeline(text, photo("baseline").name, "o.jpg")
     assert not (tmp_path / "o.jpg").exists()
 
 
@@ -155,4 +156,4 @@ def test_a_long_libvips_evaluation_is_killed_at_the_deadline(run_pipeline, tmp_p
     # A huge blur on the full 20 MP image takes tens of seconds; the eval handler kills it at the deadline.
     text = "name: t\ntimeout: 1\nsteps: [{blur: 150}]\noutputs: [{encode: jpeg}]\n"
     with pytest.raises(JobTimeout, match="time limit of 1 s"):
-        run_pipeline(text, "kleiber_6028x3391_baseline.jpg", "o.jpg")
+        run_pipeline(text, photo("baseline").name, "o.jpg")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
+from corpus import photo
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from imgworker.errors import BadRequest
@@ -36,19 +37,19 @@ def edges(img: Image.Image) -> float:
     return ImageStat.Stat(ImageChops.difference(grey, shifted).crop((0, 0, grey.width - 1, grey.height))).mean[0]
 
 
-PNG800 = "dragonfly_800_png_named.jpg"  # a real PNG, 800 px wide: lossless in, lossless out
+PNG800 = photo("png_named_jpg").name  # a real PNG, 800 px wide: lossless in, lossless out
 
 
 def test_auto_orient_turns_the_pixels_upright(run_pipeline, tmp_path, pl_photos):
-    r = run_pipeline(pipe("auto_orient;resize: {width: 400}", JPEG_OUT), "dragonfly_exif_orientation6.jpg",
+    r = run_pipeline(pipe("auto_orient;resize: {width: 400}", JPEG_OUT), photo("exif6").name,
                      "out.jpg")
     assert (r["width"], r["height"]) == (400, 300)
-    ref = Image.open(pl_photos / "dragonfly_4224x3168_baseline.jpg").resize((400, 300), Image.Resampling.LANCZOS)
+    ref = Image.openphoto("dragonfly").resize((400, 300), Image.Resampling.LANCZOS)
     assert diff(pil(tmp_path, "out.jpg"), ref) < 6
 
 
 def test_without_auto_orient_the_stored_pixels_are_kept(run_pipeline):
-    r = run_pipeline(pipe("resize: {width: 300}", JPEG_OUT), "dragonfly_exif_orientation6.jpg", "out.jpg")
+    r = run_pipeline(pipe("resize: {width: 300}", JPEG_OUT), photo("exif6").name, "out.jpg")
     assert (r["width"], r["height"]) == (300, 400)
 
 
@@ -59,14 +60,14 @@ def test_without_auto_orient_the_stored_pixels_are_kept(run_pipeline):
 )
 def test_resize_fit_modes(run_pipeline, tmp_path, fit, size):
     r = run_pipeline(pipe(f"resize: {{width: 400, height: 400, fit: {fit}}}", JPEG_OUT),
-                     "kleiber_6028x3391_baseline.jpg", "out.jpg")
+                     photo("baseline").name, "out.jpg")
     assert (r["width"], r["height"]) == size
     assert pil(tmp_path, "out.jpg").size == size
 
 
 def test_resize_contain_pads_with_the_background(run_pipeline, tmp_path):
     run_pipeline(pipe('resize: {width: 400, height: 400, fit: contain, background: "#ff0000"}'),
-                 "kleiber_6028x3391_baseline.jpg", "out.png")
+                 photo("baseline").name, "out.png")
     img = pil(tmp_path).convert("RGB")
     assert img.getpixel((200, 5)) == (255, 0, 0)
     assert img.getpixel((200, 200)) != (255, 0, 0)
@@ -83,20 +84,20 @@ def test_resize_dpr_kernel_and_without_enlargement(run_pipeline):
 
 def test_resize_cover_focal_point_from_the_job(run_pipeline, tmp_path):
     step = "resize: {width: 300, height: 300, fit: cover, position: focal}"
-    run_pipeline(pipe(step), "kleiber_6028x3391_baseline.jpg", "focal.png", focal=[0.0, 0.0])
+    run_pipeline(pipe(step), photo("baseline").name, "focal.png", focal=[0.0, 0.0])
     run_pipeline(pipe("resize: {width: 300, height: 300, fit: cover, position: west}"),
-                 "kleiber_6028x3391_baseline.jpg", "west.png")
+                 photo("baseline").name, "west.png")
     run_pipeline(pipe("resize: {width: 300, height: 300, fit: cover, position: east}"),
-                 "kleiber_6028x3391_baseline.jpg", "east.png")
+                 photo("baseline").name, "east.png")
     focal, west, east = pil(tmp_path, "focal.png"), pil(tmp_path, "west.png"), pil(tmp_path, "east.png")
     assert diff(focal, west) < 1 < diff(focal, east)
 
 
 def test_resize_cover_attention_and_faces_fallback(run_pipeline, tmp_path):
     base = "resize: {width: 256, height: 256, fit: cover, position: %s}"
-    run_pipeline(pipe(base % "attention"), "seeding_5312x2988_progressive.jpg", "att.png")
-    run_pipeline(pipe(base % "faces"), "seeding_5312x2988_progressive.jpg", "faces.png")
-    run_pipeline(pipe(base % "centre"), "seeding_5312x2988_progressive.jpg", "centre.png")
+    run_pipeline(pipe(base % "attention"), photo("progressive").name, "att.png")
+    run_pipeline(pipe(base % "faces"), photo("progressive").name, "faces.png")
+    run_pipeline(pipe(base % "centre"), photo("progressive").name, "centre.png")
     att = pil(tmp_path, "att.png")
     assert att.size == (256, 256)
     # No face in the photo: faces falls back to the attention crop.
@@ -108,8 +109,8 @@ def test_faces_box_finds_a_planted_face(pl_photos):
     from imgworker.pipeline.steps.gravity import face_box
 
     assert cv2.data.haarcascades  # the models ship inside opencv-python
-    photo = pyvips.Image.new_from_file(str(pl_photos / "dragonfly_4224x3168_baseline.jpg")).resize(0.25)
-    assert face_box(photo) is None
+    small = pyvips.Image.new_from_file(str(photo("dragonfly"))).resize(0.25)
+    assert face_box(small) is None
 
 
 def test_crop_and_extract(run_pipeline, tmp_path, pl_photos):
@@ -179,15 +180,15 @@ def test_modulate_and_grayscale(run_pipeline, tmp_path):
 
 
 def test_flatten_replaces_transparency_with_the_background(run_pipeline, tmp_path, pl_photos):
-    src = Image.open(pl_photos / "sunset_1600_rgba.png")
+    src = Image.openphoto("rgba")
     assert src.mode == "RGBA" and src.getpixel((0, 0))[3] == 0
-    run_pipeline(pipe('flatten: "#ff00ff"'), "sunset_1600_rgba.png")
+    run_pipeline(pipe('flatten: "#ff00ff"'), photo("rgba").name)
     out = pil(tmp_path)
     assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 0, 255)
 
 
 def test_alpha_survives_resize_into_png(run_pipeline, tmp_path):
-    r = run_pipeline(pipe("resize: {width: 400}"), "sunset_1600_rgba.png")
+    r = run_pipeline(pipe("resize: {width: 400}"), photo("rgba").name)
     out = pil(tmp_path)
     assert r["width"] == 400 and out.mode == "RGBA" and out.getpixel((0, 0))[3] == 0
     assert out.getpixel((200, out.height // 2))[3] > 200
@@ -213,9 +214,9 @@ def test_watermark_outside_the_roots_is_forbidden(run_pipeline):
 
 
 def test_colour_cmyk_to_srgb_matches_littlecms(run_pipeline, tmp_path, pl_photos):
-    run_pipeline(pipe("resize: {width: 300};colour: srgb"), "bridge_4352x2448_cmyk.jpg")
+    run_pipeline(pipe("resize: {width: 300};colour: srgb"), photo("cmyk").name)
     out = pil(tmp_path)
-    src = Image.open(pl_photos / "bridge_4352x2448_cmyk.jpg")
+    src = Image.openphoto("cmyk")
     assert src.mode == "CMYK"
     src.draft("CMYK", (600, 400))
     profile = ImageCms.ImageCmsProfile(__import__("io").BytesIO(src.info["icc_profile"]))
@@ -225,13 +226,13 @@ def test_colour_cmyk_to_srgb_matches_littlecms(run_pipeline, tmp_path, pl_photos
 
 
 def test_colour_keep_keeps_the_profile_and_16_bit_becomes_8(run_pipeline, tmp_path):
-    run_pipeline(pipe("colour: keep;metadata: {keep: [icc]}", extra=""), "bridge_4352x2448_cmyk.jpg", "k.png")
-    run_pipeline(pipe("resize: {width: 200}"), "bridge_1024_rgb16.png", "b.png")
+    run_pipeline(pipe("colour: keep;metadata: {keep: [icc]}", extra=""), photo("cmyk").name, "k.png")
+    run_pipeline(pipe("resize: {width: 200}"), photo("rgb16").name, "b.png")
     assert pil(tmp_path, "b.png").mode == "RGB"
 
 
 def _tagged_source(tmp_path: Path, pl_photos: Path) -> Path:
-    img = pyvips.Image.new_from_file(str(pl_photos / "dragonfly_4224x3168_baseline.jpg")).resize(0.2).copy()
+    img = pyvips.Image.new_from_file(str(photo("dragonfly"))).resize(0.2).copy()
     img.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Copyright", "Jane Doe 2024")
     img.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Make", "SecretCam")
     path = tmp_path / "tagged.jpg"

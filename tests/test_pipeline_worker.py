@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
+from corpus import photo
 from fixtures_pipeline import PIPELINES_DIR
 from workerproc import WorkerProc, registered
 
@@ -48,7 +49,7 @@ def pl_gearmand() -> Iterator[Gearmand]:
 def pl_root(tmp_path_factory: pytest.TempPathFactory, pl_photos: Path) -> Path:
     root = tmp_path_factory.mktemp("plroot")
     (root / "out").mkdir()
-    small = pyvips.Image.thumbnail(str(pl_photos / "dragonfly_4224x3168_baseline.jpg"), 640)
+    small = pyvips.Image.thumbnail(str(photo("dragonfly")), 640)
     small.jpegsave(str(root / "small.jpg"))
     mark = pyvips.Image.black(64, 32, bands=3).linear([1, 1, 1], [255, 255, 255]).cast("uchar").bandjoin(255)
     mark.pngsave(str(root / "mark.png"))
@@ -73,7 +74,7 @@ def gearman_cli(address: str, function: str, payload: dict[str, object], *flags:
 @pytest.mark.parametrize("name", ["thumbnail", "avatar", "web", "product_zoom"])
 def test_shipped_pipelines_run_from_the_gearman_cli(pl_worker, pl_gearmand, pl_root, pl_photos, name):
     dst = f"file://{pl_root}/out/{name}/" + ("" if name == "web" else "out.img")
-    payload: dict[str, object] = {"src": (pl_photos / "dragonfly_exif_orientation6.jpg").as_uri(), "dst": dst}
+    payload: dict[str, object] = {"src": photo("exif6").as_uri(), "dst": dst}
     if name == "product_zoom":
         payload["watermark"] = (pl_root / "mark.png").as_uri()
     result = json.loads(gearman_cli(pl_gearmand.address, name, payload))

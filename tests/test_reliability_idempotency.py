@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_reliability import CORPUS, WorkerProc, function_status, make_tiny_image, wait_for
+from corpus import photo
+from fixtures_reliability import WorkerProc, function_status, make_tiny_image, wait_for
 
 from imgworker import Client
 from imgworker.client import default_unique
 from imgworker.gearmand import Gearmand
 
-SOURCE = CORPUS / "photos" / "kleiber_6028x3391_baseline.jpg"
+SOURCE = photo("baseline")
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import pyvips
+from corpus import photo
 from fixtures_reliability import (
-    CORPUS,
     WorkerProc,
     fixed_port_gearmand,
     function_status,
@@ -27,7 +27,7 @@ from imgworker.client import default_unique
 from imgworker.errors import Unavailable
 from imgworker.gearmand import Gearmand
 
-SOURCE = CORPUS / "photos" / "kleiber_6028x3391_baseline.jpg"
+SOURCE = photo("baseline")
 SLOW = {"width": 4000, "height": 4000, "fit": "fill", "format": "jpeg", "quality": 80}
 
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 import pyvips
-from fixtures_reliability import CORPUS, WorkerProc, function_status, wait_for
+from corpus import photo
+from fixtures_reliability import WorkerProc, function_status, wait_for
 
 from imgworker import Client
 from imgworker.errors import Unavailable
 from imgworker.gearmand import Gearmand
 
-SOURCE = CORPUS / "photos" / "kleiber_6028x3391_baseline.jpg"
+SOURCE = photo("baseline")
 # An upscale big enough to take a few seconds on one core: a wide window to kill the worker in.
 SLOW = {"width": 4000, "height": 4000, "fit": "fill", "format": "jpeg", "quality": 80}
 

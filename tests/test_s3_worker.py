@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import pyvips
-from fixtures_core import PHOTOS
+from corpus import photo, photos
 from fixtures_s3 import S3_ENV, TEST_SECRET, MotoServer, start_s3_worker, wait_for_workers
 from workerproc import WorkerProc
 
@@ -39,9 +39,9 @@ def env(moto_s3: MotoServer, s3_client: Any, tmp_path_factory: pytest.TempPathFa
     bucket, shared = f"imgs-{uuid.uuid4().hex[:10]}", f"shared-{uuid.uuid4().hex[:10]}"
     for b in (bucket, shared):
         s3_client.create_bucket(Bucket=b)
-    for photo in sorted(PHOTOS.iterdir()):
-        s3_client.put_object(Bucket=bucket, Key=f"in/{photo.name}", Body=photo.read_bytes())
-    kleiber = (PHOTOS / "kleiber_6028x3391_baseline.jpg").read_bytes()
+    for path in photos():
+        s3_client.put_object(Bucket=bucket, Key=f"in/{path.name}", Body=path.read_bytes())
+    kleiber = photo("baseline").read_bytes()
     s3_client.put_object(Bucket=shared, Key="private/k.jpg", Body=kleiber)
     root = tmp_path_factory.mktemp("s3root")
     with Gearmand() as g:
@@ -68,10 +68,10 @@ def decoded(data: bytes) -> pyvips.Image:
 
 
 def test_corpus_photos_s3_to_s3(env: Env, client: Client) -> None:
-    for photo in sorted(PHOTOS.iterdir()):
-        dst = f"s3://{env.bucket}/out/{photo.stem}.webp"
-        result = client.resize(src=f"s3://{env.bucket}/in/{photo.name}", dst=dst, width=320)
-        obj = env.admin.get_object(Bucket=env.bucket, Key=f"out/{photo.stem}.webp")
+    for path in photos():
+        dst = f"s3://{env.bucket}/out/{path.stem}.webp"
+        result = client.resize(src=f"s3://{env.bucket}/in/{path.name}", dst=dst, width=320)
+        obj = env.admin.get_object(Bucket=env.bucket, Key=f"out/{path.stem}.webp")
         data = obj["Body"].read()
         assert obj["ContentType"] == "image/webp"
         assert result.bytes == len(data) and result.width == 320
@@ -90,7 +90,7 @@ def test_cross_scheme_both_ways(env: Env, client: Client) -> None:
 
 
 def test_bucket_allow_list(env: Env, client: Client) -> None:
-    k = "kleiber_6028x3391_baseline.jpg"
+    k = photo("baseline").name
     forbidden = [
         (f"s3://{env.shared}/private/k.jpg", f"s3://{env.shared}/out/k.jpg"),  # src outside the prefixes
         (f"s3://{env.bucket}/in/{k}", f"s3://{env.shared}/private/k2.jpg"),  # dst outside the prefixes
@@ -123,22 +123,22 @@ def test_submit_cli_over_an_s3_prefix(env: Env, moto_s3: MotoServer) -> None:
     run_env = {**env.worker.env, "AWS_ENDPOINT_URL": moto_s3.endpoint}
     proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
     summary = json.loads(proc.stdout)
-    photos = sorted(PHOTOS.iterdir())
-    assert proc.returncode == 0 and (summary["jobs"], summary["done"]) == (len(photos), len(photos)), proc.stderr
+    shipped = photos()
+    assert proc.returncode == 0 and (summary["jobs"], summary["done"]) == (len(shipped), len(shipped)), proc.stderr
     listed = env.admin.list_objects_v2(Bucket=env.bucket, Prefix="cli-out/")["Contents"]
-    assert sorted(o["Key"] for o in listed) == sorted(f"cli-out/{p.stem}.jpg" for p in photos)
+    assert sorted(o["Key"] for o in listed) == sorted(f"cli-out/{p.stem}.jpg" for p in shipped)
 
 
 def test_store_down_mid_test_is_retryable_and_the_worker_recovers(
     moto_factory: Any, tmp_path: Path
 ) -> None:
     server = moto_factory()
-    photo = (PHOTOS / "sunset_4272x2848.webp").read_bytes()
+    webp = photo("webp").read_bytes()
 
     def seed() -> None:
         admin = server.client()
         admin.create_bucket(Bucket="flaky")
-        admin.put_object(Bucket="flaky", Key="in/s.webp", Body=photo)
+        admin.put_object(Bucket="flaky", Key="in/s.webp", Body=webp)
 
     seed()
     job = {"src": "s3://flaky/in/s.webp", "dst": "s3://flaky/out/s.jpg", "width": 64}
