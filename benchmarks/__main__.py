@@ -32,10 +32,10 @@ from . import (
     bench_thumbor,
     report,
 )
-from .harness import BASELINE, CORPUS, PEERS, PHOTOS, REPO, THUMB, W2048, Row, Workload
+from .harness import BASELINE, CORPUS, PEERS, PHOTOS, REPO, THUMB, W2048, Row, Workload, corpus_photos, pick
 
 SETUP = REPO / "benchmarks" / "setup_peers.sh"
-PROGRESSIVE_FROM = ("kleiber_6028x3391_baseline.jpg", "dragonfly_4224x3168_baseline.jpg")
+PROGRESSIVE_FROM = (pick("kleiber_*_baseline.jpg"), pick("dragonfly_*_baseline.jpg"))
 
 
 def load() -> str:
@@ -71,7 +71,7 @@ def make_progressive(tmp: Path) -> list[str]:
     """The corpus' progressive photo plus progressive re-encodes of two baseline ones (made at run time)."""
     import pyvips
 
-    files = [str(CORPUS / "seeding_5312x2988_progressive.jpg")]
+    files = [str(CORPUS / pick("seeding_*_progressive.jpg"))]
     for name in PROGRESSIVE_FROM:
         out = tmp / name.replace("baseline", "progressive")
         pyvips.Image.new_from_file(str(CORPUS / name)).jpegsave(str(out), Q=90, interlace=True, keep="all")
@@ -83,7 +83,7 @@ def workloads(quick: bool, tmp: Path) -> list[Workload]:
     photos = tuple(str(CORPUS / p) for p in PHOTOS)
     base = tuple(str(CORPUS / p) for p in BASELINE)
     if quick:
-        two = (str(CORPUS / "dragonfly_4224x3168_baseline.jpg"), str(CORPUS / "sunset_1600_rgba.png"))
+        two = (str(CORPUS / pick("dragonfly_*_baseline.jpg")), str(CORPUS / pick("sunset_*_rgba.png")))
         return [Workload("thumb512 photos", THUMB, two),
                 Workload("thumb512 baseline-jpeg", THUMB, base[1:2], jpeg_only=True)]
     return [
@@ -147,6 +147,7 @@ def setup_peers() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    corpus_photos()  # a plain message, not a traceback, where the full-size corpus is missing
     procs = args.processes or os.cpu_count() or 1
     secs = args.seconds or (0.5 if args.quick else 4.0)
     rounds = args.rounds or (1 if args.quick else 2)
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                                    "peak_rss_mb": r.peak_rss_mb, "skipped": r.skipped}
                 print(f"  concurrency {c}: {sweep[f'C={c}']}", flush=True)
             meta["concurrency_sweep"] = sweep
-            meta["round_trip"] = bench_imgworker.round_trip(CORPUS / "kleiber_6028x3391_baseline.jpg", procs, 5)
+            meta["round_trip"] = bench_imgworker.round_trip(CORPUS / pick("kleiber_*_baseline.jpg"), procs, 5)
             print(f"  round trip: {meta['round_trip']}", flush=True)
             meta["submit_directory"] = bench_imgworker.submit_directory(procs, args.concurrency, 4)
             print(f"  submit directory: {meta['submit_directory']}", flush=True)

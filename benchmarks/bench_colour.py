@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import bench_sharp, bench_thumbor
-from .harness import CORPUS, PEERS_DIR, THUMB, Row, Workload
+from .harness import CORPUS, PEERS_DIR, THUMB, Row, Workload, pick
 
-FILES = ("bridge_4352x2448_cmyk.jpg", "sunset_1600_rgba.png")
+FILES = (pick("bridge_*_cmyk.jpg"), pick("sunset_*_rgba.png"))
 
 
 def reference(path: Path, width: int, height: int):  # type: ignore[no-untyped-def]

@@ -168,7 +168,8 @@ def round_trip(path: Path, processes: int, repeats: int) -> dict[str, Any]:
         times = sorted(asyncio.run(go()))
     return {"file": path.name, "p50_ms": round(times[len(times) // 2], 1), "min_ms": round(times[0], 1),
             "repeats": repeats,
-            "command": f"imgworker submit --server HOST:PORT --width 512 --height 512 {path} OUT.jpg"}
+            "command": "imgworker submit --server HOST:PORT --width 512 --height 512 "
+                       f"$IMGWORKER_CORPUS/photos/{path.name} OUT.jpg"}
 
 
 def submit_directory(processes: int, concurrency: int, copies: int) -> dict[str, Any]:

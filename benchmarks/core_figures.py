@@ -24,7 +24,10 @@ from imgworker import Client
 from imgworker.gearman import status
 from imgworker.gearmand import Gearmand
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "photos"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import corpus_photos
+
+PHOTOS = corpus_photos()
 
 
 def wait_registered(server: str, count: int, timeout: float = 60.0) -> None:

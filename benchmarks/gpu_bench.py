@@ -31,10 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import corpus_dir
 from imgworker.contract import ResizeSpec
 from imgworker.limits import Limits
 
-CORPUS = Path(os.environ.get("IMGWORKER_CORPUS") or Path(__file__).resolve().parents[2] / "shared/corpus")
+CORPUS = corpus_dir()
 PHOTOS = ["kleiber_6028x3391_baseline.jpg", "seeding_5312x2988_progressive.jpg", "dragonfly_4224x3168_baseline.jpg"]
 WORKLOADS = {"baseline": (0, 2), "mixed": (0, 1, 2)}  # indices into PHOTOS
 SIZES = (512, 2048)

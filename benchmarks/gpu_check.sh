@@ -7,7 +7,7 @@
 # benchmarks/gpu_bench.py, and prints a JSON summary (also written to $OUT/summary.json).
 # Photos: $IMGWORKER_CORPUS, else .whl/corpus if carried, else ../shared/corpus.
 # Without a GPU (checks the script, not the speed; the -m gpu tests then fail at their fixtures):
-#   GPU_CHECK_NO_INSTALL=1 PYTHON=/tmp/venv/bin/python BENCH_IMAGES=4 BENCH_GPU_IMAGES=6 \
+#   GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python BENCH_IMAGES=4 BENCH_GPU_IMAGES=6 \
 #     BENCH_ARGS="--fake --procs 2 --gpu-threads 4 --gpu-procs 1,2 --sizes 512" bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."

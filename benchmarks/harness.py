@@ -18,13 +18,38 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = (REPO.parent / "shared" / "corpus" / "photos").resolve()
+
+
+def corpus_dir() -> Path:
+    """The full-size corpus benchmarks read: ``IMGWORKER_CORPUS`` (a folder holding ``photos/``), else the team's
+    ``../shared/corpus``. The repository ships only small copies (examples/images), too small to benchmark."""
+    return Path(os.environ.get("IMGWORKER_CORPUS") or REPO.parent / "shared" / "corpus").resolve()
+
+
+def corpus_photos(required: bool = True) -> Path:
+    """``corpus_dir()/photos``; exits with a plain message when it is missing and ``required``."""
+    photos = corpus_dir() / "photos"
+    if required and not photos.is_dir():
+        sys.exit(f"benchmarks need full-size photos: {photos} not found. Set IMGWORKER_CORPUS=DIR (a folder "
+                 "with photos/ in it, e.g. a copy of the team's shared/corpus) and run again.")
+    return photos
+
+
+CORPUS = corpus_photos(required=False)
 PEERS = REPO / "benchmarks" / ".peers"
 PEERS_DIR = REPO / "benchmarks" / "peers"
 
 # Photos a user would upload: every file of the corpus, CMYK, 16-bit PNG, RGBA and WebP included.
 PHOTOS = sorted(p.name for p in CORPUS.glob("*") if p.is_file()) if CORPUS.is_dir() else []
-BASELINE = ["kleiber_6028x3391_baseline.jpg", "dragonfly_4224x3168_baseline.jpg", "dragonfly_exif_orientation6.jpg"]
+
+
+def pick(pattern: str) -> str:
+    """The corpus photo matching ``pattern`` (names carry sizes, which differ between full-size and small copies)."""
+    found = sorted(p.name for p in CORPUS.glob(pattern))
+    return found[0] if found else pattern
+
+
+BASELINE = [pick("kleiber_*_baseline.jpg"), pick("dragonfly_*_baseline.jpg"), "dragonfly_exif_orientation6.jpg"]
 
 
 @dataclass(frozen=True)

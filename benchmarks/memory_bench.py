@@ -4,7 +4,7 @@ them limited to 2 (the fix imgworker applies: MALLOC_ARENA_MAX=2 in the images, 
 Each configuration runs in a fresh process doing what a worker does: Service.handle in a thread pool of
 --concurrency threads, every photo of the corpus at several sizes and formats per pass.
 
-    /tmp/venv/bin/python benchmarks/memory_bench.py [--passes 5] [--concurrency 2]
+    .venv/bin/python benchmarks/memory_bench.py [--passes 5] [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "../shared/corpus/photos"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import corpus_photos  # noqa: E402
+
+PHOTOS = corpus_photos()
 CONFIGS = {
     "glibc default": {"env": {}, "mallopt": False},
     "MALLOC_ARENA_MAX=2 (env)": {"env": {"MALLOC_ARENA_MAX": "2"}, "mallopt": False},

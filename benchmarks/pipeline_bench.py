@@ -7,7 +7,7 @@ JPEG (trellis quantisation etc.), which costs encode time for smaller files. ``t
 ``web_equivalent`` with the pipeline's JPEG decode left to libvips thumbnail's shrink-on-load (which keeps a
 factor of 2 spare) instead of the smallest-scale decode (backends.cpu.load_jpeg_resized): the reference for it.
 
-    /tmp/venv/bin/python benchmarks/pipeline_bench.py [--rounds 5] [--clock cpu|wall]
+    .venv/bin/python benchmarks/pipeline_bench.py [--rounds 5] [--clock cpu|wall]
 
 ``--clock cpu`` (the default) times with the process's CPU time, which a machine shared with other work
 disturbs much less than wall time (libvips runs one thread per job here, VIPS_CONCURRENCY=1).
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +37,10 @@ from imgworker.service import Service
 from imgworker.stores import FileStore, Stores
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import corpus_photos  # noqa: E402
+
+PHOTOS = corpus_photos()
 SOURCES = ("kleiber_6028x3391_baseline.jpg", "dragonfly_4224x3168_baseline.jpg", "sunset_4272x2848.webp")
 WIDTHS = (256, 512, 1024)
 EQUIVALENT = """\

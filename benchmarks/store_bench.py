@@ -31,7 +31,10 @@ from fixtures_s3 import MotoServer, start_s3_worker, wait_for_workers  # noqa: E
 from imgworker.gearman import Client  # noqa: E402
 from imgworker.gearmand import Gearmand  # noqa: E402
 
-PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import corpus_photos  # noqa: E402
+
+PHOTOS = corpus_photos()
 
 
 async def one_round(server: str, jobs: list[dict[str, object]], in_flight: int) -> float:

@@ -1,4 +1,4 @@
-"""The command line as users run it: `imgworker submit` (one job, a directory), `imgworker demo`, prefork."""
+"""The command line as users run it: `imgworker submit` (one job, a directory), prefork (the demo: test_demo.py)."""
 
 from __future__ import annotations
 
@@ -51,15 +51,6 @@ def test_submit_a_directory_reports_a_summary(core_worker: WorkerProc, core_root
     assert outputs == sorted(p.stem + ".png" for p in PHOTOS.glob("dragonfly*"))
     for p in out.iterdir():
         assert Image.open(p).size == (100, 75)
-
-
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    proc = imgworker("demo", "--out", str(tmp_path / "demo"), "--processes", "1", timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "9 of 10 jobs succeeded" in proc.stdout and "FORBIDDEN_PATH" in proc.stdout
-    sheet = (tmp_path / "demo" / "index.html").read_text()
-    assert sheet.count("<tr>") == 11 and photo("baseline").name in sheet
-    assert Image.open(tmp_path / "demo" / photo("baseline").name).size == (512, 288)
 
 
 def test_prefork_group_serves_and_stops_cleanly(tmp_path: Path) -> None:
