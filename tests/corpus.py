@@ -49,3 +49,16 @@ def bad(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(path)
     return path
+
+
+def make_large_jpeg(path: Path, width: int = 6028, height: int = 3391, *, progressive: bool = False) -> Path:
+    """A full-size (default 20 MP) photo for the tests that need one: the shipped baseline photo upscaled.
+
+    Made at test time so the repository stays small; about half a second on one core.
+    """
+    import pyvips
+
+    src = pyvips.Image.new_from_file(str(photo("baseline")))
+    big = src.resize(width / src.width, vscale=height / src.height)
+    big.jpegsave(str(path), Q=90, interlace=progressive)
+    return path

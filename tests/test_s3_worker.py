@@ -81,7 +81,7 @@ def test_corpus_photos_s3_to_s3(env: Env, client: Client) -> None:
 
 def test_cross_scheme_both_ways(env: Env, client: Client) -> None:
     out = env.root / "from-s3" / "k.jpg"
-    client.resize(src=f"s3://{env.bucket}/in/kleiber_6028x3391_baseline.jpg", dst=out.as_uri(), width=200)
+    client.resize(src=f"s3://{env.bucket}/in/{photo('baseline').name}", dst=out.as_uri(), width=200)
     assert decoded(out.read_bytes()).width == 200
     result = client.resize(src=out.as_uri(), dst=f"s3://{env.bucket}/from-file/k.png", width=100)
     obj = env.admin.get_object(Bucket=env.bucket, Key="from-file/k.png")
