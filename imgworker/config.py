@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cpus import available_cpus
 from .limits import Limits
 
 ENV_PREFIX = "IMGWORKER_"
@@ -96,7 +97,8 @@ class WorkerConfig:
 
     @property
     def effective_processes(self) -> int:
-        return self.processes or os.cpu_count() or 1
+        # 0: one per CPU the pod really has (affinity and cgroup quota), not per core of the node.
+        return self.processes or available_cpus()
 
     def validate(self) -> WorkerConfig:
         if not self.servers:
