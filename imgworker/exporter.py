@@ -131,7 +131,10 @@ class GearmanCollector(Collector):
         self.functions = functions or FunctionFilter(imgworker_functions(None))
 
     def collect(self) -> Iterator[Any]:
-        reports = asyncio.run(poll(self.servers, self.timeout))
+        return self.families(asyncio.run(poll(self.servers, self.timeout)))
+
+    def families(self, reports: list[ServerReport]) -> Iterator[Any]:
+        """The metric families for one poll of the servers."""
         wanted = self.functions
         up = GaugeMetricFamily(
             "gearman_up", "1 when the job server answered the admin status command", labels=["server"]

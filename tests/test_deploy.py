@@ -25,13 +25,13 @@ import yaml
 from imgworker import __version__, metrics
 from imgworker.cli import build_parser
 from imgworker.config import from_env
-from imgworker.exporter import GearmanCollector
+from imgworker.exporter import GearmanCollector, ServerReport
 from imgworker.health import ROUTES
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"}
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"}
 K8S_VERSION = "1.29.0"  # oldest release we support: fields newer than this would break older clusters
 
 
@@ -212,6 +212,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "minReplicaCount": {"type": "integer", "minimum": 0},
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "fallback": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["failureThreshold", "replicas"],
+                        "properties": {
+                            "failureThreshold": {"type": "integer", "minimum": 1},
+                            "replicas": {"type": "integer", "minimum": 1},
+                        },
+                    },
                     "triggers": {
                         "type": "array",
                         "minItems": 1,
@@ -221,13 +230,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "additionalProperties": False,
                             "properties": {
                                 "type": {"const": "prometheus"},
+                                "name": {"type": "string"},
                                 "metadata": {
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["serverAddress", "query", "threshold"],
                                     "properties": {
                                         k: {"type": "string"}
-                                        for k in ("serverAddress", "query", "threshold", "activationThreshold")
+                                        for k in (
+                                            "serverAddress",
+                                            "query",
+                                            "threshold",
+                                            "activationThreshold",
+                                            "ignoreNullValues",
+                                        )
                                     },
                                 },
                             },
@@ -322,7 +338,7 @@ def known_metric_names() -> set[str]:
             names |= {base, f"{base}_total"} if kind == "counter" else {base}
             if kind == "histogram":
                 names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
-    names |= {family.name for family in GearmanCollector([]).collect()}
+    names |= {family.name for family in GearmanCollector([]).families([ServerReport("a:1", up=True)])}
     return names
 
 
