@@ -134,7 +134,8 @@ class Prometheus:
         return float(result[0]["value"][1])
 
     def alert_state(self, name: str) -> str | None:
-        return next((a["state"] for a in self.api("/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == name), None)
+        alerts = self.api("/api/v1/alerts")["alerts"]
+        return next((a["state"] for a in alerts if a["labels"]["alertname"] == name), None)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
