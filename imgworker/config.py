@@ -43,7 +43,7 @@ class WorkerConfig:
         default_factory=list, metadata=_meta("directory file:// may read and write; repeatable", "--root")
     )
     pipelines: str | None = field(default=None, metadata=_meta("directory of pipeline YAML files"))
-    processes: int = field(default=0, metadata=_meta("worker processes (0: one per CPU core)"))
+    processes: int = field(default=0, metadata=_meta("worker processes (0: one per CPU this pod may use)"))
     concurrency: int = field(default=2, metadata=_meta("jobs in flight per process"))
     backend: str = field(default="auto", metadata=_meta("image backend", choices=("auto", "cpu", "gpu")))
     fail_on: str = field(

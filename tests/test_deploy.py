@@ -26,7 +26,7 @@ import yaml
 from imgworker import __version__, metrics
 from imgworker.cli import build_parser
 from imgworker.config import from_env
-from imgworker.exporter import GearmanCollector, ServerReport
+from imgworker.exporter import GearmanCollector, ServerReport, imgworker_functions
 from imgworker.health import ROUTES
 from imgworker.pipeline.registry import load_dir
 from imgworker.worker import function_names
@@ -495,6 +495,18 @@ def test_scaled_objects_count_running_jobs_and_slots() -> None:
     assert gpu["minReplicaCount"] >= 1 and cpu["minReplicaCount"] == 0
     capacity = re.search(r"(\d+)\s*\*\s*sum\(gearman_workers_available", cpu["triggers"][0]["metadata"]["query"])
     assert capacity and int(capacity.group(1)) == gpu_args.concurrency, "GPU slots per registered GPU process"
+
+
+def test_exporter_exports_the_functions_the_workers_register() -> None:
+    """The exporter reads the same pipelines ConfigMap as the workers (its --pipelines, mounted)."""
+    dep = named("Deployment", "imgworker-exporter")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    ns = build_parser().parse_args(c["args"])
+    assert ns.pipelines == worker_args("imgworker-cpu").pipelines == worker_args("imgworker-gpu").pipelines
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == ns.pipelines)
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "imgworker-pipelines"
+    assert set(imgworker_functions(str(REPO / "pipelines"))) == served("cpu") | served("gpu")
 
 
 def pod_specs() -> list[tuple[str, dict[str, Any]]]:

@@ -280,9 +280,9 @@ def test_keda_decisions_against_real_prometheus(
 
         # 3. Drain: the GPU worker finishes all but the last 4 resize jobs (running, none waiting); a CPU worker
         #    runs 2 avatar jobs, 8 wait. Running jobs count: workers that keep up keep their pods.
-        start_worker(servers, "cpu-0", CPU_FUNCTIONS, 2)
         gpu.allow(296)
         wait_for(lambda: held(servers, "resize") == (0, 4), timeout=60, what="resize drained to 4 running")
+        start_worker(servers, "cpu-0", CPU_FUNCTIONS, 2)  # after the drain: it would take resize jobs too
         wait_for(lambda: held(servers, "avatar") == (8, 2), what="2 avatar running")
         seen("resize", 4)
         seen("avatar", 10)
