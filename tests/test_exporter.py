@@ -203,3 +203,16 @@ def test_function_filter() -> None:
     f = FunctionFilter(["resize", "web@*"])
     assert f("resize") and f("web@gpu") and not f("resize2") and not f("notify_1") and not f("batch")
     assert f.exact == ["resize"] and f.patterns == ["web@*"]
+
+
+def test_exporter_refuses_pipelines_the_workers_would_refuse(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("name: x\nsteps: [nope]\n")
+    for where in (str(tmp_path), str(tmp_path / "missing")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "imgworker", "exporter", "--server", "127.0.0.1:1", "--pipelines", where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and "--pipelines" in proc.stderr, proc.stderr
+    assert "unknown step 'nope'" in proc.stderr or "not an existing directory" in proc.stderr
