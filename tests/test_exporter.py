@@ -207,12 +207,11 @@ def test_function_filter() -> None:
 
 def test_exporter_refuses_pipelines_the_workers_would_refuse(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("name: x\nsteps: [nope]\n")
-    for where in (str(tmp_path), str(tmp_path / "missing")):
+    for where, why in ((tmp_path, "unknown step 'nope'"), (tmp_path / "missing", "not an existing directory")):
         proc = subprocess.run(
-            [sys.executable, "-m", "imgworker", "exporter", "--server", "127.0.0.1:1", "--pipelines", where],
+            [sys.executable, "-m", "imgworker", "exporter", "--server", "127.0.0.1:1", "--pipelines", str(where)],
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert proc.returncode == 2 and "--pipelines" in proc.stderr, proc.stderr
-    assert "unknown step 'nope'" in proc.stderr or "not an existing directory" in proc.stderr
+        assert proc.returncode == 2 and "--pipelines" in proc.stderr and why in proc.stderr, proc.stderr
