@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cpus import available_cpus
 from .limits import Limits
 
 ENV_PREFIX = "IMGWORKER_"
@@ -44,7 +45,7 @@ class WorkerConfig:
         default_factory=list, metadata=_meta("directory file:// may read and write; repeatable", "--root")
     )
     pipelines: str | None = field(default=None, metadata=_meta("directory of pipeline YAML files"))
-    processes: int = field(default=0, metadata=_meta("worker processes (0: one per CPU core)"))
+    processes: int = field(default=0, metadata=_meta("worker processes (0: one per CPU this pod may use)"))
     concurrency: int = field(default=2, metadata=_meta("jobs in flight per process"))
     backend: str = field(default="auto", metadata=_meta("image backend", choices=("auto", "cpu", "gpu")))
     fail_on: str = field(
@@ -98,7 +99,8 @@ class WorkerConfig:
 
     @property
     def effective_processes(self) -> int:
-        return self.processes or os.cpu_count() or 1
+        # 0: one per CPU the pod really has (affinity and cgroup quota), not per core of the node.
+        return self.processes or available_cpus()
 
     def validate(self) -> WorkerConfig:
         if not self.servers:

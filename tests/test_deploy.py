@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import venv
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,15 @@ import yaml
 from imgworker import __version__, metrics
 from imgworker.cli import build_parser
 from imgworker.config import from_env
-from imgworker.exporter import GearmanCollector
+from imgworker.exporter import GearmanCollector, ServerReport, imgworker_functions
 from imgworker.health import ROUTES
+from imgworker.pipeline.registry import load_dir
+from imgworker.worker import function_names
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"}
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"}
 K8S_VERSION = "1.29.0"  # oldest release we support: fields newer than this would break older clusters
 
 
@@ -212,6 +215,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "minReplicaCount": {"type": "integer", "minimum": 0},
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "fallback": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["failureThreshold", "replicas"],
+                        "properties": {
+                            "failureThreshold": {"type": "integer", "minimum": 1},
+                            "replicas": {"type": "integer", "minimum": 1},
+                        },
+                    },
                     "triggers": {
                         "type": "array",
                         "minItems": 1,
@@ -221,13 +233,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "additionalProperties": False,
                             "properties": {
                                 "type": {"const": "prometheus"},
+                                "name": {"type": "string"},
                                 "metadata": {
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["serverAddress", "query", "threshold"],
                                     "properties": {
                                         k: {"type": "string"}
-                                        for k in ("serverAddress", "query", "threshold", "activationThreshold")
+                                        for k in (
+                                            "serverAddress",
+                                            "query",
+                                            "threshold",
+                                            "activationThreshold",
+                                            "ignoreNullValues",
+                                        )
                                     },
                                 },
                             },
@@ -322,7 +341,7 @@ def known_metric_names() -> set[str]:
             names |= {base, f"{base}_total"} if kind == "counter" else {base}
             if kind == "histogram":
                 names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
-    names |= {family.name for family in GearmanCollector([]).collect()}
+    names |= {family.name for family in GearmanCollector([]).families([ServerReport("a:1", up=True)])}
     return names
 
 
@@ -415,11 +434,204 @@ def test_references_resolve() -> None:
                 named("ConfigMap", vol["configMap"]["name"])
 
 
-def test_gpu_first_cpu_as_overflow() -> None:
-    gpu, cpu = named("ScaledObject", "imgworker-gpu"), named("ScaledObject", "imgworker-cpu")
-    assert gpu["spec"]["minReplicaCount"] >= 1 and cpu["spec"]["minReplicaCount"] == 0
-    overflow = cpu["spec"]["triggers"][0]["metadata"]
-    assert int(overflow["activationThreshold"]) > int(gpu["spec"]["triggers"][0]["metadata"]["threshold"])
+def worker_args(name: str) -> Any:
+    dep = named("Deployment", name)
+    return build_parser().parse_args(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def served(backend: str) -> set[str]:
+    """The function names a worker of this backend registers with the repository's pipelines."""
+    pipelines, _ = load_dir(str(REPO / "pipelines"), backend)
+    return set(function_names(backend, sorted(pipelines)))
+
+
+def matchers(query: str) -> list[re.Pattern[str]]:
+    """Each function label matcher of a query, in order, as the anchored regex Prometheus uses."""
+    assert not re.search(r"function\s*!", query), f"negative function matcher in {query!r}"
+    found = re.findall(r'function\s*(=~|=)\s*"([^"]*)"', query)
+    assert found, query
+    return [re.compile(f"(?:{v})" if op == "=~" else re.escape(v)) for op, v in found]
+
+
+def matched(pattern: re.Pattern[str], names: set[str]) -> set[str]:
+    return {n for n in names if pattern.fullmatch(n)}
+
+
+# Names that are not imgworker work: must never count (notify replies, batch coordination, another app).
+FOREIGN = {"batch", "notify_8f3a_done", "otherapp_send_mail", "resize2", "resize@cpu2", "web@gpu_old", "xresize"}
+
+
+def test_scaled_objects_match_imgworker_functions_positively() -> None:
+    """The query's function lists are exactly the workers' functions, split by who can serve them."""
+    cpu_names, gpu_names = served("cpu"), served("gpu")
+    everything = cpu_names | gpu_names | FOREIGN
+    gpu_q = named("ScaledObject", "imgworker-gpu")["spec"]["triggers"]
+    cpu_q = named("ScaledObject", "imgworker-cpu")["spec"]["triggers"]
+    assert len(gpu_q) == 1 and len(cpu_q) == 1  # the HPA takes the max over triggers: CPU work must be one sum
+    (gpu_work,) = matchers(gpu_q[0]["metadata"]["query"])
+    assert matched(gpu_work, everything) == gpu_names
+    cpu_only, shared, gpu_workers, gpu_only = matchers(cpu_q[0]["metadata"]["query"])
+    assert matched(cpu_only, everything) == cpu_names - gpu_names
+    assert {"avatar", "product_zoom", "resize@cpu"} <= matched(cpu_only, everything)
+    assert matched(shared, everything) == cpu_names & gpu_names == {"resize", "thumbnail", "web"}
+    assert matched(gpu_workers, everything) == {"resize@gpu"}  # every GPU worker process registers it
+    assert matched(gpu_only, everything) == gpu_names - cpu_names
+
+
+def test_scaled_objects_count_running_jobs_and_slots() -> None:
+    gpu_args, cpu_args = worker_args("imgworker-gpu"), worker_args("imgworker-cpu")
+    gpu, cpu = named("ScaledObject", "imgworker-gpu")["spec"], named("ScaledObject", "imgworker-cpu")["spec"]
+    for spec, args in ((gpu, gpu_args), (cpu, cpu_args)):
+        meta = spec["triggers"][0]["metadata"]
+        query = meta["query"]
+        # waiting + running: workers that keep up must not scale themselves away (the sawtooth)
+        assert "gearman_jobs_waiting" not in query and "gearman_jobs_queued" in query
+        assert "vector(" not in query, "a constant fallback in the query hides a lost signal"
+        assert int(meta["threshold"]) == args.processes * args.concurrency, "threshold = job slots per pod"
+        assert meta["activationThreshold"] == "0", "one job must start a pod"
+        assert meta["ignoreNullValues"] == "false", "an empty answer must be an error, not 0"
+        fallback = spec["fallback"]
+        assert fallback["failureThreshold"] >= 1 and 1 <= fallback["replicas"] <= spec["maxReplicaCount"]
+    assert gpu["minReplicaCount"] >= 1 and cpu["minReplicaCount"] == 0
+    capacity = re.search(r"(\d+)\s*\*\s*sum\(gearman_workers_available", cpu["triggers"][0]["metadata"]["query"])
+    assert capacity and int(capacity.group(1)) == gpu_args.concurrency, "GPU slots per registered GPU process"
+
+
+def test_exporter_exports_the_functions_the_workers_register() -> None:
+    """The exporter reads the same pipelines ConfigMap as the workers (its --pipelines, mounted)."""
+    dep = named("Deployment", "imgworker-exporter")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    ns = build_parser().parse_args(c["args"])
+    assert ns.pipelines == worker_args("imgworker-cpu").pipelines == worker_args("imgworker-gpu").pipelines
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == ns.pipelines)
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "imgworker-pipelines"
+    assert set(imgworker_functions(str(REPO / "pipelines"))) == served("cpu") | served("gpu")
+
+
+def pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (d["metadata"]["name"], d["spec"]["template"]["spec"])
+        for d in BY_KIND["Deployment"]
+        if any(c["image"].startswith("imgworker:") for c in d["spec"]["template"]["spec"]["containers"])
+    ]
+
+
+def test_pods_meet_the_restricted_pod_security_level() -> None:
+    assert {name for name, _ in pod_specs()} == {"imgworker-cpu", "imgworker-gpu", "imgworker-exporter"}
+    for name, pod in pod_specs():
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), name
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name  # nothing added back
+            assert sc.get("privileged") is not True and "seccompProfile" not in sc, name
+
+
+def image_env(kind: str) -> dict[str, str]:
+    rows = instructions(DOCKERFILES[kind])
+    final = rows[max(i for i, (w, _) in enumerate(rows) if w == "FROM") :]
+    return dict(re.findall(r"(\w+)=(\S+)", " ".join(rest for word, rest in final if word == "ENV")))
+
+
+def test_gpu_image_has_a_writable_kernel_cache_and_the_video_capability() -> None:
+    env = image_env("gpu")
+    assert set(env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) >= {"compute", "utility", "video"}
+    cache = env["CUPY_CACHE_DIR"]
+    pod = named("Deployment", "imgworker-gpu")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    container_env = {e["name"]: e["value"] for e in c["env"]}
+    assert container_env["CUPY_CACHE_DIR"] == cache
+    assert container_env["NVIDIA_DRIVER_CAPABILITIES"] == env["NVIDIA_DRIVER_CAPABILITIES"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == cache)  # root is read-only: a volume
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume
+    assert "install -d -o 10001 -g 10001 " + cache in DOCKERFILES["gpu"].read_text()  # docker run without k8s
+
+
+def test_gpu_rollout_needs_no_spare_gpu() -> None:
+    strategy = named("Deployment", "imgworker-gpu")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxSurge"] == 0, "a surge pod needs a GPU that may not exist"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 1, "with no surge, one pod must be allowed down"
+
+
+def cpus(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_worker_pods_are_sized_by_their_cpu_quota() -> None:
+    """limits.cpu = requests.cpu (the cgroup quota imgworker/cpus.py sizes by); processes x threads fit it."""
+    for name in ("imgworker-cpu", "imgworker-gpu"):
+        (c,) = named("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        res = c["resources"]
+        assert cpus(res["limits"]["cpu"]) == cpus(res["requests"]["cpu"]), name
+        args = worker_args(name)
+        quota = int(cpus(res["limits"]["cpu"]))
+        assert 1 <= args.processes <= quota, name
+    gpu = worker_args("imgworker-gpu")
+    (c,) = named("Deployment", "imgworker-gpu")["spec"]["template"]["spec"]["containers"]
+    assert int(cpus(c["resources"]["limits"]["cpu"])) // gpu.processes >= 2, "GPU decode threads per process"
+
+
+@dataclass
+class Peer:
+    labels: dict[str, str]
+    namespace: str = "imgworker"
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+
+
+def reaches(peer: Peer, target: str, port: int) -> bool:
+    """NetworkPolicy semantics (ingress) for a pod of Deployment ``target`` in namespace "imgworker"."""
+    pod = named("Deployment", target)["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    ns_labels = {"kubernetes.io/metadata.name": peer.namespace, **peer.namespace_labels}
+    policies = [
+        p
+        for p in BY_KIND.get("NetworkPolicy", [])
+        if selects(p["spec"]["podSelector"].get("matchLabels", {}), labels) and "Ingress" in p["spec"]["policyTypes"]
+    ]
+    if not policies:
+        return True  # a pod no policy selects is not isolated
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            rule_ports = [ports.get(p["port"], p["port"]) for p in rule.get("ports", [])]
+            if rule_ports and port not in rule_ports:
+                continue
+            for src in rule.get("from", [{}]):
+                assert "ipBlock" not in src
+                if "namespaceSelector" in src:
+                    ns_ok = selects(src["namespaceSelector"].get("matchLabels", {}), ns_labels)
+                else:
+                    ns_ok = peer.namespace == "imgworker"
+                if ns_ok and selects(src.get("podSelector", {}).get("matchLabels", {}), peer.labels):
+                    return True
+    return False
+
+
+def test_network_policies_guard_the_job_servers() -> None:
+    worker = named("Deployment", "imgworker-cpu")["spec"]["template"]["metadata"]["labels"]
+    gpu_worker = named("Deployment", "imgworker-gpu")["spec"]["template"]["metadata"]["labels"]
+    exporter = named("Deployment", "imgworker-exporter")["spec"]["template"]["metadata"]["labels"]
+    client = {"app": "shop", "imgworker/gearman-client": "true"}
+    for server in ("gearmand-a", "gearmand-b"):
+        assert reaches(Peer(worker), server, 4730) and reaches(Peer(gpu_worker), server, 4730)
+        assert reaches(Peer(exporter), server, 4730)
+        assert reaches(Peer(client), server, 4730) and reaches(Peer(client, "shop"), server, 4730)
+        # unlabelled pods, here or elsewhere, reach neither jobs nor the admin protocol (same port: shutdown)
+        assert not reaches(Peer({"app": "shop"}), server, 4730)
+        assert not reaches(Peer({"app": "shop"}, "shop"), server, 4730)
+        assert not reaches(Peer({"app.kubernetes.io/name": "imgworker"}), server, 4730)  # no component
+        assert not reaches(Peer(worker), server, 4731)
+    prometheus = Peer({"app.kubernetes.io/name": "prometheus"}, "monitoring")
+    for target, port in (("imgworker-cpu", 9730), ("imgworker-gpu", 9730), ("imgworker-exporter", 9731)):
+        assert reaches(prometheus, target, port)
+        assert not reaches(Peer({"app": "shop"}), target, port) and not reaches(Peer(client, "shop"), target, port)
+        assert not reaches(prometheus, target, 22)
 
 
 def test_pipelines_configmap_matches_the_repository() -> None:

@@ -8,13 +8,16 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from test_metrics import free_port, http_get, scrape, total, wait_for
 
-from imgworker.exporter import ServerReport, summarize
+from imgworker.exporter import FunctionFilter, ServerReport, imgworker_functions, summarize
 from imgworker.gearman import FunctionStatus, Job, SyncClient, Worker, WorkerInfo, status
 from imgworker.gearmand import Gearmand
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -75,6 +78,7 @@ def test_exporter_sums_queues_across_servers(
 
     port = free_port()
     cmd = [sys.executable, "-m", "imgworker", "exporter", "--port", str(port), "--timeout", "2"]
+    cmd += ["--function", queued, "--function", other, "--function", held]
     for s in (g1.address, g2.address, down):
         cmd += ["--server", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -129,3 +133,85 @@ def test_exporter_needs_a_server() -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2 and "--server" in proc.stderr
+
+
+def run_exporter(servers: list[str], *extra: str) -> Iterator[int]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "imgworker", "exporter", "--port", str(port), "--timeout", "2", *extra]
+    for s in servers:
+        cmd += ["--server", s]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="exporter up")
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
+def series(m: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    return {key for key in m if key[0].startswith("gearman_") and key[0] != "gearman_scrape_duration_seconds"}
+
+
+def test_exporter_exports_only_imgworker_functions(gearmand_factory: Callable[[], Gearmand]) -> None:
+    """Client-made names (30 per-request notify functions, batch replies, another app) add no series."""
+    g = gearmand_factory()
+    pipelines = str(REPO / "pipelines")
+    with SyncClient([g.address]) as c:
+        c.submit_background("resize", b"{}", unique="r1")
+        c.submit_background("avatar", b"{}", unique="a1")
+        c.submit_background("web@gpu", b"{}", unique="w1")
+        gen = run_exporter([g.address], "--pipelines", pipelines, "--function", "thumb_*")
+        port = next(gen)
+        before = scrape(port)
+        for i in range(30):
+            c.submit_background(f"notify_{i:04d}_job_done", b"{}", unique=f"n{i}")
+        c.submit_background("batch", b"{}", unique="b1")
+        c.submit_background("otherapp_send_mail", b"{}", unique="o1")
+        c.submit_background("thumb_x", b"{}", unique="t1")  # matches the glob: exported
+        after = scrape(port)
+        gen.close()
+    names = {dict(labels).get("function") for _, labels in series(after)} - {None}
+    expected = set(imgworker_functions(pipelines))
+    assert expected == {
+        "resize", "resize@cpu", "resize@gpu", "avatar", "avatar@cpu", "product_zoom", "product_zoom@cpu",
+        "thumbnail", "thumbnail@cpu", "thumbnail@gpu", "web", "web@cpu", "web@gpu",
+    }  # cpu-only pipelines (backends: [cpu]) have no @gpu name
+    assert names == expected | {"thumb_x"}
+    # 32 new client-made names add nothing; thumb_x (matched by the glob) adds its 4 totals and 3 per-server series.
+    assert len(series(after)) == len(series(before)) + 7
+    assert total(after, "gearman_functions_ignored") == 32 and total(before, "gearman_functions_ignored") == 0
+    # Exact names are exported before any job or worker named them, so sums over them are never empty.
+    assert total(after, "gearman_jobs_queued", function="thumbnail@gpu") == 0
+    assert total(after, "gearman_workers_available", function="resize@gpu") == 0
+    assert total(after, "gearman_jobs_queued", function="resize") == 1
+    assert total(after, "gearman_jobs_queued", function="avatar") == 1
+    assert total(after, "gearman_server_jobs_waiting", server=g.address, function="web@gpu") == 1
+
+
+def test_exporter_without_any_server_exports_no_queue_figures(gearmand_factory: Callable[[], Gearmand]) -> None:
+    """Every job server down: no gearman_jobs_* at all (absent, so KEDA falls back), never zeros."""
+    gen = run_exporter([f"127.0.0.1:{free_port()}"])
+    m = scrape(next(gen))
+    gen.close()
+    assert total(m, "gearman_up") == 0
+    assert not [k for k in m if k[0].startswith("gearman_jobs_") or k[0] == "gearman_workers_available"]
+
+
+def test_function_filter() -> None:
+    f = FunctionFilter(["resize", "web@*"])
+    assert f("resize") and f("web@gpu") and not f("resize2") and not f("notify_1") and not f("batch")
+    assert f.exact == ["resize"] and f.patterns == ["web@*"]
+
+
+def test_exporter_refuses_pipelines_the_workers_would_refuse(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("name: x\nsteps: [nope]\n")
+    for where, why in ((tmp_path, "unknown step 'nope'"), (tmp_path / "missing", "not an existing directory")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "imgworker", "exporter", "--server", "127.0.0.1:1", "--pipelines", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and "--pipelines" in proc.stderr and why in proc.stderr, proc.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...cpus import available_cpus
 from .backend import GpuBackend
 from .batcher import MicroBatcher
 from .detect import GpuUnavailable, gpu_available, require_gpu
@@ -31,4 +32,6 @@ def create_backend(config: Any) -> GpuBackend:
         gpu_decode=str(getattr(config, "gpu_decode", "auto")),
         gpu_encode=str(getattr(config, "gpu_encode", "auto")),
         fail_on=str(getattr(config, "fail_on", "warning")),
+        # CPU-side decode threads: the pod's CPUs shared by its worker processes, not the node's cores each.
+        cpu_threads=max(1, available_cpus() // processes),
     )

@@ -8,7 +8,6 @@ MicroBatcher.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ import numpy as np
 
 from ...config import ConfigError
 from ...contract import ResizeSpec
+from ...cpus import available_cpus
 from ...errors import ImgworkerError, InternalError, Unavailable
 from ...geometry import plan
 from ...limits import Limits
@@ -80,7 +80,7 @@ class GpuBackend:
         self.oom_fallback = oom_fallback
         self.cpu_engine = NumpyEngine(kernel)
         self.engine: NumpyEngine | CupyEngine
-        threads = cpu_threads or os.cpu_count() or 4
+        threads = cpu_threads or available_cpus()  # the pod's CPUs, not the node's
         if xp is None or getattr(xp, "__name__", "") == "cupy":
             cp = xp if xp is not None else detect.require_gpu()
             wanted = gpu_decode != "never" or gpu_encode != "never"
