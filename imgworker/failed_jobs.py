@@ -143,4 +143,7 @@ class FailedJobs:
             from .stores.s3_url import parse_s3_url
 
             loc = parse_s3_url(url)
-            store.client.delete_object(Bucket=loc.bucket, Key=loc.key)
+            try:
+                store.client.delete_object(Bucket=loc.bucket, Key=loc.key)
+            except Exception as exc:
+                raise store._translate(exc, "delete", url) from None
