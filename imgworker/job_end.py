@@ -36,16 +36,22 @@ def retry_delay(first: float, retry: int) -> float:
     return min(MAX_RETRY_DELAY_S, first * 2 ** (retry - 1)) * random.uniform(0.75, 1.0)
 
 
+def open_records(config: WorkerConfig, stores: Stores) -> FailedJobs | None:
+    """The --failed-jobs prefix, checked against the roots / buckets: a ConfigError at start-up, not later."""
+    if not config.failed_jobs:
+        return None
+    try:
+        records = FailedJobs(stores, config.failed_jobs)
+        records.check()
+    except ImgworkerError as exc:
+        raise ConfigError(f"--failed-jobs {config.failed_jobs}: {exc.message}") from None
+    return records
+
+
 class JobEnd:
     def __init__(self, config: WorkerConfig, stores: Stores, worker_id: str) -> None:
         self.worker_id = worker_id
-        self.records: FailedJobs | None = None
-        if config.failed_jobs:
-            try:
-                self.records = FailedJobs(stores, config.failed_jobs)
-                self.records.check()
-            except ImgworkerError as exc:
-                raise ConfigError(f"--failed-jobs {config.failed_jobs}: {exc.message}") from None
+        self.records = open_records(config, stores)
         self.policy = CallbackPolicy(config.callback_allow)
         self.sender: CallbackSender | None = None
         if config.callback_allow and config.callback_secret:

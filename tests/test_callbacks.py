@@ -55,7 +55,7 @@ class Receiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 seen = [r for r in owner.requests if r["path"] == self.path]
                 owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
