@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from corpus import photo
+from prometheus_client.parser import text_string_to_metric_families
 from workerproc import REPO, WorkerProc
 
 from imgworker.callbacks import SIGNATURE_HEADER, CallbackPolicy, CallbackSender, Delivery, parse_target
@@ -111,6 +112,7 @@ class Env:
     redirect: Receiver
     php_port: int
     node_port: int
+    metrics_port: int
     client: SyncClient
     n: int = 0
 
@@ -137,18 +139,19 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     (root / "out").mkdir()
     (root / "failed").mkdir()
     ok, flaky, hang, redirect = (Receiver(m).start() for m in ("ok", "fail_first", "hang", "redirect"))
-    php_port, node_port = free_port(), free_port()
+    php_port, node_port, metrics_port = free_port(), free_port(), free_port()
     allow = [f"127.0.0.1:{r.port}" for r in (ok, flaky, hang, redirect)] + [
         f"127.0.0.1:{php_port}", f"localhost:{node_port}"]
     args = ["--failed-jobs", (root / "failed").as_uri(), "--callback-timeout", "1", "--callback-tries", "3",
-            "--retry-backoff", "0.05", "--concurrency", "2"]
+            "--retry-backoff", "0.05", "--concurrency", "2", "--metrics-port", str(metrics_port),
+            "--metrics-host", "127.0.0.1"]
     for a in allow:
         args += ["--callback-allow", a]
     with Gearmand() as g:
         worker = WorkerProc([g.address], [root, photo("dragonfly").parent], *args,
                             env={"IMGWORKER_CALLBACK_SECRET": SECRET})
         with worker, SyncClient([g.address]) as client:
-            yield Env(g, worker, root, ok, flaky, hang, redirect, php_port, node_port, client)
+            yield Env(g, worker, root, ok, flaky, hang, redirect, php_port, node_port, metrics_port, client)
     for r in (ok, flaky, hang, redirect):
         r.stop()
 
@@ -285,6 +288,23 @@ def test_node_receiver_verifies_real_callback(env: Env, tmp_path: Path) -> None:
     finally:
         node.terminate()
         node.wait(10)
+
+
+def test_metrics_count_callbacks_and_records(env: Env) -> None:
+    """Runs after the tests above in this module: their sent, failed and given-up callbacks are counted."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{env.metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("imgworker_callbacks_total", outcome="sent") >= 8
+    assert value("imgworker_callbacks_total", outcome="failed") >= 5  # 500 once, 3 hangs, 1 redirect
+    assert value("imgworker_callbacks_total", outcome="given_up") >= 2  # the hang and the redirect
+    written = value("imgworker_failed_job_records_total", result="written")
+    assert written == len(env.records()) and written >= 3
 
 
 def _wait_port(port: int, timeout: float = 20.0) -> None:
