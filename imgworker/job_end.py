@@ -57,7 +57,7 @@ class JobEnd:
         if config.callback_allow and config.callback_secret:
             self.sender = CallbackSender(
                 self.policy, config.callback_secret, tries=config.callback_tries,
-                timeout=config.callback_timeout, backoff=min(1.0, config.retry_backoff) or 0.1,
+                timeout=config.callback_timeout, backoff=min(0.5, config.retry_backoff),
                 give_up=self._callback_given_up,
             )
 
