@@ -125,8 +125,8 @@ class Env:
             body["callback"] = callback
         return body
 
-    def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.client.submit("resize", json.dumps(payload).encode(), timeout=60))
+    def run(self, payload: dict[str, Any], function: str = "resize") -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.client.submit(function, json.dumps(payload).encode(), timeout=60))
         return result
 
     def records(self) -> list[dict[str, Any]]:
@@ -144,7 +144,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         f"127.0.0.1:{php_port}", f"localhost:{node_port}"]
     args = ["--failed-jobs", (root / "failed").as_uri(), "--callback-timeout", "1", "--callback-tries", "3",
             "--retry-backoff", "0.05", "--concurrency", "2", "--metrics-port", str(metrics_port),
-            "--metrics-host", "127.0.0.1"]
+            "--metrics-host", "127.0.0.1", "--pipelines", str(REPO / "pipelines")]
     for a in allow:
         args += ["--callback-allow", a]
     with Gearmand() as g:
@@ -181,6 +181,19 @@ def test_failure_posts_error(env: Env) -> None:
     body = json.loads(req["body"])
     assert body["ok"] is False and body["error"]["code"] == "SOURCE_NOT_FOUND" and body["id"] == payload["id"]
     assert req["headers"][SIGNATURE_HEADER] == signature(req["body"])
+
+
+def test_pipeline_job_calls_back_and_is_refused_alike(env: Env) -> None:
+    payload = env.payload(env.ok.url("/avatar"), size=64)
+    del payload["width"]
+    assert env.run(payload, "avatar")["ok"] is True
+    (req,) = env.ok.for_path("/avatar")
+    body = json.loads(req["body"])
+    assert body["ok"] is True and body["pipeline"] == "avatar" and body["function"] == "avatar"
+    assert req["headers"][SIGNATURE_HEADER] == signature(req["body"])
+    refused = {**payload, "callback": f"http://127.0.0.2:{env.ok.port}/avatar", "dst": payload["dst"] + ".2.webp"}
+    assert env.run(refused, "avatar")["error"]["code"] == "FORBIDDEN_PATH"
+    assert not Path(refused["dst"][len("file://"):]).exists()
 
 
 def test_server_error_is_retried(env: Env) -> None:
