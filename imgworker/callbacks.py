@@ -227,6 +227,13 @@ class CallbackSender:
                 self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        while True:  # what is still queued will not be sent: say so, and record it
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if left is not None:
+                self._gave_up(left, "worker stopped before it was sent", 0)
 
     def _serve(self) -> None:
         while True:

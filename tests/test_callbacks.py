@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from workerproc import REPO, WorkerProc
 
 from imgworker.callbacks import SIGNATURE_HEADER, CallbackPolicy, CallbackSender, Delivery, parse_target
+from imgworker.config import ConfigError, load
 from imgworker.contract import parse_request
 from imgworker.errors import BadRequest, ForbiddenPath
 from imgworker.gearman import SyncClient
@@ -406,3 +407,20 @@ def test_sender_resolves_once_and_pins_the_address(monkeypatch: pytest.MonkeyPat
     finally:
         sender.close(1)
         receiver.stop()
+
+
+def test_config_validates_the_new_options() -> None:
+    cfg = load(environ={"IMGWORKER_CALLBACK_ALLOW": "hooks.example.com, 127.0.0.1:8080",
+                        "IMGWORKER_CALLBACK_SECRET": SECRET, "IMGWORKER_RETRIES": "0"})
+    assert cfg.callback_allow == ["hooks.example.com", "127.0.0.1:8080"] and cfg.retries == 0
+    assert SECRET not in repr(cfg)  # the key never reaches a log line through the config's repr
+    for bad, message in [
+        ({"IMGWORKER_CALLBACK_ALLOW": "hooks.example.com"}, "IMGWORKER_CALLBACK_SECRET"),
+        ({"IMGWORKER_CALLBACK_ALLOW": "http://hooks.example.com/", "IMGWORKER_CALLBACK_SECRET": "k"}, "HOST:PORT"),
+        ({"IMGWORKER_FAILED_JOBS": "/srv/failed"}, "file:/// or s3://"),
+        ({"IMGWORKER_RETRIES": "-1"}, "--retries"),
+        ({"IMGWORKER_CALLBACK_TRIES": "0"}, "--callback-tries"),
+        ({"IMGWORKER_CALLBACK_ALOW": "x"}, "did you mean IMGWORKER_CALLBACK_ALLOW"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(environ=bad)
