@@ -158,15 +158,25 @@ class _PinnedHTTPS(_PinnedHTTP):
         self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
 
 
+class AddressRefused(OSError):
+    """An allowed name resolved to an address no callback may reach."""
+
+
 def resolve(target: Target) -> tuple[Any, ...]:
-    """One address for the target (IP literals are used as they are)."""
+    """One address for the target. IP literals are used as they are (the operator listed them); a name that
+    resolves to a link-local (169.254.0.0/16: cloud metadata, fe80::/10), multicast or unspecified address is
+    refused, so a DNS record pointed there cannot reach the metadata service through an allowed name."""
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(target.host)
         return (target.host, target.port)
     infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"{target.host} does not resolve")
-    return tuple(infos[0][4][:2])
+    address = tuple(infos[0][4][:2])
+    ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        raise AddressRefused(f"{target.host} resolves to {ip}, which callbacks may not reach")
+    return address
 
 
 @dataclass(slots=True)
@@ -258,6 +268,10 @@ class CallbackSender:
                 if address is None:
                     address = resolve(d.target)  # once per delivery: every attempt goes to this address
                 status = self._post(d.target, address, d.body, headers)
+            except AddressRefused as exc:
+                status, reason = 0, str(exc)
+                metrics.CALLBACKS.labels("failed").inc()
+                break  # not a transient error: no retry
             except (OSError, http.client.HTTPException) as exc:
                 status, reason = 0, f"connection failed ({type(exc).__name__})"
             else:

@@ -422,3 +422,18 @@ def test_config_validates_the_new_options() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             load(environ=bad)
+
+
+def test_an_allowed_name_resolving_to_link_local_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **kw: real("169.254.169.254", *a, **kw))
+    given_up: list[str] = []
+    policy = CallbackPolicy(["hooks.test:80"])
+    sender = CallbackSender(policy, SECRET, tries=3, timeout=1, backoff=0.01, senders=1,
+                            give_up=lambda d, reason, tries: given_up.append(f"{tries}: {reason}"))
+    try:
+        target = policy.check("http://hooks.test/cb")
+        assert sender.deliver(Delivery(target, b"{}", "resize", b"{}", "u2")) is False
+        assert given_up == ["1: hooks.test resolves to 169.254.169.254, which callbacks may not reach"]
+    finally:
+        sender.close(1)
