@@ -185,7 +185,10 @@ def run(config: WorkerConfig) -> int:
     # Fail fast in the parent for config that every child would reject (no device, bad pipelines...),
     # without building a backend here: a GPU one would hold a CUDA context the parent never uses.
     build_pipelines(config, backend_name(config))
-    build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
+    stores = build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
+    from .job_end import open_records
+
+    open_records(config, stores)  # so does a --failed-jobs prefix outside the roots / buckets
     ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []
     stopping = False

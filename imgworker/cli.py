@@ -17,6 +17,7 @@ COMMANDS: list[str] = [
     "imgworker.pipelines_cmd",
     "imgworker.exporter",
     "imgworker.probe",
+    "imgworker.failed_cmd",
 ]
 
 

@@ -85,6 +85,20 @@ class WorkerConfig:
     s3_timeout: float = field(default=20.0, metadata=_meta("S3 connect and read timeout, seconds"))
     batch_slots: int = field(default=1, metadata=_meta("batch jobs this process coordinates at once (0: none)"))
     client_id: str | None = field(default=None, metadata=_meta("Gearman client id (default: host-pid)"))
+    # Failed-job records, worker retries and HTTP callbacks (docs/reliability.md, docs/contract.md).
+    failed_jobs: str | None = field(
+        default=None, metadata=_meta("file:// or s3:// prefix where failed jobs are recorded (off if unset)")
+    )
+    retries: int = field(default=3, metadata=_meta("worker retries of a transient failure of a background job"))
+    retry_backoff: float = field(default=1.0, metadata=_meta("seconds before the first retry; doubles, max 30"))
+    callback_allow: list[str] = field(
+        default_factory=list, metadata=_meta("HOST[:PORT] a job's callback URL may name; repeatable")
+    )
+    callback_secret: str | None = field(
+        default=None, repr=False, metadata=_meta("HMAC-SHA256 key signing callbacks (prefer the environment variable)")
+    )
+    callback_tries: int = field(default=5, metadata=_meta("attempts per callback before giving up"))
+    callback_timeout: float = field(default=5.0, metadata=_meta("callback connect and response timeout, seconds"))
     log_level: str = field(default="info", metadata=_meta("log level", choices=("debug", "info", "warning", "error")))
 
     @property
@@ -130,6 +144,7 @@ class WorkerConfig:
             raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
         if self.s3_timeout <= 0 or self.batch_slots < 0:
             raise ConfigError("--s3-timeout must be > 0 and --batch-slots >= 0")
+        self._validate_reliability()
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError("--metrics-port must be 0 (off) or a port number")
         for f in dataclasses.fields(self):
@@ -137,6 +152,23 @@ class WorkerConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
         return self
+
+
+    def _validate_reliability(self) -> None:
+        from .callbacks import parse_allow  # local: callbacks imports nothing from here, but keep it lazy
+
+        if self.failed_jobs is not None and not self.failed_jobs.startswith(("file:///", "s3://")):
+            raise ConfigError(f"--failed-jobs must be a file:/// or s3:// prefix, got {self.failed_jobs!r}")
+        if self.retries < 0 or self.retry_backoff < 0:
+            raise ConfigError("--retries and --retry-backoff must be >= 0")
+        if self.callback_tries < 1 or not 0 < self.callback_timeout <= 60:
+            raise ConfigError("--callback-tries must be >= 1 and --callback-timeout in (0, 60] seconds")
+        try:
+            parse_allow(self.callback_allow)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.callback_allow and not self.callback_secret:
+            raise ConfigError("--callback-allow needs a signing key: set IMGWORKER_CALLBACK_SECRET")
 
 
 def _is_list(f: dataclasses.Field[Any]) -> bool:

@@ -24,7 +24,7 @@ _EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", 
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 50, "png": 100}
 
 RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
-COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id")
+COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback")
 KNOWN_KEYS = COMMON_KEYS + RESIZE_KEYS
 
 
@@ -50,6 +50,8 @@ class JobRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
     notify: str | None = None
     id: str | int | None = None
+    # An http(s):// URL POSTed the result when the job ends (callbacks.py; the worker checks the allow-list).
+    callback: str | None = None
 
 
 def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
@@ -167,17 +169,22 @@ def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -
     assert src is not None and dst is not None
     name = pipeline or _str(obj, "pipeline", required=False)
     notify = _str(obj, "notify", required=False)
+    callback = obj.get("callback")
+    if callback is not None:
+        from .callbacks import parse_target
+
+        parse_target(callback)  # BadRequest naming what is wrong with it
     job_id = obj.get("id")
     if job_id is not None and (isinstance(job_id, bool) or not isinstance(job_id, str | int)):
         raise BadRequest(f"'id' must be a string or integer, got {job_id!r}")
     if name is not None:
         # The pipeline validates its own overrides (it knows which parameters it allows).
         overrides = {k: v for k, v in obj.items() if k not in COMMON_KEYS}
-        return JobRequest(src, dst, None, name, overrides, notify, job_id)
+        return JobRequest(src, dst, None, name, overrides, notify, job_id, callback)
     for key in obj:
         if key not in KNOWN_KEYS:
             raise BadRequest(
                 f"unknown key {key!r}{suggest(key, KNOWN_KEYS)}; a resize job takes: {', '.join(KNOWN_KEYS)}"
             )
     spec = parse_resize(obj, dst, limits)
-    return JobRequest(src, dst, spec, None, {}, notify, job_id)
+    return JobRequest(src, dst, spec, None, {}, notify, job_id, callback)

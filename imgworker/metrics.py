@@ -77,6 +77,15 @@ GPU_TOTAL_BYTES = Gauge(
 GPU_BATCH = Histogram(
     "imgworker_gpu_batch_size", "images per GPU batch (GPU backend)", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
+FAILED_RECORDS = Counter(
+    "imgworker_failed_job_records", "failed-job records: written, or not (the store refused)", ["result"]
+)
+JOB_RETRIES = Counter(
+    "imgworker_job_retries", "worker retries of background jobs after a transient failure", ["function", "code"]
+)
+CALLBACKS = Counter(
+    "imgworker_callbacks", "HTTP callback attempts: sent (2xx), failed (one attempt), given_up", ["outcome"]
+)
 INFO = Gauge(
     "imgworker_build_info", "1, with the version and backend", ["version", "backend"], multiprocess_mode="max"
 )

@@ -10,6 +10,7 @@ way. docs/contract.md has the details.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from .batch import BatchRunner
 from .config import WorkerConfig
 from .errors import ImgworkerError, JobTimeout, redact
 from .gearman import Job, Worker
+from .job_end import JobEnd, retry_delay, should_retry
 from .notify import Notifier
 from .service import Service, error_result
 from .stores import Stores
@@ -53,6 +55,8 @@ class JobRunner:
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
+        # Checks on the raw payload before any work (the callback allow-list); they raise ImgworkerError.
+        self.prechecks: list[Callable[[bytes], None]] = []
         # Threads still running jobs already answered TIMEOUT: Python cannot stop them.
         self.overrunning = 0
 
@@ -71,6 +75,8 @@ class JobRunner:
 
         def work() -> dict[str, Any]:
             loop.call_soon_threadsafe(mark_running)
+            for check in self.prechecks:
+                check(payload)
             return self.service.handle(payload, pipeline=pipeline)
 
         future = loop.run_in_executor(self.executor, work)
@@ -160,6 +166,8 @@ class WorkerProcess:
         self.health_max_age = health.HEARTBEAT_MAX_AGE_S
         self.health_server: health.HealthServer | None = None
         self.notifier = Notifier(config.servers)
+        self.job_end = JobEnd(config, stores, client_id)  # failed-job records, callbacks
+        self.runner.prechecks.append(self.job_end.policy.precheck)
         self.abandoned = 0  # jobs handed back to gearmand when the drain deadline passed
         self._stopping = 0
         self._stopped = asyncio.Event()
@@ -176,15 +184,41 @@ class WorkerProcess:
             started = time.perf_counter()
             metrics.IN_FLIGHT.inc()
             try:
-                result = await self.runner.run(function, pipeline, job.data)
+                result, attempts, background = await self._run_with_retries(job, function, pipeline)
             finally:
                 metrics.IN_FLIGHT.dec()
             log_job(function, result, time.perf_counter() - started, job.data)
             # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
             await self.notifier.send(job.data, function, result)
+            await self.job_end.finished(job, function, result, attempts, background)
             return json.dumps(result, separators=(",", ":")).encode()
 
         return handle
+
+    async def _run_with_retries(
+        self, job: Job, function: str, pipeline: str | None
+    ) -> tuple[dict[str, Any], int, bool | None]:
+        """Run the job; a background job's transient failure runs again (job_end.py has the policy)."""
+        result = await self.runner.run(function, pipeline, job.data)
+        attempts, background = 1, None
+        while should_retry(result) and attempts <= self.config.retries and not self._stopping:
+            if background is None:
+                background = await job.is_background()
+            if not background:
+                break
+            code = str(result["error"]["code"])
+            delay = retry_delay(self.config.retry_backoff, attempts)
+            metrics.JOB_RETRIES.labels(function, code).inc()
+            log.warning("job function=%s %s: retry %d/%d in %.1f s", function, code, attempts,
+                        self.config.retries, delay)
+            # A stop request cuts the wait short: the failure is then final (and recorded).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), delay)
+            if self._stopping:
+                break
+            attempts += 1
+            result = await self.runner.run(function, pipeline, job.data)
+        return result, attempts, background
 
     def reload_pipelines(self) -> None:
         """SIGHUP: re-read pipelines; CAN_DO new ones, CANT_DO removed ones. Jobs in flight keep their runner."""
@@ -261,6 +295,7 @@ class WorkerProcess:
             log.warning("drain deadline passed with %d jobs in flight: handing them back", self.abandoned)
         await self.gearman.close()
         await self.notifier.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.job_end.close)
         serving.cancel()
         if batches is not None:
             batches.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,12 @@ class _ClientConn:
         self.status.clear()
 
 
+def _unique(unique: str | None) -> bytes:
+    """A fresh unique id when none is given (as libgearman does): a worker can then ask the server about
+    the job (GET_STATUS_UNIQUE: is anyone waiting?), and no two such jobs are ever coalesced."""
+    return (uuid.uuid4().hex if unique is None else unique).encode()
+
+
 def _int(b: bytes) -> int:
     try:
         return int(b)
@@ -268,7 +275,7 @@ class Client:
         assert conn is not None
         # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
         cc.pending.append((None, waiter))
-        conn.send(ptype, function.encode(), (unique or "").encode(), data)
+        conn.send(ptype, function.encode(), _unique(unique), data)
         if conn.write_paused:
             await conn.drain()
 
@@ -280,7 +287,7 @@ class Client:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
         cc.pending.append((fut, None))
-        await cc.conn.send_and_drain(ptype, function.encode(), (unique or "").encode(), data)
+        await cc.conn.send_and_drain(ptype, function.encode(), _unique(unique), data)
         handle = await fut
         assert isinstance(handle, str)
         return cc, handle

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .connection import Connection
 from .eager import eager_task
 from .errors import ConnectionLost
-from .job import Job
+from .job import Job, StatusWaiters
 from .protocol import P
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class _Session:
         self.cant_do: set[str] = set()
         self.reset_pending = False
         self.lost = asyncio.Event()
+        self.status_waiters: StatusWaiters = {}  # Job.is_background() questions awaiting STATUS_RES_UNIQUE
 
 
 class Worker:
@@ -233,6 +234,10 @@ class Worker:
         s.registered = False
         s.grabs = 0
         s.lost.set()
+        for waiting in s.status_waiters.values():  # no answer will come on this connection
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result(-1)
         if was:
             if not self._closed:
                 log.warning("%s: connection lost (%s)", s.server, exc)
@@ -296,7 +301,9 @@ class Worker:
             handle, fn, unique, data = args
             assert s.conn is not None
             s.active += 1
-            self._start_job(Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"), data))
+            self._start_job(
+                Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"), data, s.status_waiters)
+            )
         elif t == P.NO_JOB:
             s.grabs -= 1
             if s.grabs <= 0 and not s.asleep:
@@ -316,6 +323,13 @@ class Worker:
             assert s.conn is not None
             s.active += 1
             self._start_job(Job(s.conn, handle.decode(), fn.decode(), "", data))
+        elif t == P.STATUS_RES_UNIQUE:
+            unique, known, _running, _num, _den, clients = args
+            waiting = s.status_waiters.get(unique.decode(errors="replace"))
+            if waiting:
+                fut = waiting.pop(0)
+                if not fut.done():
+                    fut.set_result(int(clients) if known == b"1" and clients.isdigit() else -1)
         elif t == P.ERROR:
             log.error("%s: server error %s: %s", s.server, args[0], args[1])
         else:
