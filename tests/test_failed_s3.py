@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from corpus import photo
+from fixtures_reliability import wait_for
 from fixtures_s3 import S3_ENV, CountingProxy, MotoServer, free_port, start_s3_worker, wait_for_workers
 from prometheus_client.parser import text_string_to_metric_families
 from workerproc import REPO, WorkerProc
@@ -47,14 +47,8 @@ class Env:
         return [json.loads(p.read_text()) for p in sorted((self.root / "failed").glob("*.json"))]
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise TimeoutError(f"{what}: not within {timeout} s")
+def wait_for_what(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    return wait_for(check, timeout=timeout, what=what)
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +92,10 @@ def test_transient_failure_of_background_job_is_retried_until_it_succeeds(env: E
     env.proxy.cut()
     try:
         env.client.submit_background("resize", json.dumps(env.job("a.jpg")).encode(), unique="retry-a")
-        wait_until(lambda: retries_logged(env) > before, "a first retry")
+        wait_for_what(lambda: retries_logged(env) > before, "a first retry")
     finally:
         env.proxy.restore()
-    wait_until(lambda: env.exists("out/a.jpg"), "the retried job's output")
+    wait_for_what(lambda: env.exists("out/a.jpg"), "the retried job's output")
     assert "STORE_FAILED: retry 1/3" in env.flaky.log()
     assert env.file_records() == []  # it succeeded in the end: nothing to record
 
@@ -111,7 +105,7 @@ def test_background_job_is_recorded_once_retries_are_used_up(env: Env) -> None:
     env.proxy.cut()
     try:
         env.client.submit_background("resize", json.dumps(env.job("b.jpg")).encode(), unique="retry-b")
-        recs = wait_until(lambda: [r for r in env.file_records() if r["unique"] == "retry-b"], "the record")
+        recs = wait_for_what(lambda: [r for r in env.file_records() if r["unique"] == "retry-b"], "the record")
     finally:
         env.proxy.restore()
     (rec,) = recs
@@ -132,7 +126,7 @@ def test_foreground_job_gets_the_first_answer_without_retries(env: Env) -> None:
     env.proxy.cut()
     try:
         result = json.loads(env.client.submit("resize", json.dumps(env.job("c.jpg")).encode(), timeout=60))
-        recs = wait_until(lambda: [r for r in env.file_records() if r["payload"]["src"].endswith("/c.jpg")],
+        recs = wait_for_what(lambda: [r for r in env.file_records() if r["payload"]["src"].endswith("/c.jpg")],
                           "the record")
     finally:
         env.proxy.restore()
@@ -149,7 +143,7 @@ def test_records_on_s3_listed_and_retried_through_the_cli(env: Env) -> None:
     env.flaky.stop(timeout=15)  # only the direct worker takes jobs from here on
     job = env.job("late.jpg")
     env.client.submit_background("resize", json.dumps({**job, "id": "u-9"}).encode(), unique="s3-late")
-    keys = wait_until(lambda: [o["Key"] for o in env.s3.list_objects_v2(
+    keys = wait_for_what(lambda: [o["Key"] for o in env.s3.list_objects_v2(
         Bucket=env.bucket, Prefix="failed/").get("Contents", [])], "the record object")
     (key,) = keys
     head = env.s3.head_object(Bucket=env.bucket, Key=key)
@@ -170,6 +164,6 @@ def test_records_on_s3_listed_and_retried_through_the_cli(env: Env) -> None:
     put_photo(env, "late.jpg")
     retried = cli("retry", prefix, "--server", env.gearmand.address)
     assert retried.returncode == 0, retried.stderr
-    wait_until(lambda: env.exists("out/late.jpg"), "the resubmitted job's output")
+    wait_for_what(lambda: env.exists("out/late.jpg"), "the resubmitted job's output")
     assert not env.exists("failed/")  # the record was removed once resubmitted, and no new one was written
     assert cli("list", prefix).stdout == ""
