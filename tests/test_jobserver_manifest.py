@@ -198,7 +198,8 @@ def test_manifest_gearmand_starts_non_root_read_only_and_serves(pod: PodGearmand
 def test_manifest_gearmand_keeps_queued_jobs_through_sigkill(pod: PodGearmand, tmp_path: Path) -> None:
     pod.start()
     for i in range(5):
-        assert pod.ns(["gearman", "-h", "127.0.0.1", "-b", "-f", "later", "-u", f"job{i}", f"payload {i}"]).returncode == 0
+        queued = pod.ns(["gearman", "-h", "127.0.0.1", "-b", "-f", "later", "-u", f"job{i}", f"payload {i}"])
+        assert queued.returncode == 0, queued.stderr
     assert pod.status()["later"][0] == 5
     pod.kill()
     pod.start()  # a new container on the same claim

@@ -4,6 +4,7 @@ reserves 2)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ def test_backoff_doubles_to_its_cap_and_resets_after_a_stable_run() -> None:
     b = RestartBackoff()
     delays = [b.delay(uptime=1.0) for _ in range(10)]
     assert delays[:4] == [RESTART_FIRST_S, 2 * RESTART_FIRST_S, 4 * RESTART_FIRST_S, 8 * RESTART_FIRST_S]
-    assert delays[-1] == RESTART_MAX_S and all(a <= b for a, b in zip(delays, delays[1:], strict=False))
+    assert delays[-1] == RESTART_MAX_S and all(a <= b for a, b in itertools.pairwise(delays))
     assert b.delay(uptime=RESTART_STABLE_S) == RESTART_FIRST_S  # it ran long enough: a fresh start
     assert b.delay(uptime=1.0) == 2 * RESTART_FIRST_S
 
@@ -76,7 +77,8 @@ def test_supervisor_restarts_a_crashing_child_with_growing_delays(
     for _ in range(3):
         os.kill(victim, signal.SIGKILL)  # a crash (OOM kill, segfault): no goodbye
         killed_at = time.monotonic()
-        new = wait_for(lambda: worker_children(proc.pid) - {steady, victim}, 60, 0.02, "the replacement child")
+        gone = {steady, victim}
+        new = wait_for(lambda: worker_children(proc.pid) - gone, 60, 0.02, "the replacement child")  # noqa: B023
         gaps.append(time.monotonic() - killed_at)
         (victim,) = new
     planned = [float(d) for d in re.findall(r"restarting it in ([0-9.]+) s", log.read_text())]

@@ -7,6 +7,7 @@ No per-packet await: packets are decoded straight from the bytes the loop read a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -41,10 +42,9 @@ def enable_keepalive(sock: socket.socket, idle: int = KEEPALIVE_IDLE_S, interval
                         ("TCP_USER_TIMEOUT", (idle + interval * count) * 1000)):
         opt = getattr(socket, name, None)
         if opt is not None:
-            try:
+            # Not supported for this socket / OS: keepalive with the OS timings still works.
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, opt, value)
-            except OSError:  # not supported for this socket / OS: keepalive with the OS timings still works
-                pass
 
 
 class Connection(asyncio.BufferedProtocol):
