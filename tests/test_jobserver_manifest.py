@@ -11,10 +11,12 @@ the same flags.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ from imgworker import gearmand as local
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "k8s" / "base" / "gearmand.yaml"
-TOOLS = ("unshare", "nsenter", "setpriv", "ip", "ss", "gearman", "gearadmin")
+TOOLS = ("unshare", "nsenter", "setpriv", "ip", "ss", "gearman", "gearadmin", "sqlite3")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and setpriv need root (CI runs as root)")
 
@@ -56,9 +58,12 @@ class PodGearmand:
 
     def __init__(self, pod: dict[str, Any], volume_dir: Path, log: Path) -> None:
         (self.container,) = pod["containers"]
-        sc = {**pod.get("securityContext", {}), **self.container.get("securityContext", {})}
-        assert sc["runAsNonRoot"] and sc["runAsUser"] != 0 and sc["readOnlyRootFilesystem"]
-        assert sc["capabilities"]["drop"] == ["ALL"] and sc["allowPrivilegeEscalation"] is False
+        self.init_containers = pod.get("initContainers", [])
+        for c in [self.container, *self.init_containers]:
+            sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+            assert sc["runAsNonRoot"] and sc["runAsUser"] != 0 and sc["readOnlyRootFilesystem"], c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"] and sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert c["volumeMounts"] == self.container["volumeMounts"], c["name"]
         self.uid, self.gid = int(sc["runAsUser"]), int(sc.get("runAsGroup", sc["runAsUser"]))
         (mount,) = self.container["volumeMounts"]
         self.mount_path = mount["mountPath"]
@@ -87,6 +92,9 @@ class PodGearmand:
         ])
 
     def start(self) -> PodGearmand:
+        for c in self.init_containers:  # as kubelet does: each to completion, in order, before the container
+            init = self.as_pod_user(shlex.join([*c["command"], *c.get("args", [])]))
+            assert init.returncode == 0, (c["name"], init.stdout, init.stderr)
         script = self._script(shlex.join(self.argv))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(["unshare", "--mount", "--net", "--kill-child", "sh", "-c", script],
@@ -157,6 +165,7 @@ def pod(tmp_path: Path) -> Iterator[PodGearmand]:
 def test_both_job_servers_run_the_same_command() -> None:
     a, b = (pod_of(n)["containers"][0] for n in ("gearmand-a", "gearmand-b"))
     assert a["command"] == b["command"] == ["/usr/sbin/gearmand"]
+    assert pod_of("gearmand-a")["initContainers"] == pod_of("gearmand-b")["initContainers"]
     assert a["args"] == b["args"] and a["securityContext"] == b["securityContext"]
     assert all(pod_of(n)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
                for n in ("gearmand-a", "gearmand-b"))
@@ -193,6 +202,9 @@ def test_manifest_gearmand_starts_non_root_read_only_and_serves(pod: PodGearmand
     assert db and db.startswith(pod.mount_path + "/") and flag(pod.argv, "queue-type") == "libsqlite3"
     assert (pod.volume / Path(db).name).is_file()
     assert "ERROR" not in pod.log.read_text(), pod.log.read_text()
+    # The initContainer's write-ahead-log mode is stored in the file and gearmand kept it.
+    with contextlib.closing(sqlite3.connect(pod.volume / Path(db).name)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_manifest_gearmand_keeps_queued_jobs_through_sigkill(pod: PodGearmand, tmp_path: Path) -> None:
@@ -283,3 +295,16 @@ def test_local_default_matches_the_manifest() -> None:
     db = flag(args, "libsqlite3-db")
     assert db is not None and Path(db).name == local.QUEUE_FILE
     assert "--store-queue-on-shutdown" not in args + local_args
+
+
+def test_queue_claims_are_valid() -> None:
+    import kubernetes_validate
+
+    claims = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] == "PersistentVolumeClaim"]
+    assert {c["metadata"]["name"] for c in claims} == {"gearmand-a-queue", "gearmand-b-queue"}
+    for claim in claims:
+        kubernetes_validate.validate(claim, "1.29.0", strict=True)  # test_deploy.K8S_VERSION
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one writer: the pod of strategy Recreate
+    for name in ("gearmand-a", "gearmand-b"):
+        dep = next(d for d in deployments() if d["metadata"]["name"] == name)
+        assert dep["spec"]["strategy"] == {"type": "Recreate"} and dep["spec"]["replicas"] == 1
