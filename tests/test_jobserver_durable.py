@@ -131,3 +131,19 @@ def test_foreground_jobs_are_never_written_to_the_queue() -> None:
         server.stop()
         t.join(30)
         assert done
+
+
+def test_benchmark_runs_and_keeps_every_job(tmp_path: Path) -> None:
+    """benchmarks/jobserver_bench.py in miniature: its three modes run and both sqlite ones keep the queue."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "benchmarks/jobserver_bench.py", "--jobs", "50", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["queue"] for r in rows] == ["in-memory", "sqlite-delete", "sqlite-wal"]
+    assert all(r["drained"] == 51 and r["submits_per_s"] > 0 for r in rows)
+    assert all(r["queued_after_sigkill"] == 51 for r in rows[1:])
