@@ -2,7 +2,8 @@
 its runAsUser with every capability dropped and no new privileges, in a fresh mount and network namespace
 where the root filesystem is read-only and only the queue volume (a temp dir bound to the volume's
 mountPath) is writable. Port 4730 is the namespace's own, so the args need no change. Clients reach it with
-``nsenter --net`` (the gearman CLI; these are root-only tools, so the test needs root, as CI has).
+``nsenter --net`` (the gearman CLI). Building the sandbox needs root, as CI has; without it these tests fail
+and say so.
 
 It must serve, keep background jobs across a SIGKILL on the volume, drop a poison job after the manifest's
 ``--job-retries``, and keep TCP keepalive on its connections; the local default (imgworker.gearmand) must use
@@ -31,8 +32,6 @@ from imgworker import gearmand as local
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "k8s" / "base" / "gearmand.yaml"
 TOOLS = ("unshare", "nsenter", "setpriv", "ip", "ss", "gearman", "gearadmin", "sqlite3")
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and setpriv need root (CI runs as root)")
 
 
 def deployments() -> list[dict[str, Any]]:
@@ -152,6 +151,8 @@ class PodGearmand:
 
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[PodGearmand]:
+    if os.geteuid() != 0:
+        pytest.fail("the pod sandbox needs root (unshare --mount --net, setpriv); CI runs as root")
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         pytest.fail(f"missing tools: {missing} (util-linux, iproute2, gearman-tools)")
