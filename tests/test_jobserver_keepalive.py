@@ -4,6 +4,7 @@ getsockopt. Without it a worker idle on a server whose node died, or a client wa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures_reliability import WorkerProc, make_tiny_image
+from fixtures_reliability import WorkerProc, make_tiny_image, wait_for
 
 from imgworker import Client
 from imgworker import gearmand as local
@@ -21,13 +22,14 @@ from imgworker.gearman import connection
 from imgworker.gearmand import Gearmand
 
 
-def keepalive_timers(pid: int, port: int) -> list[float]:
-    """Seconds left on the keepalive timer of each of ``pid``'s connections to ``port`` (inf: no timer)."""
+def keepalive_timers(pid: int, port: int, side: int = 3) -> list[float]:
+    """Seconds left on the keepalive timer of each of ``pid``'s connections to ``port`` (inf: no timer);
+    ``side=2``: connections accepted on ``port`` instead (the server's end)."""
     out = subprocess.run(["ss", "-Htnop", "state", "established"], capture_output=True, text=True, check=True).stdout
     left = []
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) >= 4 and fields[3].endswith(f":{port}") and f"pid={pid}," in line:
+        if len(fields) >= 4 and fields[side].endswith(f":{port}") and f"pid={pid}," in line:
             m = re.search(r"timer:\(keepalive,(\d+(?:\.\d+)?)(ms|sec|min)", line)
             left.append(float(m.group(1)) * {"ms": 0.001, "sec": 1, "min": 60}[m.group(2)] if m else float("inf"))
     return left
@@ -60,7 +62,23 @@ def test_worker_and_client_connections_keep_alive(worker_factory: Callable[..., 
         with Client([server.address], timeout=60) as client:
             assert client.run("resize", {"src": (root / "in" / "a.png").as_uri(),
                                          "dst": (root / "out" / "a.jpg").as_uri(), "width": 16}).ok
-            mine = keepalive_timers(os.getpid(), server.port)
-            theirs = keepalive_timers(w.pid, server.port)
+            assert server.proc is not None
+            gearmand_pid = server.proc.pid
+
+            def sample() -> tuple[list[float], list[float], list[float]]:
+                return (keepalive_timers(os.getpid(), server.port), keepalive_timers(w.pid, server.port),
+                        keepalive_timers(gearmand_pid, server.port, side=2))
+
+            def alive(timers: list[float], idle: int, n: int = 1) -> bool:
+                return len(timers) >= n and all(0 < t <= idle for t in timers)
+
+            # A socket with unacknowledged data shows its retransmit timer instead: sample until all are idle.
+            with contextlib.suppress(AssertionError):  # the asserts below say which side lacks it
+                wait_for(lambda: (lambda m, t, g: alive(m, connection.KEEPALIVE_IDLE_S)
+                                  and alive(t, connection.KEEPALIVE_IDLE_S)
+                                  and alive(g, local.KEEPALIVE_IDLE_S, 2))(*sample()), 10, 0.2, "keepalive timers")
+            mine, theirs, gearmand_side = sample()
     assert mine and all(0 < s <= connection.KEEPALIVE_IDLE_S for s in mine), mine
     assert theirs and all(0 < s <= connection.KEEPALIVE_IDLE_S for s in theirs), theirs
+    # The local default gearmand keeps its ends alive too (--keepalive*, as the manifests).
+    assert len(gearmand_side) >= 2 and all(0 < s <= local.KEEPALIVE_IDLE_S for s in gearmand_side), gearmand_side
