@@ -173,6 +173,24 @@ def _serve_children_metrics(config: WorkerConfig) -> Any:
     ).start()
 
 
+RESTART_FIRST_S = 0.5  # delay before restarting a child that crashed
+RESTART_MAX_S = 60.0  # cap of the doubling: a child that crashes at start is retried once a minute
+RESTART_STABLE_S = 60.0  # a child that ran this long before it died starts the doubling again
+
+
+class RestartBackoff:
+    """Capped exponential backoff for one child slot: 0.5 s, 1 s, 2 s ... 60 s while it keeps crashing soon
+    after its start, back to 0.5 s once a child ran RESTART_STABLE_S. A crash loop (bad node, broken mount,
+    a poison job grabbed at every start) then costs one spawn a minute, not two a second."""
+
+    def __init__(self) -> None:
+        self.crashes = 0
+
+    def delay(self, uptime: float) -> float:
+        self.crashes = 1 if uptime >= RESTART_STABLE_S else self.crashes + 1
+        return min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** (self.crashes - 1))
+
+
 def run(config: WorkerConfig) -> int:
     """``imgworker worker``: one process, or a supervised group that restarts children that crash."""
     n = config.effective_processes
@@ -191,6 +209,9 @@ def run(config: WorkerConfig) -> int:
     open_records(config, stores)  # so does a --failed-jobs prefix outside the roots / buckets
     ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []
+    started_at: list[float] = []
+    backoff = [RestartBackoff() for _ in range(n)]
+    restart_at: dict[int, float] = {}  # slot -> when its replacement starts
     stopping = False
 
     def start_child() -> Any:
@@ -210,21 +231,30 @@ def run(config: WorkerConfig) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward)
     children.extend(start_child() for _ in range(n))
+    started_at.extend(time.monotonic() for _ in range(n))
     log.info("supervising %d worker processes", n)
     while True:
         alive = [p for p in children if p.is_alive()]
         if stopping and not alive:
             break
+        now = time.monotonic()
         for i, proc in enumerate(children):
-            if not proc.is_alive() and not stopping:
-                log.warning("worker process %s exited with %s; restarting it", proc.pid, proc.exitcode)
+            if stopping or proc.is_alive():
+                continue
+            if i not in restart_at:  # newly dead: plan its restart (without blocking the other slots)
+                delay = backoff[i].delay(now - started_at[i])
+                restart_at[i] = now + delay
+                log.warning("worker process %s exited with %s; restarting it in %.1f s (crash %d in a row)",
+                            proc.pid, proc.exitcode, delay, backoff[i].crashes)
                 if server is not None and proc.pid is not None:
                     from .health import child_exited
 
                     child_exited(proc.pid)
-                time.sleep(0.5)
+            elif now >= restart_at[i]:
+                del restart_at[i]
                 children[i] = start_child()
-        time.sleep(0.2)
+                started_at[i] = time.monotonic()
+        time.sleep(0.1)
     if server is not None:
         server.stop()
     codes = [p.exitcode for p in children]

@@ -1,4 +1,5 @@
-"""``imgworker health``: ask a worker's /healthz (or /readyz) and exit 0 when it is green, 1 otherwise.
+"""``imgworker health``: ask a worker's /healthz (or /readyz) and exit 0 when it is green, 1 otherwise (red,
+no answer, or no port to probe; never 2, which Docker's HEALTHCHECK reserves).
 
 For Docker's HEALTHCHECK and Kubernetes exec probes, which judge a command by its exit code. The port
 defaults to IMGWORKER_METRICS_PORT, so inside a container ``imgworker health`` needs no arguments.
@@ -30,7 +31,10 @@ def add_parser(sub: Any) -> None:
 def probe_url(args: argparse.Namespace) -> str | None:
     if args.url:
         return str(args.url)
-    port = args.port or int(os.environ.get("IMGWORKER_METRICS_PORT", "0") or 0)
+    try:
+        port = args.port or int(os.environ.get("IMGWORKER_METRICS_PORT", "0") or 0)
+    except ValueError:
+        return None
     if not port:
         return None
     return f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
@@ -39,8 +43,10 @@ def probe_url(args: argparse.Namespace) -> str | None:
 def main(args: argparse.Namespace) -> int:
     url = probe_url(args)
     if url is None:
-        print("imgworker health: give --port or --url (or set IMGWORKER_METRICS_PORT)", file=sys.stderr)
-        return 2
+        # Unhealthy, not a usage error: Docker reserves exit 2, and a probe without a port cannot pass.
+        print("imgworker health: give --port or --url (or set IMGWORKER_METRICS_PORT to a port number)",
+              file=sys.stderr)
+        return 1
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as resp:
             code, body = resp.status, resp.read()

@@ -1,4 +1,9 @@
-"""``imgworker submit``: one job, or every image of a directory / prefix, with progress and a summary."""
+"""``imgworker submit``: one job, or every image of a directory / prefix, with progress and a summary.
+
+Exit codes: 0 every job ok; 1 some job failed (the JSON says which); 2 nothing was submitted because the
+command is wrong (bad arguments, no images, two sources that would write one destination); 3 no job server
+reachable, nothing submitted; 130 interrupted (Ctrl-C), after printing the summary so far.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import asyncio
 import collections
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,7 +21,10 @@ from typing import Any
 from .client import default_unique
 from .contract import FITS, FORMATS
 from .gearman import Client as AsyncClient
-from .gearman import GearmanError
+from .gearman import GearmanError, NoServerAvailable
+from .gearman.protocol import parse_address
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".tif", ".tiff", ".heic"}
 
@@ -42,6 +51,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--in-flight", type=int, default=32, help="jobs in flight at once for a batch")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each job")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--keep-extension", action="store_true",
+                   help="batch: keep the source extension in output names (a.png -> a.png.webp), so sources "
+                        "that differ only by extension get distinct outputs")
     p.set_defaults(func=main)
 
 
@@ -79,11 +91,32 @@ def list_sources(src: str) -> list[str]:
     return [p.as_uri() for p in sorted(base.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def batch_dst(src_url: str, src_base: str, dst_base: str, fmt: str | None) -> str:
+def batch_dst(src_url: str, src_base: str, dst_base: str, fmt: str | None, keep_extension: bool = False) -> str:
     rel = src_url[len(src_base) :].lstrip("/")
     if fmt:
-        rel = str(Path(rel).with_suffix("." + ("jpg" if fmt == "jpeg" else fmt)))
+        suffix = "." + ("jpg" if fmt == "jpeg" else fmt)
+        rel = rel + suffix if keep_extension else str(Path(rel).with_suffix(suffix))
     return dst_base.rstrip("/") + "/" + rel
+
+
+def collisions(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Destinations that more than one source would write (each would overwrite the other, both "done")."""
+    by_dst: dict[str, list[str]] = {}
+    for job in jobs:
+        by_dst.setdefault(job["dst"], []).append(job["src"])
+    return {dst: srcs for dst, srcs in by_dst.items() if len(srcs) > 1}
+
+
+def any_server_reachable(servers: list[str], timeout: float = 5.0) -> bool:
+    """A TCP connect to each job server in turn: a batch with none up fails at once, not job by job."""
+    for server in servers:
+        try:
+            host, port = parse_address(server)
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 class Progress:
@@ -104,11 +137,54 @@ class Progress:
             sys.stderr.write("\n")
 
 
-async def run_batch(args: argparse.Namespace, function: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+class Batch:
+    """Outcomes so far, kept outside the event loop so that an interrupted run can still report them."""
+
+    def __init__(self, jobs: list[dict[str, Any]], quiet: bool) -> None:
+        self.jobs = jobs
+        self.progress = Progress(len(jobs), quiet)
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.failures: list[dict[str, Any]] = []
+        self.no_server = 0  # failures because no job server accepted a connection
+        self.started = time.perf_counter()
+        self.interrupted = False
+
+    def record(self, src: str, result: dict[str, Any]) -> None:
+        code = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
+        self.outcomes[code] += 1
+        if code != "ok":
+            self.failures.append({"src": src, **result.get("error", {})})
+        self.progress.step()
+
+    def summary(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.started
+        failed = {k: v for k, v in self.outcomes.items() if k != "ok"}
+        done = self.outcomes.get("ok", 0)
+        out: dict[str, Any] = {
+            "jobs": len(self.jobs),
+            "done": done,
+            "failed": failed,
+            "seconds": round(wall, 3),
+            # Successes only: a failed job (often a fast one) is not an image made.
+            "images_per_s": round(done / wall, 2) if wall else None,
+            "failures": self.failures[:20],
+        }
+        if self.interrupted:
+            out["interrupted"] = True
+            out["not_finished"] = len(self.jobs) - sum(self.outcomes.values())
+        return out
+
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        failed = sum(v for k, v in self.outcomes.items() if k != "ok")
+        if failed and failed == self.no_server and not self.outcomes.get("ok"):
+            return EXIT_NO_SERVER
+        return EXIT_FAILED if failed else EXIT_OK
+
+
+async def run_batch(args: argparse.Namespace, function: str, batch: Batch) -> None:
     client = AsyncClient(servers_from(args))
-    progress = Progress(len(jobs), args.quiet)
-    outcomes: collections.Counter[str] = collections.Counter()
-    failures: list[dict[str, Any]] = []
     gate = asyncio.Semaphore(args.in_flight)
 
     async def one(payload: dict[str, Any]) -> None:
@@ -119,27 +195,31 @@ async def run_batch(args: argparse.Namespace, function: str, jobs: list[dict[str
                 )
                 result = json.loads(body)
             except (GearmanError, ValueError) as exc:
+                batch.no_server += isinstance(exc, NoServerAvailable)
                 result = {"ok": False, "error": {"code": "UNAVAILABLE", "message": str(exc), "retryable": True}}
-        code = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
-        outcomes[code] += 1
-        if code != "ok":
-            failures.append({"src": payload["src"], **result.get("error", {})})
-        progress.step()
+        batch.record(payload["src"], result)
 
-    started = time.perf_counter()
     try:
-        await asyncio.gather(*(one(p) for p in jobs))
+        await asyncio.gather(*(one(p) for p in batch.jobs))
     finally:
         await client.close()
-    wall = time.perf_counter() - started
-    return {
-        "jobs": len(jobs),
-        "done": outcomes.pop("ok", 0),
-        "failed": dict(outcomes),
-        "seconds": round(wall, 3),
-        "images_per_s": round(len(jobs) / wall, 2) if wall else None,
-        "failures": failures[:20],
-    }
+
+
+def run_one_job(args: argparse.Namespace, function: str, payload: dict[str, Any]) -> int:
+    from .client import Client
+    from .errors import ImgworkerError
+
+    with Client(servers_from(args), timeout=args.timeout) as client:
+        try:
+            result = client.run(function, payload)
+        except ImgworkerError as exc:
+            print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2))
+            return EXIT_NO_SERVER if isinstance(exc.__cause__, NoServerAvailable) else EXIT_FAILED
+        except KeyboardInterrupt:
+            print(json.dumps({"ok": False, "interrupted": True, "src": payload["src"]}, indent=2))
+            return EXIT_INTERRUPTED
+    print(json.dumps(result.raw, indent=2))
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def main(args: argparse.Namespace) -> int:
@@ -147,24 +227,32 @@ def main(args: argparse.Namespace) -> int:
     src = to_url(args.src)
     is_batch = args.src.endswith("/") or (("://" not in args.src) and Path(args.src).is_dir())
     if not is_batch:
-        from .client import Client
-        from .errors import ImgworkerError
-
-        payload = build_payload(args, src, to_url(args.dst))
-        with Client(servers_from(args), timeout=args.timeout) as client:
-            try:
-                result = client.run(function, payload)
-            except ImgworkerError as exc:
-                print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2))
-                return 1
-        print(json.dumps(result.raw, indent=2))
-        return 0
+        return run_one_job(args, function, build_payload(args, src, to_url(args.dst)))
     sources = list_sources(src)
     if not sources:
-        print(f"no images under {args.src}", file=sys.stderr)
-        return 1
+        print(f"imgworker submit: no images under {args.src}", file=sys.stderr)
+        return EXIT_USAGE
     dst_base = to_url(args.dst)
-    jobs = [build_payload(args, s, batch_dst(s, src, dst_base, args.format)) for s in sources]
-    summary = asyncio.run(run_batch(args, function, jobs))
-    print(json.dumps(summary, indent=2))
-    return 0 if not summary["failed"] else 1
+    jobs = [build_payload(args, s, batch_dst(s, src, dst_base, args.format, args.keep_extension)) for s in sources]
+    clash = collisions(jobs)
+    if clash:
+        for dst, srcs in sorted(clash.items())[:20]:
+            print(f"imgworker submit: {' and '.join(srcs)} would all write {dst}", file=sys.stderr)
+        print(f"imgworker submit: {len(clash)} destination(s) claimed by more than one source; nothing submitted. "
+              "Use --keep-extension (a.png -> a.png.webp), or rename the sources.", file=sys.stderr)
+        return EXIT_USAGE
+    servers = servers_from(args)
+    if not any_server_reachable(servers):
+        print(f"imgworker submit: no job server reachable at {', '.join(servers)}; nothing submitted",
+              file=sys.stderr)
+        return EXIT_NO_SERVER
+    batch = Batch(jobs, args.quiet)
+    try:
+        asyncio.run(run_batch(args, function, batch))
+    except KeyboardInterrupt:
+        # asyncio.run cancelled the jobs in flight; gearmand may still run those already handed to a worker.
+        batch.interrupted = True
+        if not batch.progress.quiet:
+            sys.stderr.write("\n")
+    print(json.dumps(batch.summary(), indent=2))
+    return batch.exit_code()

@@ -1,11 +1,14 @@
 """Soak driver: many small jobs from Python, PHP and Perl client processes through real workers, with random
-worker SIGKILLs and a job-server restart, then an account of every job.
+worker SIGKILLs and a job-server SIGKILL + restart, then an account of every job.
 
     python tests/soak.py                                   # the CI size (10,000 jobs), prints a JSON report
     python tests/soak.py --jobs 100000 --kill-every 3      # by hand: docs/reliability.md
+    python tests/soak.py --durable false                   # gearmand's in-memory queue + resubmission policy
 
 Jobs are 64x64 PNG/JPEG -> 32 px JPEG/PNG/WebP. Foreground clients resubmit a job that did not complete
-(UNAVAILABLE: job server lost) with backoff; the background client applies the documented policy: every
+(UNAVAILABLE: job server lost) with backoff. The background client submits each job once and only retries a
+submission that failed (server down); the durable job server (sqlite queue, the default) must keep every
+accepted job through the SIGKILL. With ``--durable false`` it applies the in-memory policy instead: every
 ``reconcile_s`` it resubmits each job whose destination does not exist yet, with the same unique id.
 """
 
@@ -41,6 +44,7 @@ class SoakConfig:
     concurrency: int = 2
     kill_every: float = 4.0  # seconds between random worker SIGKILLs (0: none)
     restart_server: bool = True
+    durable: bool = True  # gearmand with its sqlite queue (imgworker's default); false: in-memory + policy
     bad_fraction: float = 0.02
     php: bool = True
     perl: bool = True
@@ -57,8 +61,10 @@ class SoakReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     workers_killed: int = 0
     server_restarts: int = 0
-    bg_missing_after_restart: int = 0
-    bg_resubmissions: int = 0
+    bg_missing_after_restart: int = 0  # background jobs not done when gearmand was killed (queued or running)
+    queued_after_restart: int = 0  # jobs the restarted gearmand still had (0 with an in-memory queue)
+    bg_resubmissions: int = 0  # accepted background jobs sent again (the in-memory policy; 0 when durable)
+    bg_submit_retries: int = 0  # submissions refused while gearmand was down, sent again
     fg_retries: int = 0
     lost: int = 0
     wrong: list[str] = field(default_factory=list)
@@ -117,23 +123,32 @@ def python_client(server: str, jobs_file: str, out_file: str, mode: str, reconci
                     break
                 out.write(json.dumps({"i": job["i"], "outcome": outcome, "attempts": attempt}) + "\n")
             return
-        submissions = 0
-        pending = list(jobs)
+        accepted: set[int] = set()
+        resent = retried = 0
+        to_submit = list(jobs)
         deadline = time.monotonic() + 540
-        while pending and time.monotonic() < deadline:
-            for job in pending:
+        while time.monotonic() < deadline:
+            refused: list[dict[str, Any]] = []
+            for k, job in enumerate(to_submit):
                 try:
                     client.submit_background("resize", json.loads(job["payload"]), unique=job["unique"])
-                    submissions += 1
                 except Unavailable:
-                    time.sleep(0.2)  # job server down: the next round resubmits what is still missing
+                    refused = to_submit[k:]  # job server down: try these again next round
+                    time.sleep(0.2)
                     break
+                resent += job["i"] in accepted
+                accepted.add(job["i"])
             time.sleep(reconcile_s)
-            pending = [job for job in pending if not os.path.exists(job["dst"])]
+            missing = [job for job in jobs if not os.path.exists(job["dst"])]
+            if not missing:
+                break
+            retried += len(refused)
+            # Durable server: only what it never accepted. In-memory: whatever is not done (the policy).
+            to_submit = refused if mode == "bg" else missing
         for job in jobs:
             outcome = "ok" if os.path.exists(job["dst"]) else "LOST"
             out.write(json.dumps({"i": job["i"], "outcome": outcome, "attempts": 1}) + "\n")
-        out.write(json.dumps({"submissions": submissions}) + "\n")
+        out.write(json.dumps({"resubmissions": resent, "submit_retries": retried}) + "\n")
 
 
 def _client_cmd(name: str, server: str, jobs_file: Path, out_file: Path, cfg: SoakConfig) -> list[str]:
@@ -142,7 +157,7 @@ def _client_cmd(name: str, server: str, jobs_file: Path, out_file: Path, cfg: So
         return ["php", str(PEERS / "soak_client.php"), host, port, str(jobs_file), str(out_file)]
     if name == "perl":
         return ["perl", str(PEERS / "soak_client.pl"), server, str(jobs_file), str(out_file)]
-    mode = "bg" if name == "python-bg" else "fg"
+    mode = ("bg" if cfg.durable else "bg-resubmit") if name == "python-bg" else "fg"
     return [sys.executable, __file__, "client", server, str(jobs_file), str(out_file), mode, str(cfg.reconcile_s)]
 
 
@@ -165,7 +180,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
     for c in plan:
         (root / "out" / c).mkdir(parents=True)
     started = time.monotonic()
-    server = fixed_port_gearmand()
+    server = fixed_port_gearmand(persistent=cfg.durable)
     workers = [WorkerProc([server.address], [root], base / f"worker{k}.log", name=f"soak-w{k}",
                           concurrency=cfg.concurrency).start() for k in range(cfg.workers)]
     clients: dict[str, subprocess.Popen[bytes]] = {}
@@ -200,8 +215,9 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
 
 def _chaos(cfg: SoakConfig, report: SoakReport, server: Any, workers: list[WorkerProc],
            clients: dict[str, subprocess.Popen[bytes]], plan: dict[str, list[dict[str, Any]]], started: float) -> None:
-    """Kill a worker (any but worker 0) every ``kill_every`` s and restart it; restart gearmand once while the
-    background queue is long (so queued background jobs are lost and the policy must recover them)."""
+    """Kill a worker (any but worker 0) every ``kill_every`` s and restart it; SIGKILL gearmand once while the
+    background queue is long, and restart it (the durable queue must keep every background job; an in-memory
+    one loses them and the policy must recover them)."""
     rng = random.Random(cfg.seed + 1)
     next_kill = time.monotonic() + cfg.kill_every
     restarted = not cfg.restart_server
@@ -219,12 +235,12 @@ def _chaos(cfg: SoakConfig, report: SoakReport, server: Any, workers: list[Worke
         if not restarted:
             st = function_status(server.address, "resize")
             if (st is not None and st.queued > min(200, cfg.jobs // 20)) or time.monotonic() - started > 20:
-                server.restart()
+                report.bg_missing_after_restart = sum(not os.path.exists(j["dst"]) for j in plan["python-bg"])
+                server.restart(kill=True)
                 report.server_restarts += 1
                 restarted = True
-                # Background jobs neither done nor running are gone from the restarted server.
-                time.sleep(0.5)
-                report.bg_missing_after_restart = sum(not os.path.exists(j["dst"]) for j in plan["python-bg"])
+                st = function_status(server.address, "resize")
+                report.queued_after_restart = st.queued if st is not None else 0
         time.sleep(0.2)
 
 
@@ -237,8 +253,9 @@ def _account(report: SoakReport, plan: dict[str, list[dict[str, Any]]], base: Pa
         out = base / f"{name}.out"
         for line in out.read_text().splitlines() if out.exists() else []:
             rec = json.loads(line)
-            if "submissions" in rec:
-                report.bg_resubmissions = rec["submissions"] - len(jobs)
+            if "resubmissions" in rec:
+                report.bg_resubmissions = rec["resubmissions"]
+                report.bg_submit_retries = rec["submit_retries"]
             else:
                 seen[rec["i"]] = rec
                 report.fg_retries += rec["attempts"] - 1

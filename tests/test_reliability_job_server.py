@@ -1,6 +1,7 @@
 """Job-server restart and loss: workers reconnect with backoff and re-register, foreground clients get a clear
-retryable error and can resubmit, two job servers carry on through the loss of one, and background jobs lost
-in a restart are found and resubmitted by the documented policy (docs/reliability.md)."""
+retryable error and can resubmit, two job servers carry on through the loss of one, background jobs survive a
+restart of the durable (sqlite) job server, and with an in-memory queue the jobs a restart lost are found and
+resubmitted by the documented policy (docs/reliability.md). SIGKILL with jobs running: test_jobserver_durable.py."""
 
 from __future__ import annotations
 
@@ -142,24 +143,30 @@ def resubmit_missing(client: Client, jobs: list[dict[str, Any]]) -> int:
     return len(missing)
 
 
-def test_background_jobs_lost_in_a_restart_are_resubmitted_by_the_policy(
-    server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("persistent", [True, False], ids=["sqlite-queue", "in-memory-queue"])
+def test_background_jobs_through_a_restart(persistent: bool, worker_factory: Callable[..., WorkerProc],
+                                           tmp_path: Path) -> None:
+    """Durable queue: every queued job is still there after the restart and runs. In-memory queue: the restart
+    loses them all, and the resubmission policy brings every one back."""
     root = _root(tmp_path, 4)
     jobs = [_job(root, i) for i in range(20)]
-    with Client([server.address]) as client:
-        for job in jobs:
-            client.submit_background("resize", job)
-        # A duplicate submission of a queued job coalesces: still 20 queued.
-        client.submit_background("resize", jobs[0])
-    assert getattr(function_status(server.address, "resize"), "queued", 0) == 20
-    server.restart()  # gearmand's default in-memory queue: every queued background job is lost
-    assert getattr(function_status(server.address, "resize"), "queued", 0) == 0
-    w = worker_factory([server.address], [root]).wait_ready()
-    time.sleep(0.5)
-    assert w.completed_lines("/out/") == [], "nothing was left to run: the restart lost the queue"
-    with Client([server.address]) as client:
-        assert resubmit_missing(client, jobs) == 20
-        wait_for(lambda: all(Path(j["dst"][7:]).exists() for j in jobs), 60, 0.1, "resubmitted jobs to finish")
-        assert resubmit_missing(client, jobs) == 0
-    assert len(w.completed_lines("/out/")) == 20
+    with fixed_port_gearmand(persistent=persistent) as server:
+        with Client([server.address]) as client:
+            for job in jobs:
+                client.submit_background("resize", job)
+            # A duplicate submission of a queued job coalesces: still 20 queued.
+            client.submit_background("resize", jobs[0])
+        assert getattr(function_status(server.address, "resize"), "queued", 0) == 20
+        server.restart()
+        assert getattr(function_status(server.address, "resize"), "queued", 0) == (20 if persistent else 0)
+        w = worker_factory([server.address], [root]).wait_ready()
+        with Client([server.address]) as client:
+            if persistent:
+                wait_for(lambda: all(Path(j["dst"][7:]).exists() for j in jobs), 60, 0.1, "queued jobs to finish")
+            else:
+                time.sleep(0.5)
+                assert w.completed_lines("/out/") == [], "nothing was left to run: the restart lost the queue"
+                assert resubmit_missing(client, jobs) == 20
+                wait_for(lambda: all(Path(j["dst"][7:]).exists() for j in jobs), 60, 0.1, "resubmitted jobs")
+            assert resubmit_missing(client, jobs) == 0
+        assert len(w.completed_lines("/out/")) == 20

@@ -7,6 +7,7 @@ No per-packet await: packets are decoded straight from the bytes the loop read a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -27,6 +28,23 @@ _MIN_READ = 16384  # never offer the kernel less room than this
 _unpack_header = struct.Struct(">4sII").unpack_from
 # Packets without arguments (GRAB_JOB_UNIQ, PRE_SLEEP, ...), encoded once.
 _EMPTY = {t: encode_header(t, 0) for t, argc in ARGC.items() if argc == 0}
+# TCP keepalive: probe after 30 s idle, every 10 s, drop after 3 unanswered. A worker idle on a server whose
+# node died (or a client waiting on one) would otherwise wait forever; the same values as imgworker's gearmand.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def enable_keepalive(sock: socket.socket, idle: int = KEEPALIVE_IDLE_S, interval: int = KEEPALIVE_INTERVAL_S,
+                     count: int = KEEPALIVE_COUNT) -> None:
+    """SO_KEEPALIVE plus the timings where the OS has them, and TCP_USER_TIMEOUT to match, so unacknowledged
+    writes to a dead peer give up in the same time (keepalive alone does not probe while data is in flight)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count),
+                        ("TCP_USER_TIMEOUT", (idle + interval * count) * 1000)):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            # Not supported for this socket / OS: keepalive with the OS timings still works.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -91,6 +109,7 @@ class Connection(asyncio.BufferedProtocol):
         if sock is not None:
             # Request/response traffic of small packets: Nagle would add 40 ms stalls.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_keepalive(sock)
         transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def get_buffer(self, sizehint: int) -> memoryview:
