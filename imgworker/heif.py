@@ -7,7 +7,7 @@ patents); without it such a source fails with UNSUPPORTED_IMAGE naming the extra
 The header is read first and the pixel limit checked before any pixel is decoded. libheif applies the
 container's rotation and mirror (irot/imir), which is the picture's orientation in HEIF; the EXIF orientation
 that cameras also write describes the same turn and is not applied a second time (as libvips, libheif and
-browsers do). The ICC profile travels with the decoded pixels, so libvips colour-manages them like a JPEG's.
+browsers do). The ICC profile travels with the decoded pixels and converts the resampled result to sRGB.
 """
 
 from __future__ import annotations
@@ -100,9 +100,20 @@ def load(source: bytes, limits: Limits | None) -> pyvips.Image:
     return image
 
 
-def resized(source: bytes, size: tuple[int, int]) -> pyvips.Image:
-    """Decoded (header already probed) and resampled to ``size`` by libvips' thumbnail, as other formats are."""
-    return load(source, None).thumbnail_image(size[0], height=size[1], size="force")
+def resized(source: bytes, size: tuple[int, int], *, inside: bool = False) -> pyvips.Image:
+    """Decoded (header already probed) and resampled to ``size`` by libvips' thumbnail (``inside``: fit within
+    it, else exactly). A file's ICC profile (iPhones: Display P3) converts the small result to sRGB."""
+    image = load(source, None)
+    managed = {"export_profile": "srgb"} if "icc-profile-data" in image.get_fields() else {}
+    return image.thumbnail_image(size[0], height=size[1], size="both" if inside else "force", **managed)
+
+
+def decode(source: bytes, size: tuple[int, int] | None) -> pyvips.Image:
+    """A pipeline's one decode: at ``size`` (resized), or full size; sRGB either way."""
+    if size is not None:
+        return resized(source, size)
+    image = load(source, None)
+    return image.icc_transform("srgb", embedded=True) if "icc-profile-data" in image.get_fields() else image
 
 
 def describe(source: bytes) -> dict[str, Any]:

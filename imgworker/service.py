@@ -139,8 +139,12 @@ class Service:
         if request.analyze:
             # The CPU backend computes the facts from its decoded image; a backend that does not (GPU)
             # gets them from one small shrink-on-load decode here.
-            result["analysis"] = rendered.analysis if rendered.analysis is not None else facts_of_source(
-                source, request.analyze, self.limits, str(getattr(self.backend, "fail_on", "warning")), ctx.timings)
+            if rendered.analysis is not None:
+                result["analysis"] = rendered.analysis
+                ctx.timings["analysis"] = rendered.timings.get("analysis", 0.0)
+            else:
+                fail_on = str(getattr(self.backend, "fail_on", "warning"))
+                result["analysis"] = facts_of_source(source, request.analyze, self.limits, fail_on, ctx.timings)
         return result
 
 

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 DEFAULT_FACTS = ("meta",)
 
 
-def decode_small(source: bytes, limits: Limits, fail_on: str) -> pyvips.Image:
+def decode_small(source: bytes, fail_on: str) -> pyvips.Image:
     """The source at most 100x100, oriented, in memory (shrink-on-load; HEVC HEIF through pillow-heif)."""
     try:
         if heif.handles(source):
-            image = heif.load(source, limits).thumbnail_image(MAX_SIDE, height=MAX_SIDE)
+            image = heif.resized(source, (MAX_SIDE, MAX_SIDE), inside=True)
         else:
             image = pyvips.Image.thumbnail_buffer(source, MAX_SIDE, height=MAX_SIDE,
                                                   option_string=f"fail_on={fail_on}")
@@ -40,7 +40,7 @@ def facts_of_source(source: bytes, facts: tuple[str, ...], limits: Limits, fail_
                     timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Facts from the source bytes: header check first (limits), then one small decode if a fact needs it."""
     probe(source, limits)
-    image = decode_small(source, limits, fail_on) if needs_pixels(facts) else pyvips.Image.black(1, 1)
+    image = decode_small(source, fail_on) if needs_pixels(facts) else pyvips.Image.black(1, 1)
     return of_decoded(image, source, facts, timings=timings)
 
 
