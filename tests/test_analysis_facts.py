@@ -76,7 +76,7 @@ def test_dominant_colour_and_shares_of_a_two_colour_image() -> None:
 def test_dominant_palette_of_a_photo_is_at_most_five_shares_summing_to_one() -> None:
     found = dominant.palette(small_of("baseline").rgba)
     assert 2 <= len(found["palette"]) <= 5
-    assert 0.95 <= sum(p["share"] for p in found["palette"]) <= 1.0001
+    assert 0.95 <= sum(p["share"] for p in found["palette"]) <= 1.003  # each rounded to 3 places
     assert found["colour"] == found["palette"][0]["colour"]
     assert [p["share"] for p in found["palette"]] == sorted((p["share"] for p in found["palette"]), reverse=True)
 

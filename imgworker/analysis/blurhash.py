@@ -16,9 +16,8 @@ def _base83(value: int, length: int) -> str:
     return "".join(ALPHABET[(value // 83 ** (length - 1 - i)) % 83] for i in range(length))
 
 
-def _to_linear(srgb: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    v = srgb / 255.0
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+_V = np.arange(256) / 255.0
+_TO_LINEAR = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4)  # a lookup per 8-bit value
 
 
 def _to_srgb(linear: float) -> int:
@@ -37,15 +36,14 @@ def encode(rgb: npt.NDArray[np.uint8], components: tuple[int, int] = DEFAULT_COM
     if not (1 <= cx <= 9 and 1 <= cy <= 9):
         raise ValueError("blurhash components must be 1 to 9")
     h, w = rgb.shape[:2]
-    linear = _to_linear(rgb[..., :3].astype(np.float64))
-    factors: list[npt.NDArray[np.float64]] = []
-    for j in range(cy):
-        fy = np.cos(math.pi * j * np.arange(h) / h)
-        for i in range(cx):
-            fx = np.cos(math.pi * i * np.arange(w) / w)
-            norm = 1.0 if i == 0 and j == 0 else 2.0
-            basis = norm * np.outer(fy, fx)
-            factors.append(np.einsum("hw,hwc->c", basis, linear) / (w * h))
+    linear = _TO_LINEAR[rgb[..., :3]]
+    fy = np.cos(math.pi * np.outer(np.arange(cy), np.arange(h)) / h)  # (cy, h)
+    fx = np.cos(math.pi * np.outer(np.arange(cx), np.arange(w)) / w)  # (cx, w)
+    # (cy, cx, 3): every component of every channel, then the AC ones doubled (the format's normalisation).
+    comps = np.einsum("jh,hwc,iw->jic", fy, linear, fx) / (w * h)
+    comps[1:, :, :] *= 2
+    comps[0, 1:, :] *= 2
+    factors = [comps[j, i] for j in range(cy) for i in range(cx)]
     dc, ac = factors[0], factors[1:]
     out = _base83((cx - 1) + (cy - 1) * 9, 1)
     if ac:

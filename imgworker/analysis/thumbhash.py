@@ -30,16 +30,11 @@ def _terms(nx: int, ny: int) -> list[tuple[int, int]]:
 def _encode_channel(channel: Floats, nx: int, ny: int) -> tuple[float, list[float], float]:
     """DC term, AC terms normalised to 0..1, and their scale (the largest |AC|)."""
     h, w = channel.shape
-    xs, ys = np.arange(w) + 0.5, np.arange(h) + 0.5
-    dc, ac = 0.0, []
-    for cx, cy in _terms(nx, ny):
-        fx = np.cos(math.pi / w * cx * xs)
-        fy = np.cos(math.pi / h * cy * ys)
-        f = float(fy @ channel @ fx) / (w * h)
-        if cx or cy:
-            ac.append(f)
-        else:
-            dc = f
+    fx = np.cos(math.pi / w * np.outer(np.arange(nx), np.arange(w) + 0.5))  # (nx, w)
+    fy = np.cos(math.pi / h * np.outer(np.arange(ny), np.arange(h) + 0.5))  # (ny, h)
+    coeffs = fy @ channel @ fx.T / (w * h)  # every (cy, cx) term at once; the triangle is kept below
+    terms = [float(coeffs[cy, cx]) for cx, cy in _terms(nx, ny)]
+    dc, ac = terms[0], terms[1:]
     scale = max((abs(f) for f in ac), default=0.0)
     if scale > 0:
         ac = [0.5 + 0.5 / scale * f for f in ac]
