@@ -30,6 +30,10 @@ from imgworker.limits import Limits
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "images"
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def median_ms(fn: Callable[[], object], runs: int) -> float:
     fn()  # warm caches and libvips' operation cache misses alike
     times = []
@@ -54,7 +58,7 @@ def main() -> None:
     pyvips.cache_set_max(0)  # every run decodes for real
     backend, limits = CpuBackend(), Limits()
     spec = ResizeSpec(width=512, format="jpeg", quality=85)
-    print(f"load average before: {' '.join(open('/proc/loadavg').read().split()[:3])}; cpus {os.cpu_count()}")
+    print(f"load average before: {loadavg()}; cpus {os.cpu_count()}")
     for name, source in sources().items():
         thumb = median_ms(lambda source=source: backend.resize(source, spec, limits), args.runs)
         info = probe(source, limits)
@@ -64,11 +68,12 @@ def main() -> None:
         print(f"  {'fact':<10} {'ms':>7} {'% of job':>9}")
         for fact in (*FACTS, "all five"):
             wanted = FACTS if fact == "all five" else (fact,)
-            ms = median_ms(lambda wanted=wanted, source=source: of_decoded(decoded, source, wanted), args.runs)
+            ms = median_ms(lambda wanted=wanted, source=source, decoded=decoded: of_decoded(decoded, source, wanted),
+                           args.runs)
             print(f"  {fact:<10} {ms:7.2f} {100 * ms / thumb:8.1f}%")
         ms = median_ms(lambda source=source: facts_of_source(source, FACTS, limits), args.runs)
         print(f"  info (all five, own small decode): {ms:.1f} ms = {100 * ms / thumb:.0f}% of the thumbnail job")
-    print(f"\nload average after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print(f"\nload average after: {loadavg()}")
 
 
 if __name__ == "__main__":

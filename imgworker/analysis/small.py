@@ -58,7 +58,7 @@ def _rgba(arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     if arr.shape[2] in (1, 2):  # grey (+ alpha)
         arr = np.concatenate([arr[..., :1]] * 3 + [arr[..., 1:]], axis=2)
     if arr.shape[2] == 3:
-        arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        arr = np.concatenate([arr, np.full((*arr.shape[:2], 1), 255, np.uint8)], axis=2)
     return arr
 
 
@@ -86,7 +86,7 @@ def _lanczos_matrix(size_in: int, size_out: int) -> npt.NDArray[np.float64]:
     support = max(scale, 1.0)
     centres = (np.arange(size_out) + 0.5) * scale
     weights = _lanczos((np.arange(size_in)[None, :] + 0.5 - centres[:, None]) / support)
-    return weights / weights.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def prepare(image: pyvips.Image, oriented: bool = True) -> Small:
