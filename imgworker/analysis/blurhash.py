@@ -40,7 +40,7 @@ def encode(rgb: npt.NDArray[np.uint8], components: tuple[int, int] = DEFAULT_COM
     fy = np.cos(math.pi * np.outer(np.arange(cy), np.arange(h)) / h)  # (cy, h)
     fx = np.cos(math.pi * np.outer(np.arange(cx), np.arange(w)) / w)  # (cx, w)
     # (cy, cx, 3): every component of every channel, then the AC ones doubled (the format's normalisation).
-    comps = np.einsum("jh,hwc,iw->jic", fy, linear, fx) / (w * h)
+    comps = np.stack([fy @ linear[..., c] @ fx.T for c in range(3)], axis=2) / (w * h)
     comps[1:, :, :] *= 2
     comps[0, 1:, :] *= 2
     factors = [comps[j, i] for j in range(cy) for i in range(cx)]

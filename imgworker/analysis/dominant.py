@@ -29,12 +29,13 @@ def _hex(rgb: Floats) -> str:
 
 def _histogram(px: npt.NDArray[np.uint8]) -> tuple[Floats, Floats]:
     """(mean colour, count) of each occupied cell."""
-    q = (px // (256 // _LEVELS)).astype(np.int64)
+    q = (px >> 4).astype(np.intp)  # 16 levels: the top 4 bits
     keys = (q[:, 0] * _LEVELS + q[:, 1]) * _LEVELS + q[:, 2]
-    cells, inverse = np.unique(keys, return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(cells)).astype(np.float64)
-    sums = np.stack([np.bincount(inverse, weights=px[:, c], minlength=len(cells)) for c in range(3)], axis=1)
-    return sums / counts[:, None], counts
+    size = _LEVELS**3
+    counts = np.bincount(keys, minlength=size).astype(np.float64)
+    sums = np.stack([np.bincount(keys, weights=px[:, c], minlength=size) for c in range(3)], axis=1)
+    occupied = counts > 0
+    return sums[occupied] / counts[occupied, None], counts[occupied]
 
 
 def _seeds(points: Floats, counts: Floats) -> Floats:

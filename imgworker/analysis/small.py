@@ -69,9 +69,16 @@ def _block_mean(arr: npt.NDArray[np.uint8], limit: int) -> npt.NDArray[np.uint8]
     if k <= 1:
         return arr
     hh, ww = max(1, h // k), max(1, w // k)
-    # Rows first over a contiguous last axis, then columns: ~6x faster than one sum over axes (1, 3).
-    rows = arr[: hh * k, : ww * k].reshape(hh, k, ww * k * c).sum(axis=1, dtype=np.uint32)
-    blocks = rows.reshape(hh, ww, k, c).sum(axis=2)
+    # k slice additions per axis, rows then columns: ~3x faster than ndarray.sum over the block axes.
+    acc_type = np.uint16 if k <= 16 else np.uint32  # k*k*255 must fit
+    rows = arr[: hh * k, : ww * k].reshape(hh, k, ww * k * c)
+    acc = rows[:, 0].astype(acc_type)
+    for i in range(1, k):
+        acc += rows[:, i]
+    cols = acc.reshape(hh, ww, k, c)
+    blocks = cols[:, :, 0].astype(np.uint32)
+    for i in range(1, k):
+        blocks += cols[:, :, i]
     return ((blocks + k * k // 2) // (k * k)).astype(np.uint8)
 
 
