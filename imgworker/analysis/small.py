@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -70,13 +71,13 @@ def _block_mean(arr: npt.NDArray[np.uint8], limit: int) -> npt.NDArray[np.uint8]
         return arr
     hh, ww = max(1, h // k), max(1, w // k)
     # k slice additions per axis, rows then columns: ~3x faster than ndarray.sum over the block axes.
-    acc_type = np.uint16 if k <= 16 else np.uint32  # k*k*255 must fit
+    acc_type: type[np.unsignedinteger[Any]] = np.uint16 if k <= 16 else np.uint32  # k*k*255 must fit
     rows = arr[: hh * k, : ww * k].reshape(hh, k, ww * k * c)
-    acc = rows[:, 0].astype(acc_type)
+    acc: npt.NDArray[np.unsignedinteger[Any]] = rows[:, 0].astype(acc_type)
     for i in range(1, k):
         acc += rows[:, i]
     cols = acc.reshape(hh, ww, k, c)
-    blocks = cols[:, :, 0].astype(np.uint32)
+    blocks: npt.NDArray[np.uint32] = cols[:, :, 0].astype(np.uint32)
     for i in range(1, k):
         blocks += cols[:, :, i]
     return ((blocks + k * k // 2) // (k * k)).astype(np.uint8)
