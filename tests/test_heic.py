@@ -156,3 +156,26 @@ def test_avif_input(heic_worker: tuple[WorkerProc, Path]) -> None:
     job(worker, "resize", {"src": photo("dragonfly").as_uri(), "dst": out_jpeg.as_uri(), "width": 320})
     assert a["ok"] is True and a["analysis"]["meta"]["format"] == "avif"
     assert np.abs(pixels(out_avif).astype(int) - pixels(out_jpeg).astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("resize", [True, False])
+def test_heic_through_a_pipeline(tmp_path: Path, resize: bool) -> None:
+    from imgworker.backends.cpu import CpuBackend
+    from imgworker.pipeline.loader import parse
+    from imgworker.pipeline.run import Runner
+    from imgworker.service import Service
+    from imgworker.stores import Stores
+    from imgworker.stores.file import FileStore
+
+    (tmp_path / "rotated.heic").write_bytes(heic_of(photo("exif6")))
+    out = ("  - resize: {width: 300}\n    encode: {format: png}\n" if resize  # decoded at 300 px
+           else "  - encode: {format: png}\n")  # no resize: decoded at full size
+    runner = Runner(parse("p.yaml", "name: p\nanalyze: [meta]\nsteps:\n  - auto_orient\noutputs:\n" + out))
+    svc = Service(Stores({"file": FileStore([tmp_path])}), CpuBackend(), Limits(), {"p": runner})
+    payload = {"src": (tmp_path / "rotated.heic").as_uri(), "dst": (tmp_path / "out.png").as_uri()}
+    result = svc.handle(json.dumps(payload).encode(), pipeline="p")
+    assert (result["width"], result["height"]) == ((300, 225) if resize else (600, 450))
+    assert result["analysis"]["meta"]["format"] == "heic"
+    jpeg = pyvips.Image.thumbnail(str(photo("exif6")), result["width"], height=result["height"], size="force")
+    shown = np.ndarray(buffer=jpeg.write_to_memory(), dtype=np.uint8, shape=(jpeg.height, jpeg.width, jpeg.bands))
+    assert np.abs(pixels(tmp_path / "out.png").astype(int) - shown.astype(int)).mean() < 5
