@@ -179,3 +179,15 @@ def test_heic_through_a_pipeline(tmp_path: Path, resize: bool) -> None:
     jpeg = pyvips.Image.thumbnail(str(photo("exif6")), result["width"], height=result["height"], size="force")
     shown = np.ndarray(buffer=jpeg.write_to_memory(), dtype=np.uint8, shape=(jpeg.height, jpeg.width, jpeg.bands))
     assert np.abs(pixels(tmp_path / "out.png").astype(int) - shown.astype(int)).mean() < 5
+
+
+def test_without_the_heif_extra_heic_is_unsupported_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from imgworker.backends.cpu import probe
+    from imgworker.errors import UnsupportedImage
+
+    data = heic_of(photo("dragonfly"))
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # what `import pillow_heif` meets without the extra
+    with pytest.raises(UnsupportedImage, match=r"imgworker\[heif\]"):
+        probe(data, Limits())
