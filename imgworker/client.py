@@ -4,6 +4,8 @@
     with Client(["127.0.0.1:4730"]) as client:
         result = client.resize(src="file:///data/in.jpg", dst="file:///data/out.jpg", width=512)
         print(result.width, result.height, result.ms)
+        facts = client.info(src="file:///data/in.jpg", analyze=["meta", "thumbhash"])
+        print(facts.analysis["meta"]["width"], facts.analysis["thumbhash"])
 
 A failed job raises the ImgworkerError subclass for its code (``SourceNotFound``, ``DecodeFailed``...).
 """
@@ -100,6 +102,10 @@ class Client:
 
     def resize(self, *, src: str, dst: str, function: str = "resize", **params: Any) -> Result:
         return self.run(function, {"src": src, "dst": dst, **params})
+
+    def info(self, *, src: str, analyze: Sequence[str] = ("meta",), function: str = "info") -> Result:
+        """The facts of ``src`` (``meta``, ``thumbhash``, ``blurhash``, ``dominant``, ``phash``); nothing written."""
+        return self.run(function, {"src": src, "analyze": list(analyze)})
 
     def submit_background(
         self, function: str, payload: dict[str, Any], *, unique: str | None = None, priority: Priority = "normal"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .analysis import parse_analyze
 from .errors import BadRequest
 from .limits import Limits
 
@@ -24,8 +25,11 @@ _EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", 
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 50, "png": 100}
 
 RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
-COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback")
+COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback", "analyze")
 KNOWN_KEYS = COMMON_KEYS + RESIZE_KEYS
+# The ``info`` function (facts of a source, nothing written) and the keys its payload takes.
+INFO_FUNCTION = "info"
+INFO_KEYS = ("src", "analyze", "notify", "id", "callback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class ResizeSpec:
     format: str = "jpeg"
     quality: int = 85
     background: tuple[int, int, int] = (255, 255, 255)
+    analyze: tuple[str, ...] = ()  # facts for the result (imgworker.analysis), from the decoded image
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class JobRequest:
     id: str | int | None = None
     # An http(s):// URL POSTed the result when the job ends (callbacks.py; the worker checks the allow-list).
     callback: str | None = None
+    analyze: tuple[str, ...] = ()
+    info: bool = False  # an ``info`` job: facts only, no dst
 
 
 def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
@@ -158,33 +165,63 @@ def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
         format=fmt,
         quality=quality if quality is not None else DEFAULT_QUALITY[fmt],
         background=background,
+        analyze=parse_analyze(obj.get("analyze")),
     )
 
 
-def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
-    """Parse a job payload. ``pipeline`` is set when the job came in on a pipeline's own function name."""
-    obj = decode_payload(data, limits)
-    src = _str(obj, "src", required=True)
-    dst = _str(obj, "dst", required=True)
-    assert src is not None and dst is not None
-    name = pipeline or _str(obj, "pipeline", required=False)
-    notify = _str(obj, "notify", required=False)
+def _job_id(obj: dict[str, Any]) -> str | int | None:
+    job_id = obj.get("id")
+    if job_id is not None and (isinstance(job_id, bool) or not isinstance(job_id, str | int)):
+        raise BadRequest(f"'id' must be a string or integer, got {job_id!r}")
+    return job_id
+
+
+def _callback(obj: dict[str, Any]) -> str | None:
     callback = obj.get("callback")
     if callback is not None:
         from .callbacks import parse_target
 
         parse_target(callback)  # BadRequest naming what is wrong with it
-    job_id = obj.get("id")
-    if job_id is not None and (isinstance(job_id, bool) or not isinstance(job_id, str | int)):
-        raise BadRequest(f"'id' must be a string or integer, got {job_id!r}")
+    return callback
+
+
+def parse_info(obj: dict[str, Any]) -> JobRequest:
+    """An ``info`` payload: ``src`` and ``analyze``; a ``dst`` is refused (info writes nothing)."""
+    if "dst" in obj:
+        raise BadRequest("'info' writes nothing: remove 'dst' (send the job to 'resize' to write an image)")
+    for key in obj:
+        if key not in INFO_KEYS:
+            raise BadRequest(
+                f"unknown key {key!r}{suggest(key, INFO_KEYS)}; an info job takes: {', '.join(INFO_KEYS)}"
+            )
+    src = _str(obj, "src", required=True)
+    assert src is not None
+    notify = _str(obj, "notify", required=False)
+    return JobRequest(src, "", None, None, {}, notify, _job_id(obj), callback=_callback(obj),
+                      analyze=parse_analyze(obj.get("analyze")), info=True)
+
+
+def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
+    """Parse a job payload. ``pipeline`` is set when the job came in on a pipeline's own function name."""
+    obj = decode_payload(data, limits)
+    if pipeline == INFO_FUNCTION:
+        return parse_info(obj)
+    src = _str(obj, "src", required=True)
+    dst = _str(obj, "dst", required=True)
+    assert src is not None and dst is not None
+    name = pipeline or _str(obj, "pipeline", required=False)
+    notify = _str(obj, "notify", required=False)
+    callback = _callback(obj)
+    job_id = _job_id(obj)
     if name is not None:
         # The pipeline validates its own overrides (it knows which parameters it allows).
         overrides = {k: v for k, v in obj.items() if k not in COMMON_KEYS}
-        return JobRequest(src, dst, None, name, overrides, notify, job_id, callback)
+        analyze = parse_analyze(obj.get("analyze"))
+        return JobRequest(src, dst, None, name, overrides, notify, job_id, callback=callback, analyze=analyze)
     for key in obj:
         if key not in KNOWN_KEYS:
             raise BadRequest(
                 f"unknown key {key!r}{suggest(key, KNOWN_KEYS)}; a resize job takes: {', '.join(KNOWN_KEYS)}"
             )
     spec = parse_resize(obj, dst, limits)
-    return JobRequest(src, dst, spec, None, {}, notify, job_id, callback)
+    return JobRequest(src, dst, spec, None, {}, notify, job_id, callback=callback, analyze=spec.analyze)

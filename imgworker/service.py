@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .analysis.info import facts_of_source, run_info
 from .backends.base import Backend
 from .contract import CONTRACT_VERSION, JobRequest, parse_request
 from .errors import BadRequest, ImgworkerError, InternalError, JobTimeout
@@ -98,7 +99,9 @@ class Service:
         # Check access to both ends before any work, so a forbidden dst costs nothing.
         self.stores.for_url(request.src).check(request.src)
         ctx = JobContext(request, self.stores, self.backend, self.limits, started + self.limits.job_timeout_s)
-        if request.pipeline is not None:
+        if request.info:
+            result = run_info(ctx)
+        elif request.pipeline is not None:
             runner = self.pipelines.get(request.pipeline)
             if runner is None:
                 known = ", ".join(sorted(self.pipelines)) or "none loaded"
@@ -126,13 +129,23 @@ class Service:
         ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
         ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
         ctx.write(request.dst, rendered.data, rendered.format)
-        return {
+        result = {
             "dst": request.dst,
             "width": rendered.width,
             "height": rendered.height,
             "format": rendered.format,
             "bytes": len(rendered.data),
         }
+        if request.analyze:
+            # The CPU backend computes the facts from its decoded image; a backend that does not (GPU)
+            # gets them from one small shrink-on-load decode here.
+            if rendered.analysis is not None:
+                result["analysis"] = rendered.analysis
+                ctx.timings["analysis"] = rendered.timings.get("analysis", 0.0)
+            else:
+                fail_on = str(getattr(self.backend, "fail_on", "warning"))
+                result["analysis"] = facts_of_source(source, request.analyze, self.limits, fail_on, ctx.timings)
+        return result
 
 
 def error_result(exc: BaseException) -> dict[str, Any]:

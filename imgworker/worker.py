@@ -25,6 +25,7 @@ from . import __version__, health, metrics
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
+from .contract import INFO_FUNCTION
 from .errors import ImgworkerError, JobTimeout, redact
 from .gearman import Job, Worker
 from .job_end import JobEnd, retry_delay, should_retry
@@ -44,6 +45,8 @@ def function_names(backend: str, pipelines: list[str]) -> dict[str, str | None]:
         target = None if name == BASE_FUNCTION else name
         names[name] = target
         names[f"{name}@{backend}"] = target
+    # `info` (facts of a source, nothing written): the service tells it by this target (no pipeline has it).
+    names[INFO_FUNCTION] = names[f"{INFO_FUNCTION}@{backend}"] = INFO_FUNCTION
     return names
 
 

@@ -8,7 +8,7 @@ A backend translates its library's errors into imgworker.errors (DecodeFailed, U
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..contract import ResizeSpec
 from ..limits import Limits
@@ -24,6 +24,8 @@ class Rendered:
     format: str
     # Milliseconds per stage: "decode" (header + decode + process) and "encode".
     timings: dict[str, float] = field(default_factory=dict)
+    # The facts the spec's ``analyze`` asked for (imgworker.analysis), when the backend computed them.
+    analysis: dict[str, Any] | None = None
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyvips
 
+from .. import analysis, heif
 from ..contract import ResizeSpec
 from ..errors import DecodeFailed, ImgworkerError, LimitExceeded, UnsupportedImage
 from ..geometry import Geometry, plan
@@ -51,6 +52,9 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     """Header-only open (~ms): refuse bombs before any pixel is decoded."""
     if not source:
         raise UnsupportedImage("source is empty (0 bytes)")
+    if heif.handles(source):  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif reads the header
+        h = heif.probe(source, limits)
+        return SourceInfo(h.width, h.height, heif.LOADER, h.pages, h.has_alpha)
     try:
         image = pyvips.Image.new_from_buffer(source, "", access="sequential")
         fields = set(image.get_fields())
@@ -162,6 +166,8 @@ class CpuBackend:
 
     def load_resized(self, source: bytes, info: SourceInfo, geo: Geometry) -> pyvips.Image:
         """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale."""
+        if info.loader == heif.LOADER:
+            return to_srgb8(heif.resized(source, (geo.resize_w, geo.resize_h)))
         if info.loader != "jpeg" or info.pages > 1:
             return to_srgb8(self.thumbnail(source, geo))
         try:
@@ -175,8 +181,13 @@ class CpuBackend:
         info = probe(source, limits)
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
         image = self.load_resized(source, info, geo)
-        image = apply_geometry(image, geo, spec.background)
+        timings: dict[str, float] = {}
+        facts = None
         try:
+            if spec.analyze:  # from the resized pixels, before crop or pad: decoded once, into memory
+                image = image.copy_memory()
+                facts = analysis.of_decoded(image, source, spec.analyze, timings=timings)
+            image = apply_geometry(image, geo, spec.background)
             # Materialise the (small) result so decode errors surface here and stage timings are honest.
             image = image.copy_memory()
         except pyvips.Error as exc:
@@ -189,5 +200,6 @@ class CpuBackend:
             width=image.width,
             height=image.height,
             format=spec.format,
-            timings={"decode": (t1 - t0) * 1000, "encode": (t2 - t1) * 1000},
+            timings={"decode": (t1 - t0) * 1000, "encode": (t2 - t1) * 1000, **timings},
+            analysis=facts,
         )

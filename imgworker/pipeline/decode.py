@@ -16,6 +16,7 @@ from typing import Any
 
 import pyvips
 
+from .. import heif
 from ..backends.cpu import _translate, load_jpeg_resized, probe
 from ..errors import JobTimeout, LimitExceeded
 from ..limits import Limits
@@ -95,6 +96,8 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
     """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path."""
     options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
     try:
+        if head is not None and head.loader == heif.LOADER:  # HEVC HEIF: pillow-heif decodes, libvips resizes
+            return heif.decode(source, size)
         if size is not None and head is not None and head.loader == "jpeg" and head.pages == 1:
             return load_jpeg_resized(source, head.shown(orient), size, fail_on=fail_on, cmyk=head.cmyk,
                                      orientation=head.orientation, rotate=orient)

@@ -11,11 +11,14 @@ from typing import Any
 
 import yaml
 
+from ..analysis import parse_analyze
+from ..errors import BadRequest
 from .model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
 from .steps import ENCODE, STEPS, Opt, OptionError, StepDef
 from .steps.base import hint
 
-TOP_KEYS = ("name", "description", "timeout", "backends", "animation", "params", "steps", "outputs", "dst_template")
+TOP_KEYS = ("name", "description", "timeout", "backends", "animation", "params", "steps", "outputs", "dst_template",
+            "analyze")
 OUTPUT_KEYS = ("resize", "steps", "encode", "label")
 PARAM_KEYS = ("default", "type", "min", "max", "choices", "override", "description")
 PARAM_TYPES = ("int", "float", "bool", "string", "color", "point")
@@ -188,9 +191,9 @@ def parse(path: str, text: str, registry: dict[str, StepDef] | None = None) -> P
         raise PipelineError([Problem(path, 1, "empty file: a pipeline needs name, steps and outputs")])
     top = dict(r.pairs(root, "pipeline", TOP_KEYS))
     name = r.value(top["name"]) if "name" in top else None
-    if not isinstance(name, str) or not NAME_RE.match(name) or name == "resize":
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in ("resize", "info"):
         r.problem(top.get("name", root), "name must be lower-case letters, digits and _ (a Gearman function name, "
-                  f"not 'resize'), got {name!r}")
+                  f"not 'resize' or 'info'), got {name!r}")
     params: dict[str, Param] = {}
     for pname, pnode in r.pairs(top["params"], "params", None) if "params" in top else []:
         param = r.param(pname, pnode)
@@ -218,6 +221,11 @@ def parse(path: str, text: str, registry: dict[str, StepDef] | None = None) -> P
                       f"got {animation!r}")
         else:
             extra["animation"] = animation
+    if "analyze" in top:
+        try:
+            extra["analyze"] = parse_analyze(r.value(top["analyze"]), "analyze")
+        except BadRequest as exc:
+            r.problem(top["analyze"], exc.message)
     for key in ("description", "dst_template"):
         if key in top:
             extra[key] = str(r.value(top[key]))

@@ -93,6 +93,7 @@ class Pipeline:
     backends: tuple[str, ...] = ("cpu", "gpu")
     animation: str = "keep"
     dst_template: str = "{stem}-{width}.{ext}"
+    analyze: tuple[str, ...] = ()  # facts every job's result gets (imgworker.analysis), besides the job's own
 
     @property
     def job_keys(self) -> list[str]:

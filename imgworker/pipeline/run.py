@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyvips
 
+from .. import analysis
 from ..errors import BadRequest
 from . import decode as decoder
 from . import frames, naming
@@ -99,9 +100,11 @@ class Runner:
         size = decoder.target(head.shown(orient), shared, [o.resize for o in outputs], ctx.limits)
         fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
         image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated, head=head)
-        if size is not None:
+        facts = analysis.merge(p.analyze, ctx.request.analyze)
+        if size is not None or facts:  # the facts read the decoded image too: decode it once, into memory
             # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
             image = decoder.materialise(image, sctx, "decode")
+        found = analysis.of_decoded(image, source, facts, oriented=orient, timings=ctx.timings) if facts else None
         for step, options in shared:
             sctx.check_deadline(step.name)
             image = apply(image, step, options, sctx)
@@ -120,7 +123,7 @@ class Runner:
                 results.append(self._encode(ctx, sctx, image, enc, names[len(results)]))
         first = results[0]
         return {**{k: first[k] for k in ("dst", "width", "height", "format", "bytes")}, "pipeline": p.name,
-                "outputs": results}
+                "outputs": results, **({"analysis": found} if found is not None else {})}
 
     def _encode(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: dict[str, Any],
                 name: tuple[str, dict[str, Any]]) -> dict[str, Any]:
