@@ -10,9 +10,11 @@ way. docs/contract.md has the details.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -24,7 +26,7 @@ from . import __version__, health, metrics
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
-from .errors import ImgworkerError, JobTimeout, redact
+from .errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
 from .gearman import Job, Worker
 from .notify import Notifier
 from .service import Service, error_result
@@ -53,8 +55,10 @@ class JobRunner:
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
-        # Threads still running jobs already answered TIMEOUT: Python cannot stop them.
+        # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
+        # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
         self.overrunning = 0
+        self.on_overrun: Callable[[int], None] | None = None
 
     @property
     def busy_threads(self) -> bool:
@@ -82,6 +86,8 @@ class JobRunner:
             result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s + 5.0)
         except TimeoutError:
             self.overrunning += 1
+            if self.on_overrun is not None:
+                self.on_overrun(self.overrunning)
             future.add_done_callback(self._overrun_ended)
             log.warning("job thread overran its time limit; %d such thread(s) still running", self.overrunning)
             result = error_result(JobTimeout(f"job passed its time limit of {self.timeout_s:g} s"))
@@ -101,14 +107,31 @@ class JobRunner:
 
     def _overrun_ended(self, _future: asyncio.Future[Any]) -> None:
         self.overrunning -= 1
+        if self.on_overrun is not None:
+            self.on_overrun(self.overrunning)
+
+
+def payload_object(payload: bytes) -> dict[str, Any]:
+    """The payload as a dict for logging and ids; {} for anything else (never raises: deep nesting too)."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(value: object, limit: int = 300) -> str:
+    """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
+    text = redact_url(str(value))[:limit]
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def request_id(payload: bytes) -> Any:
     """The job's ``id``, echoed in failed results too (the caller needs it most then)."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    obj = payload_object(payload)
     job_id = obj.get("id") if isinstance(obj, dict) else None
     return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
 
@@ -117,11 +140,8 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: byte
     outcome = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
     src = dst = ""
     if payload is not None:
-        try:
-            obj = json.loads(payload)
-            src, dst = redact(str(obj.get("src", ""))[:300]), redact(str(obj.get("dst", ""))[:300])
-        except (ValueError, AttributeError):
-            pass
+        obj = payload_object(payload)
+        src, dst = printable(obj.get("src", "")), printable(obj.get("dst", ""))
     log.info(
         "job function=%s outcome=%s backend=%s ms=%.1f src=%s dst=%s",
         function,
@@ -131,6 +151,13 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: byte
         src,
         dst,
     )
+
+
+def oversized_result(function: str, size: int) -> bytes:
+    """The answer to a job whose packet was over the Gearman packet limit (read by nobody, answered once)."""
+    err = LimitExceeded(f"the job's payload is {size} bytes, over the job server packet limit; "
+                        "a job carries URLs, never image data")
+    return json.dumps(error_result(err), separators=(",", ":")).encode()
 
 
 class WorkerProcess:
@@ -150,8 +177,10 @@ class WorkerProcess:
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
-            on_connection_change=metrics.set_server_up,
+            on_connection_change=metrics.set_server_up, on_oversized=oversized_result,
         )
+        self.runner.on_overrun = lambda _n: self._update_holds()
+        self.out_of_fds = False
         # `batch` coordinators run on their own connection and job slots, never in the image thread pool.
         self.batches = BatchRunner(config, stores, client_id) if config.batch_slots else None
         # Prefork children leave HTTP to the supervisor (metrics.py: multiprocess mode).
@@ -179,12 +208,42 @@ class WorkerProcess:
                 result = await self.runner.run(function, pipeline, job.data)
             finally:
                 metrics.IN_FLIGHT.dec()
-            log_job(function, result, time.perf_counter() - started, job.data)
-            # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
-            await self.notifier.send(job.data, function, result)
+            if not result.get("ok"):
+                self._check_fds()  # before the next GRAB: a process out of descriptors takes no more jobs
+            try:
+                log_job(function, result, time.perf_counter() - started, job.data)
+                # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
+                await self.notifier.send(job.data, function, result)
+            except Exception:  # the job has its result: logging or notifying must never turn it into WORK_FAIL
+                log.exception("after job %s: logging or notifying failed", function)
             return json.dumps(result, separators=(",", ":")).encode()
 
         return handle
+
+    def _check_fds(self) -> None:
+        """Whether this process can still open a file; if not, hold every slot until it can again."""
+        try:
+            os.close(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            starved = False
+        except OSError as exc:
+            starved = exc.errno in (errno.EMFILE, errno.ENFILE)
+        if starved != self.out_of_fds:
+            self.out_of_fds = starved
+            if starved:
+                log.error("out of file descriptors: taking no jobs until some are free (/healthz is red)")
+            else:
+                log.warning("file descriptors available again: taking jobs")
+            self._update_holds()
+
+    def _update_holds(self) -> None:
+        slots = self.config.concurrency
+        overrun = min(slots, self.runner.overrunning)
+        no_fds = slots if self.out_of_fds else 0
+        self.gearman.hold(max(overrun, no_fds))
+        metrics.SLOTS_HELD.labels("overrun").set(overrun)
+        metrics.SLOTS_HELD.labels("no_fds").set(no_fds)
+        metrics.STALLED.labels("overrun").set(1 if overrun >= slots else 0)
+        metrics.STALLED.labels("no_fds").set(1 if no_fds else 0)
 
     def reload_pipelines(self) -> None:
         """SIGHUP: re-read pipelines; CAN_DO new ones, CANT_DO removed ones. Jobs in flight keep their runner."""
@@ -209,6 +268,8 @@ class WorkerProcess:
         """Stamp the heartbeat /healthz reads; a prefork child whose supervisor died drains and exits."""
         while True:
             metrics.tick()
+            if self.out_of_fds:
+                self._check_fds()
             if self.parent_pid is not None and os.getppid() != self.parent_pid and not self._stopping:
                 log.warning("supervisor %d is gone: draining", self.parent_pid)
                 self.request_stop()
@@ -228,6 +289,7 @@ class WorkerProcess:
         metrics.CONCURRENCY.set(self.config.concurrency)
         metrics.INFO.labels(__version__, self.backend.name).set(1)
         metrics.DRAINING.set(0)
+        self._update_holds()
         heartbeat = asyncio.create_task(self._heartbeat())
         if self.serve_http:
             self._start_http()

@@ -23,6 +23,8 @@ from .base import Rendered
 # EXIF orientations 5-8 swap width and height when displayed.
 _SWAPS_SIDES = {5, 6, 7, 8}
 FAIL_ON = ("none", "truncated", "error", "warning")
+# The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
+LOADERS = ("jpeg", "png", "webp", "heif", "gif", "tiff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,12 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         loader = image.get("vips-loader")
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
+    loader = loader.replace("load_buffer", "").replace("load_source", "").replace("load", "")
+    if loader not in LOADERS:
+        # libvips also decodes SVG (librsvg: filter graphs whose cost no header bounds), PDF, FITS, Matlab,
+        # ImageMagick's dozens of formats...: each is attack surface, and a job carries photos.
+        raise UnsupportedImage(f"source is {loader.upper()}, which this worker does not accept; "
+                               "use JPEG, PNG, WebP, AVIF/HEIF, GIF or TIFF")
     width, height = image.width, image.height
     if orientation in _SWAPS_SIDES:
         width, height = height, width
@@ -66,7 +74,6 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         raise LimitExceeded(
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
         )
-    loader = loader.replace("load_buffer", "").replace("load", "")
     cmyk = image.interpretation == "cmyk"
     return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
 
