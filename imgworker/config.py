@@ -65,7 +65,9 @@ class WorkerConfig:
     job_timeout: float = field(default=_LIMITS.job_timeout_s, metadata=_meta("seconds a job may run (TIMEOUT)"))
     drain_timeout: float = field(default=30.0, metadata=_meta("seconds to finish jobs in flight on SIGTERM"))
     metrics_port: int = field(default=0, metadata=_meta("port for /metrics, /healthz, /readyz (0: off)"))
-    metrics_host: str = field(default="0.0.0.0", metadata=_meta("address the metrics server listens on"))
+    metrics_host: str = field(
+        default="127.0.0.1", metadata=_meta("address the metrics server listens on (0.0.0.0: every interface)")
+    )
     s3_endpoint: str | None = field(default=None, metadata=_meta("S3-compatible endpoint URL (MinIO, Ceph...)"))
     s3_region: str | None = field(default=None, metadata=_meta("S3 region"))
     s3_buckets: list[str] = field(

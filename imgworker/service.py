@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .backends.base import Backend
@@ -122,7 +122,9 @@ class Service:
         self.stores.for_url(request.dst).check(request.dst, write=True)
         source = ctx.read_source()
         ctx.check_deadline("decode")
-        rendered = self.backend.resize(source, request.resize, self.limits)
+        # The backend bounds its own work by the time left (CPU: libvips set_kill at the deadline).
+        left = replace(self.limits, job_timeout_s=max(0.001, ctx.deadline - time.monotonic()))
+        rendered = self.backend.resize(source, request.resize, left)
         ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
         ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
         ctx.write(request.dst, rendered.data, rendered.format)

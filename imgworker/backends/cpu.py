@@ -15,7 +15,7 @@ from typing import Any
 import pyvips
 
 from ..contract import ResizeSpec
-from ..errors import DecodeFailed, ImgworkerError, LimitExceeded, UnsupportedImage
+from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
 from ..geometry import Geometry, plan
 from ..limits import Limits
 from .base import Rendered
@@ -76,6 +76,26 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         )
     cmyk = image.interpretation == "cmyk"
     return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
+
+
+def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode") -> pyvips.Image:
+    """``image`` computed into memory; libvips is told to stop (set_kill) once ``deadline`` (monotonic) passes,
+    so a job past its time limit ends with TIMEOUT instead of running on in its thread. The engine's helper
+    for every evaluation (the pipeline's decode.materialise does the same with its step context)."""
+    watched = image.copy()  # a fresh wrapper: the handler must not stay on an image evaluated again later
+    watched.set_progress(True)
+
+    def on_eval(img: pyvips.Image, _progress: Any) -> None:
+        if time.monotonic() > deadline:
+            img.set_kill(True)
+
+    watched.signal_connect("eval", on_eval)
+    try:
+        return watched.copy_memory()
+    except pyvips.Error as exc:
+        if time.monotonic() > deadline:
+            raise JobTimeout(f"job passed its time limit during {stage}") from None
+        raise _translate(exc, "source") from None
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
@@ -183,11 +203,9 @@ class CpuBackend:
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
         image = self.load_resized(source, info, geo)
         image = apply_geometry(image, geo, spec.background)
-        try:
-            # Materialise the (small) result so decode errors surface here and stage timings are honest.
-            image = image.copy_memory()
-        except pyvips.Error as exc:
-            raise _translate(exc, "source") from None
+        # Materialise the (small) result so decode errors surface here and stage timings are honest; the
+        # job's time limit (what is left of it: Service passes the remaining time) stops libvips mid-decode.
+        image = evaluate(image, time.monotonic() + limits.job_timeout_s)
         t1 = time.perf_counter()
         data = encode(image, spec.format, spec.quality, spec.background)
         t2 = time.perf_counter()
