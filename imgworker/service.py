@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from .backends.base import Backend
 from .contract import CONTRACT_VERSION, JobRequest, parse_request
 from .errors import BadRequest, ImgworkerError, InternalError, JobTimeout
-from .limits import Limits
+from .limits import Limits, set_job_deadline
 from .stores import CONTENT_TYPES, Stores, WriteOptions
 
 
@@ -94,6 +94,7 @@ class Service:
     def handle(self, payload: bytes, *, pipeline: str | None = None) -> dict[str, Any]:
         """Run one job; returns the result object or raises ImgworkerError."""
         started = time.monotonic()
+        set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
         request = parse_request(payload, self.limits, pipeline=pipeline)
         # Check access to both ends before any work, so a forbidden dst costs nothing.
         self.stores.for_url(request.src).check(request.src)

@@ -83,7 +83,7 @@ class JobRunner:
             # thread; the job's own deadline is checked between stages, this bounds a stage that never returns.
             pending: list[asyncio.Future[Any]] = [running, future]
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s + 5.0)
+            result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s + overrun_grace(self.timeout_s))
         except TimeoutError:
             self.overrunning += 1
             if self.on_overrun is not None:
@@ -105,10 +105,19 @@ class JobRunner:
             observe(function, result, elapsed)
         return result
 
-    def _overrun_ended(self, _future: asyncio.Future[Any]) -> None:
+    def _overrun_ended(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved: its result was answered long ago ("Future exception was never...")
         self.overrunning -= 1
         if self.on_overrun is not None:
             self.on_overrun(self.overrunning)
+
+
+def overrun_grace(timeout_s: float) -> float:
+    """How long past its limit a job's thread may run before the job is answered TIMEOUT and its slot held:
+    the job stops itself at the deadline (checks between stages, libvips set_kill); this covers a stage
+    that cannot be stopped (an AV1 encode, an interlaced PNG decoding whole)."""
+    return min(5.0, max(0.5, timeout_s / 4))
 
 
 def payload_object(payload: bytes) -> dict[str, Any]:
