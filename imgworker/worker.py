@@ -35,6 +35,7 @@ from .stores import Stores
 log = logging.getLogger("imgworker.worker")
 
 BASE_FUNCTION = "resize"
+FD_HEADROOM = 8  # descriptors a process must be able to open to take a job (worker._check_fds)
 
 
 def function_names(backend: str, pipelines: list[str]) -> dict[str, str | None]:
@@ -231,11 +232,17 @@ class WorkerProcess:
 
     def _check_fds(self) -> None:
         """Whether this process can still open a file; if not, hold every slot until it can again."""
+        # A job needs several at once (root, directories, the file, a socket): probe for that many.
+        fds: list[int] = []
         try:
-            os.close(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            for _ in range(FD_HEADROOM):
+                fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
             starved = False
         except OSError as exc:
             starved = exc.errno in (errno.EMFILE, errno.ENFILE)
+        finally:
+            for fd in fds:
+                os.close(fd)
         if starved != self.out_of_fds:
             self.out_of_fds = starved
             if starved:

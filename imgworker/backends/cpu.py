@@ -19,12 +19,14 @@ from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, Un
 from ..geometry import Geometry, plan
 from ..limits import Limits
 from .base import Rendered
+from .kill import kill_at
 
 # EXIF orientations 5-8 swap width and height when displayed.
 _SWAPS_SIDES = {5, 6, 7, 8}
 FAIL_ON = ("none", "truncated", "error", "warning")
 # The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
 LOADERS = ("jpeg", "png", "webp", "heif", "gif", "tiff")
+NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +80,17 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
 
 
-def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode") -> pyvips.Image:
-    """``image`` computed into memory; libvips is told to stop (set_kill) once ``deadline`` (monotonic) passes,
-    so a job past its time limit ends with TIMEOUT instead of running on in its thread. The engine's helper
-    for every evaluation (the pipeline's decode.materialise does the same with its step context)."""
-    watched = image.copy()  # a fresh wrapper: the handler must not stay on an image evaluated again later
-    watched.set_progress(True)
-
-    def on_eval(img: pyvips.Image, _progress: Any) -> None:
-        if time.monotonic() > deadline:
-            img.set_kill(True)
-
-    watched.signal_connect("eval", on_eval)
-    try:
-        return watched.copy_memory()
-    except pyvips.Error as exc:
-        if time.monotonic() > deadline:
-            raise JobTimeout(f"job passed its time limit during {stage}") from None
-        raise _translate(exc, "source") from None
+def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode",
+             watched: list[Any] | None = None) -> pyvips.Image:
+    """``image`` computed into memory, stopped at ``deadline`` (time.monotonic()) with JobTimeout: libvips'
+    kill flag is set on ``image`` and on every image in ``watched`` (the loader's, which does the work)."""
+    with kill_at(deadline, image, *(watched or ())):
+        try:
+            return image.copy_memory()
+        except pyvips.Error as exc:
+            if time.monotonic() > deadline:
+                raise JobTimeout(f"job passed its time limit during {stage}") from None
+            raise _translate(exc, "source") from None
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
@@ -129,7 +124,8 @@ def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
 
 
 def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, int], *, fail_on: str,
-                      cmyk: bool = False, orientation: int = 1, rotate: bool = True) -> pyvips.Image:
+                      cmyk: bool = False, orientation: int = 1, rotate: bool = True,
+                      loaded: list[Any] | None = None) -> pyvips.Image:
     """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``jpeg_shrink``) that covers it.
 
     ``shown`` is the source's size as ``size`` is meant (displayed when ``rotate``); like ``thumbnail``, CMYK
@@ -138,6 +134,8 @@ def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, in
     """
     shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
     image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
+    if loaded is not None:
+        loaded.append(image)  # for kill_at: the loader's image is the one doing the work
     if cmyk and (orientation == 1 or not rotate):
         # thumbnail() imports CMYK to float XYZ before resampling (about half of a CMYK job); resample the
         # CMYK pixels instead and colour-transform only the small result with the embedded profile.
@@ -187,13 +185,25 @@ class CpuBackend:
         except pyvips.Error as exc:
             raise _translate(exc, "source") from None
 
-    def load_resized(self, source: bytes, info: SourceInfo, geo: Geometry) -> pyvips.Image:
-        """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale."""
+    def load_resized(self, source: bytes, info: SourceInfo, geo: Geometry,
+                     loaded: list[Any] | None = None) -> pyvips.Image:
+        """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale.
+        The loader's image is appended to ``loaded`` where there is one to reach (for kill_at)."""
+        if info.loader in NO_SHRINK_ON_LOAD and loaded is not None:
+            # These loaders have no shrink-on-load, so thumbnail_image does what thumbnail_buffer would, and
+            # the loader's image, the one doing the work, can be killed at the deadline.
+            try:
+                src = pyvips.Image.new_from_buffer(source, "", access="sequential", fail_on=self.fail_on)
+                loaded.append(src)
+                return to_srgb8(src.thumbnail_image(geo.resize_w, height=geo.resize_h, size="force"))
+            except pyvips.Error as exc:
+                raise _translate(exc, "source") from None
         if info.loader != "jpeg" or info.pages > 1:
             return to_srgb8(self.thumbnail(source, geo))
         try:
             return to_srgb8(load_jpeg_resized(source, (info.width, info.height), (geo.resize_w, geo.resize_h),
-                                              fail_on=self.fail_on, cmyk=info.cmyk, orientation=info.orientation))
+                                              fail_on=self.fail_on, cmyk=info.cmyk, orientation=info.orientation,
+                                              loaded=loaded))
         except pyvips.Error as exc:
             raise _translate(exc, "source") from None
 
@@ -201,11 +211,12 @@ class CpuBackend:
         t0 = time.perf_counter()
         info = probe(source, limits)
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
-        image = self.load_resized(source, info, geo)
+        loaded: list[Any] = []
+        image = self.load_resized(source, info, geo, loaded)
         image = apply_geometry(image, geo, spec.background)
         # Materialise the (small) result so decode errors surface here and stage timings are honest; the
         # job's time limit (what is left of it: Service passes the remaining time) stops libvips mid-decode.
-        image = evaluate(image, time.monotonic() + limits.job_timeout_s)
+        image = evaluate(image, time.monotonic() + limits.job_timeout_s, watched=loaded)
         t1 = time.perf_counter()
         data = encode(image, spec.format, spec.quality, spec.background)
         t2 = time.perf_counter()
