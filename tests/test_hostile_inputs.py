@@ -233,3 +233,34 @@ def test_a_full_disk_is_a_retryable_store_failure(env: dict[str, Any], tmp_path:
         subprocess.run(["umount", str(full)], check=False)
     assert code(resize(env)) == "ok"
     assert os.path.exists(root / "out" / "a.png")
+
+
+# --- 7: secondary images go through the same limits ----------------------------------------------------------
+
+
+def test_a_watermark_over_the_pixel_limit_is_refused_before_decoding(
+        tmp_path: Path, worker_factory: Any) -> None:
+    """Before: the watermark skipped the pixel limit (the corpus' 10^10-pixel PNG bomb: ok in 12.5 s at
+    6.3 GB). Shown here safely with a small limit: a 2000x2000 watermark on a 1 MP limit was decoded."""
+    from corpus import bad
+
+    root = tmp_path / "root"
+    src = make_tiny_image(root / "in" / "p.png", size=600)
+    mark = root / "in" / "mark.png"
+    pyvips.Image.black(2000, 2000, bands=3).pngsave(str(mark))
+    bomb = root / "in" / "bomb.png"
+    bomb.write_bytes(bad("bomb_100000x100000_1bit.png").read_bytes())
+    with Gearmand() as server:
+        w = worker_factory([server.address], [root], name="wm", extra=["--pipelines", str(REPO / "pipelines"),
+                                                                        "--max-source-pixels", "1000000"])
+        w.wait_ready()
+        peak = vm_hwm_kb(w.pid)
+        for watermark in (mark, bomb):
+            result = job(server.address, {"src": src.as_uri(), "dst": (root / "out" / "z.jpg").as_uri(),
+                                          "watermark": watermark.as_uri()}, function="product_zoom")
+            assert code(result) == "LIMIT_EXCEEDED", result
+            assert "watermark" in result["error"]["message"]
+        ok = job(server.address, {"src": src.as_uri(), "dst": (root / "out" / "z.jpg").as_uri(),
+                                  "watermark": (root / "in" / "p.png").as_uri()}, function="product_zoom")
+        assert code(ok) == "ok", ok
+        assert vm_hwm_kb(w.pid) - peak < 150_000  # KiB
