@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from . import budget
 from .backends.base import Backend
 from .contract import CONTRACT_VERSION, JobRequest, parse_request
 from .errors import BadRequest, ImgworkerError, InternalError, JobTimeout
@@ -93,6 +94,10 @@ class Service:
 
     def handle(self, payload: bytes, *, pipeline: str | None = None) -> dict[str, Any]:
         """Run one job; returns the result object or raises ImgworkerError."""
+        with budget.job_scope():  # the memory the job was admitted with is released when it ends
+            return self._handle(payload, pipeline)
+
+    def _handle(self, payload: bytes, pipeline: str | None) -> dict[str, Any]:
         started = time.monotonic()
         set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
         request = parse_request(payload, self.limits, pipeline=pipeline)

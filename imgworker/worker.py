@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import __version__, health, metrics
+from . import __version__, budget, health, metrics
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
@@ -182,6 +182,11 @@ class WorkerProcess:
         self.pipelines = pipelines
         current = pipelines.current if pipelines is not None else None
         service = Service(metrics.meter_stores(stores), backend, config.limits, current)
+        limit = budget.derive(config.memory_budget, config.effective_processes)
+        how = ("--memory-budget" if config.memory_budget else
+               f"{'container limit' if budget.container_limit() else 'machine memory'} shared by "
+               f"{config.effective_processes} process(es)")
+        budget.configure(limit, how)
         self.runner = JobRunner(service, config.concurrency, config.job_timeout)
         self.runner.observers.append(metrics.observe_job(backend.name))
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"

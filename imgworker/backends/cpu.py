@@ -14,6 +14,7 @@ from typing import Any
 
 import pyvips
 
+from .. import budget
 from ..contract import ResizeSpec
 from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
 from ..geometry import Geometry, plan
@@ -38,6 +39,10 @@ class SourceInfo:
     has_alpha: bool
     orientation: int = 1
     cmyk: bool = False
+    # For the memory estimate (budget.py): how the loader will decode it.
+    bands: int = 3
+    bytes_per_sample: int = 1
+    interlaced: bool = False  # interlaced PNG or progressive JPEG: decoded whole
 
 
 def _translate(exc: pyvips.Error, what: str) -> ImgworkerError:
@@ -77,7 +82,20 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
         )
     cmyk = image.interpretation == "cmyk"
-    return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
+    interlaced = bool(image.get("interlaced")) if "interlaced" in fields else False
+    sample = 2 if image.format in ("ushort", "short") else 4 if image.format in ("float", "uint", "int") else 1
+    info = SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk, image.bands, sample,
+                      interlaced)
+    # The decode's memory, admitted against the process budget for the rest of the job (waits or refuses).
+    budget.charge(budget.estimate(width=width, height=height, bands=image.bands, bytes_per_sample=sample,
+                                  loader=loader, whole=interlaced, out_width=0, out_height=0, fmt="jpeg"))
+    return info
+
+
+def output_cost(info: SourceInfo, out_width: int, out_height: int, fmt: str) -> budget.Cost:
+    """What the output and its encoder hold (the decode was charged by probe)."""
+    return budget.estimate(width=0, height=0, bands=info.bands, bytes_per_sample=1, loader=info.loader,
+                           whole=False, out_width=out_width, out_height=out_height, fmt=fmt)
 
 
 def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode",
@@ -211,6 +229,7 @@ class CpuBackend:
         t0 = time.perf_counter()
         info = probe(source, limits)
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
+        budget.charge(output_cost(info, geo.final_w, geo.final_h, spec.format))
         loaded: list[Any] = []
         image = self.load_resized(source, info, geo, loaded)
         image = apply_geometry(image, geo, spec.background)
