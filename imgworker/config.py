@@ -65,10 +65,15 @@ class WorkerConfig:
     max_source_bytes: int = field(default=_LIMITS.max_source_bytes, metadata=_meta("refuse larger source files"))
     max_output_pixels: int = field(default=_LIMITS.max_output_pixels, metadata=_meta("refuse larger outputs"))
     max_frames: int = field(default=_LIMITS.max_frames, metadata=_meta("refuse animations with more frames"))
+    memory_budget: int = field(
+        default=0, metadata=_meta("MiB of job memory per process (0: from the container's memory limit)")
+    )
     job_timeout: float = field(default=_LIMITS.job_timeout_s, metadata=_meta("seconds a job may run (TIMEOUT)"))
     drain_timeout: float = field(default=30.0, metadata=_meta("seconds to finish jobs in flight on SIGTERM"))
     metrics_port: int = field(default=0, metadata=_meta("port for /metrics, /healthz, /readyz (0: off)"))
-    metrics_host: str = field(default="0.0.0.0", metadata=_meta("address the metrics server listens on"))
+    metrics_host: str = field(
+        default="127.0.0.1", metadata=_meta("address the metrics server listens on (0.0.0.0: every interface)")
+    )
     s3_endpoint: str | None = field(default=None, metadata=_meta("S3-compatible endpoint URL (MinIO, Ceph...)"))
     s3_region: str | None = field(default=None, metadata=_meta("S3 region"))
     s3_buckets: list[str] = field(
@@ -142,6 +147,8 @@ class WorkerConfig:
             raise ConfigError("--gpu-memory-fraction must be in (0, 1], --gpu-max-wait-ms and --gpu-max-batch >= 0")
         if self.job_timeout <= 0 or self.drain_timeout < 0:
             raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
+        if self.memory_budget < 0:
+            raise ConfigError("--memory-budget must be >= 0 (MiB; 0: from the container's memory limit)")
         if self.s3_timeout <= 0 or self.batch_slots < 0:
             raise ConfigError("--s3-timeout must be > 0 and --batch-slots >= 0")
         self._validate_reliability()

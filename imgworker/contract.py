@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,9 +83,52 @@ def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
     except RecursionError:
         # 64 KiB of "[[[[..." is within the size limit but deeper than the JSON decoder's stack.
         raise BadRequest("payload is nested too deeply: a job is a flat JSON object") from None
+    except ValueError as exc:
+        # An integer of more than 4,300 digits (Python's int/str conversion limit) is a ValueError.
+        raise BadRequest(f"payload is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
+    if _depth(obj) > MAX_DEPTH:
+        # Shallower than the decoder's limit can still be deep enough to exhaust repr() or a logger later.
+        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep: a job is a flat JSON object")
     return obj
+
+
+MAX_DEPTH = 16
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: a log line or a path must not hold them
+# ("\n" forges log lines; urlsplit silently drops "\t" and "\n", so the object written would differ from
+# the one reported).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_url(key: str, value: str) -> None:
+    """Refuse control characters and credentials in a URL (the message never echoes the credentials)."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise BadRequest(f"{key!r} holds the control character {bad.group()!r} at {bad.start()}; "
+                         "URLs may not contain control characters (percent-encode them)")
+    scheme, sep, rest = value.partition("://")
+    if sep and "@" in rest:
+        authority = rest.split("/", 1)[0]
+        # "s3://KEY:SECRET@b/k", "s3://SECRET@b/k", and a secret with a slash: "s3://KEY:ab/cd@b/k".
+        if "@" in authority or ":" in authority:
+            raise BadRequest(f"{key!r} carries credentials (user:password@): object-store credentials "
+                             f"belong in the worker's configuration, never in a job; use {scheme}://bucket/key")
 
 
 def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
@@ -115,6 +159,7 @@ def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{key!r} must be a non-empty string, got {value!r}")
+    check_url(key, value)
     try:
         # A lone surrogate ("\ud800" in the JSON) cannot become a path or a log line; a malformed URL
         # ("file://[x") would raise later in urlsplit: refuse both here, where the caller learns why.
@@ -125,9 +170,12 @@ def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
+_HEX = re.compile("[0-9A-Fa-f]+")
+
+
 def parse_color(value: Any, key: str = "background") -> tuple[int, int, int]:
     """``"#rrggbb"``, ``"#rgb"`` or ``[r, g, b]`` (0-255)."""
-    if isinstance(value, str) and value.startswith("#") and len(value) in (4, 7):
+    if isinstance(value, str) and value.startswith("#") and len(value) in (4, 7) and _HEX.fullmatch(value[1:]):
         hexpart = value[1:]
         if len(hexpart) == 3:
             hexpart = "".join(c * 2 for c in hexpart)

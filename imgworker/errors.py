@@ -38,17 +38,30 @@ __all__ = [
     "UnsupportedImage",
     "error_from_dict",
     "redact",
+    "redact_url",
 ]
 
 # Credentials written into a URL ("s3://KEY:SECRET@bucket/k") never leave the worker, in results or logs.
 # A user:password part has a colon before any slash ("file:///a@2x.png" and "s3://b/k@2x.png" are left alone);
 # the password itself may hold slashes, as AWS secret keys do.
-_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]*:[^@\s'\"]*@")
+# The password may hold "@" too: up to the last "@" of the word ("s3://K:p@ss@b/k" -> "s3://***@b/k").
+_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]*:[^\s'\"]*@")
 
 
 def redact(text: str) -> str:
     """``text`` with the user:password part of every URL in it replaced by ``***``."""
     return _USERINFO.sub("***@", text)
+
+
+def redact_url(url: str) -> str:
+    """One URL (a job's ``src``/``dst``) with any credentials cut, even a password with a space, quote or
+    slash in it, which free-text redaction cannot delimit: everything up to the last "@" goes."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        authority = rest.split("/", 1)[0]
+        if "@" in authority or ":" in authority:
+            return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return redact(url)
 
 
 class ImgworkerError(Exception):

@@ -87,6 +87,9 @@ class WorkerChecks:
         if wedged:
             detail = ", ".join(f"{pid}: {age:.0f} s" for pid, age in sorted(wedged.items()))
             return False, f"job loop silent for more than {self.max_age:g} s ({detail})"
+        stalled = stalled_processes(self.registry())
+        if stalled:
+            return False, "cannot take jobs: " + ", ".join(f"{pid}: {why}" for pid, why in sorted(stalled.items()))
         return True, f"ok: {len(beats)} job loop(s) ticking"
 
     def readyz(self) -> Verdict:
@@ -97,11 +100,30 @@ class WorkerChecks:
         up = _samples(registry, "imgworker_job_server_up")
         if not beats:
             return False, "no worker process has reported yet"
+        stalled = stalled_processes(registry)
+        if stalled and len(stalled) >= len(beats):
+            return False, "no process can take jobs: " + ", ".join(sorted(set(stalled.values())))
         waiting = [pid for pid in beats if not any(v for _, v in up.get(pid, []))]
         if waiting:
             return False, f"not registered with any job server ({len(waiting)} of {len(beats)} processes)"
         servers = sorted({labels["server"] for rows in up.values() for labels, v in rows if v})
         return True, f"ok: registered with {', '.join(servers)}"
+
+
+_STALL_REASONS = {
+    "overrun": "every slot is held by a thread still running past its job's time limit",
+    "no_fds": "out of file descriptors",
+}
+
+
+def stalled_processes(registry: CollectorRegistry) -> dict[str, str]:
+    """Processes whose every job slot is held (worker.py: overrunning threads, no file descriptors)."""
+    out: dict[str, str] = {}
+    for pid, rows in _samples(registry, "imgworker_stalled").items():
+        reasons = [_STALL_REASONS.get(labels.get("reason", ""), labels.get("reason", "")) for labels, v in rows if v]
+        if reasons:
+            out[pid] = "; ".join(reasons)
+    return out
 
 
 def always_ok() -> Verdict:

@@ -86,6 +86,25 @@ JOB_RETRIES = Counter(
 CALLBACKS = Counter(
     "imgworker_callbacks", "HTTP callback attempts: sent (2xx), failed (one attempt), given_up", ["outcome"]
 )
+# Hostile-input bounds (docs/security.md): slots a process will not fill, and its memory budget (budget.py).
+SLOTS_HELD = Gauge(
+    "imgworker_slots_held",
+    "job slots not taken: a thread still running past its job's time limit, or no file descriptors left",
+    ["reason"],
+    multiprocess_mode="liveall",
+)
+STALLED = Gauge(
+    "imgworker_stalled",
+    "1 while every job slot of this process is held (see imgworker_slots_held): /healthz is red",
+    ["reason"],
+    multiprocess_mode="liveall",
+)
+MEMORY_BUDGET_BYTES = Gauge(
+    "imgworker_memory_budget_bytes", "memory this process admits jobs against (budget.py)", multiprocess_mode="liveall"
+)
+MEMORY_RESERVED_BYTES = Gauge(
+    "imgworker_memory_reserved_bytes", "estimated memory of the jobs admitted now", multiprocess_mode="liveall"
+)
 INFO = Gauge(
     "imgworker_build_info", "1, with the version and backend", ["version", "backend"], multiprocess_mode="max"
 )

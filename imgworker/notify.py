@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import redact_url
 from .gearman import Client, GearmanError
 
 log = logging.getLogger("imgworker.notify")
@@ -25,7 +26,7 @@ def target(payload: bytes) -> dict[str, Any] | None:
     """The job's ``notify`` function and its src/dst, read straight from the payload (even one that failed)."""
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -33,7 +34,9 @@ def target(payload: bytes) -> dict[str, Any] | None:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or any(c.isspace() or c == "\0" for c in name):
         return None
     job_id = obj.get("id")
-    return {"notify": name, "src": obj.get("src"), "dst": obj.get("dst"),
+    src, dst = obj.get("src"), obj.get("dst")
+    return {"notify": name, "src": redact_url(src) if isinstance(src, str) else src,
+            "dst": redact_url(dst) if isinstance(dst, str) else dst,
             "id": None if job_id is None else str(job_id)}
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from . import budget
 from .analysis.info import facts_of_source, run_info
 from .backends.base import Backend
 from .contract import CONTRACT_VERSION, JobRequest, parse_request
 from .errors import BadRequest, ImgworkerError, InternalError, JobTimeout
-from .limits import Limits
+from .limits import Limits, set_job_deadline
 from .stores import CONTENT_TYPES, Stores, WriteOptions
 
 
@@ -94,7 +95,12 @@ class Service:
 
     def handle(self, payload: bytes, *, pipeline: str | None = None) -> dict[str, Any]:
         """Run one job; returns the result object or raises ImgworkerError."""
+        with budget.job_scope():  # the memory the job was admitted with is released when it ends
+            return self._handle(payload, pipeline)
+
+    def _handle(self, payload: bytes, pipeline: str | None) -> dict[str, Any]:
         started = time.monotonic()
+        set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
         request = parse_request(payload, self.limits, pipeline=pipeline)
         # Check access to both ends before any work, so a forbidden dst costs nothing.
         self.stores.for_url(request.src).check(request.src)
@@ -125,7 +131,9 @@ class Service:
         self.stores.for_url(request.dst).check(request.dst, write=True)
         source = ctx.read_source()
         ctx.check_deadline("decode")
-        rendered = self.backend.resize(source, request.resize, self.limits)
+        # The backend bounds its own work by the time left (CPU: libvips set_kill at the deadline).
+        left = replace(self.limits, job_timeout_s=max(0.001, ctx.deadline - time.monotonic()))
+        rendered = self.backend.resize(source, request.resize, left)
         ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
         ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
         ctx.write(request.dst, rendered.data, rendered.format)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -21,12 +23,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import __version__, health, metrics
+from . import __version__, budget, health, metrics
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
 from .contract import INFO_FUNCTION
-from .errors import ImgworkerError, JobTimeout, redact
+from .errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
 from .gearman import Job, Worker
 from .job_end import JobEnd, retry_delay, should_retry
 from .notify import Notifier
@@ -36,6 +38,7 @@ from .stores import Stores
 log = logging.getLogger("imgworker.worker")
 
 BASE_FUNCTION = "resize"
+FD_HEADROOM = 8  # descriptors a process must be able to open to take a job (worker._check_fds)
 
 
 def function_names(backend: str, pipelines: list[str]) -> dict[str, str | None]:
@@ -60,8 +63,10 @@ class JobRunner:
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
         # Checks on the raw payload before any work (the callback allow-list); they raise ImgworkerError.
         self.prechecks: list[Callable[[bytes], None]] = []
-        # Threads still running jobs already answered TIMEOUT: Python cannot stop them.
+        # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
+        # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
         self.overrunning = 0
+        self.on_overrun: Callable[[int], None] | None = None
 
     @property
     def busy_threads(self) -> bool:
@@ -88,9 +93,11 @@ class JobRunner:
             # thread; the job's own deadline is checked between stages, this bounds a stage that never returns.
             pending: list[asyncio.Future[Any]] = [running, future]
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s + 5.0)
+            result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s + overrun_grace(self.timeout_s))
         except TimeoutError:
             self.overrunning += 1
+            if self.on_overrun is not None:
+                self.on_overrun(self.overrunning)
             future.add_done_callback(self._overrun_ended)
             log.warning("job thread overran its time limit; %d such thread(s) still running", self.overrunning)
             result = error_result(JobTimeout(f"job passed its time limit of {self.timeout_s:g} s"))
@@ -108,16 +115,42 @@ class JobRunner:
             observe(function, result, elapsed)
         return result
 
-    def _overrun_ended(self, _future: asyncio.Future[Any]) -> None:
+    def _overrun_ended(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved: its result was answered long ago ("Future exception was never...")
         self.overrunning -= 1
+        if self.on_overrun is not None:
+            self.on_overrun(self.overrunning)
+
+
+def overrun_grace(timeout_s: float) -> float:
+    """How long past its limit a job's thread may run before the job is answered TIMEOUT and its slot held:
+    the job stops itself at the deadline (checks between stages, libvips set_kill); this covers a stage
+    that cannot be stopped (an AV1 encode, an interlaced PNG decoding whole)."""
+    return min(5.0, max(0.5, timeout_s / 4))
+
+
+def payload_object(payload: bytes) -> dict[str, Any]:
+    """The payload as a dict for logging and ids; {} for anything else (never raises: deep nesting too)."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(value: object, limit: int = 300) -> str:
+    """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
+    text = redact_url(str(value))[:limit]
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def request_id(payload: bytes) -> Any:
     """The job's ``id``, echoed in failed results too (the caller needs it most then)."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    obj = payload_object(payload)
     job_id = obj.get("id") if isinstance(obj, dict) else None
     return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
 
@@ -126,11 +159,8 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: byte
     outcome = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
     src = dst = ""
     if payload is not None:
-        try:
-            obj = json.loads(payload)
-            src, dst = redact(str(obj.get("src", ""))[:300]), redact(str(obj.get("dst", ""))[:300])
-        except (ValueError, AttributeError):
-            pass
+        obj = payload_object(payload)
+        src, dst = printable(obj.get("src", "")), printable(obj.get("dst", ""))
     log.info(
         "job function=%s outcome=%s backend=%s ms=%.1f src=%s dst=%s",
         function,
@@ -140,6 +170,13 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: byte
         src,
         dst,
     )
+
+
+def oversized_result(function: str, size: int) -> bytes:
+    """The answer to a job whose packet was over the Gearman packet limit (read by nobody, answered once)."""
+    err = LimitExceeded(f"the job's payload is {size} bytes, over the job server packet limit; "
+                        "a job carries URLs, never image data")
+    return json.dumps(error_result(err), separators=(",", ":")).encode()
 
 
 class WorkerProcess:
@@ -154,13 +191,20 @@ class WorkerProcess:
         self.pipelines = pipelines
         current = pipelines.current if pipelines is not None else None
         service = Service(metrics.meter_stores(stores), backend, config.limits, current)
+        limit = budget.derive(config.memory_budget, config.effective_processes)
+        how = ("--memory-budget" if config.memory_budget else
+               f"{'container limit' if budget.container_limit() else 'machine memory'} shared by "
+               f"{config.effective_processes} process(es)")
+        budget.configure(limit, how)
         self.runner = JobRunner(service, config.concurrency, config.job_timeout)
         self.runner.observers.append(metrics.observe_job(backend.name))
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
-            on_connection_change=metrics.set_server_up,
+            on_connection_change=metrics.set_server_up, on_oversized=oversized_result,
         )
+        self.runner.on_overrun = lambda _n: self._update_holds()
+        self.out_of_fds = False
         # `batch` coordinators run on their own connection and job slots, never in the image thread pool.
         self.batches = BatchRunner(config, stores, client_id) if config.batch_slots else None
         # Prefork children leave HTTP to the supervisor (metrics.py: multiprocess mode).
@@ -190,10 +234,15 @@ class WorkerProcess:
                 result, attempts, background = await self._run_with_retries(job, function, pipeline)
             finally:
                 metrics.IN_FLIGHT.dec()
-            log_job(function, result, time.perf_counter() - started, job.data)
-            # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
-            await self.notifier.send(job.data, function, result)
-            await self.job_end.finished(job, function, result, attempts, background)
+            if not result.get("ok"):
+                self._check_fds()  # before the next GRAB: a process out of descriptors takes no more jobs
+            try:
+                log_job(function, result, time.perf_counter() - started, job.data)
+                # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
+                await self.notifier.send(job.data, function, result)
+                await self.job_end.finished(job, function, result, attempts, background)
+            except Exception:  # the job has its result: logging, notifying or recording never makes it WORK_FAIL
+                log.exception("after job %s: logging, notifying or recording failed", function)
             return json.dumps(result, separators=(",", ":")).encode()
 
         return handle
@@ -223,6 +272,37 @@ class WorkerProcess:
             result = await self.runner.run(function, pipeline, job.data)
         return result, attempts, background
 
+    def _check_fds(self) -> None:
+        """Whether this process can still open a file; if not, hold every slot until it can again."""
+        # A job needs several at once (root, directories, the file, a socket): probe for that many.
+        fds: list[int] = []
+        try:
+            for _ in range(FD_HEADROOM):
+                fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            starved = False
+        except OSError as exc:
+            starved = exc.errno in (errno.EMFILE, errno.ENFILE)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if starved != self.out_of_fds:
+            self.out_of_fds = starved
+            if starved:
+                log.error("out of file descriptors: taking no jobs until some are free (/healthz is red)")
+            else:
+                log.warning("file descriptors available again: taking jobs")
+            self._update_holds()
+
+    def _update_holds(self) -> None:
+        slots = self.config.concurrency
+        overrun = min(slots, self.runner.overrunning)
+        no_fds = slots if self.out_of_fds else 0
+        self.gearman.hold(max(overrun, no_fds))
+        metrics.SLOTS_HELD.labels("overrun").set(overrun)
+        metrics.SLOTS_HELD.labels("no_fds").set(no_fds)
+        metrics.STALLED.labels("overrun").set(1 if overrun >= slots else 0)
+        metrics.STALLED.labels("no_fds").set(1 if no_fds else 0)
+
     def reload_pipelines(self) -> None:
         """SIGHUP: re-read pipelines; CAN_DO new ones, CANT_DO removed ones. Jobs in flight keep their runner."""
         if self.pipelines is None:
@@ -246,6 +326,8 @@ class WorkerProcess:
         """Stamp the heartbeat /healthz reads; a prefork child whose supervisor died drains and exits."""
         while True:
             metrics.tick()
+            if self.out_of_fds:
+                self._check_fds()
             if self.parent_pid is not None and os.getppid() != self.parent_pid and not self._stopping:
                 log.warning("supervisor %d is gone: draining", self.parent_pid)
                 self.request_stop()
@@ -265,6 +347,7 @@ class WorkerProcess:
         metrics.CONCURRENCY.set(self.config.concurrency)
         metrics.INFO.labels(__version__, self.backend.name).set(1)
         metrics.DRAINING.set(0)
+        self._update_holds()
         heartbeat = asyncio.create_task(self._heartbeat())
         if self.serve_http:
             self._start_http()

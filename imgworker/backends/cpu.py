@@ -14,16 +14,20 @@ from typing import Any
 
 import pyvips
 
-from .. import analysis, heif
+from .. import analysis, budget, heif
 from ..contract import ResizeSpec
-from ..errors import DecodeFailed, ImgworkerError, LimitExceeded, UnsupportedImage
+from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
 from ..geometry import Geometry, plan
 from ..limits import Limits
 from .base import Rendered
+from .kill import kill_at
 
 # EXIF orientations 5-8 swap width and height when displayed.
 _SWAPS_SIDES = {5, 6, 7, 8}
 FAIL_ON = ("none", "truncated", "error", "warning")
+# The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
+LOADERS = ("jpeg", "png", "webp", "heif", "gif", "tiff")
+NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,10 @@ class SourceInfo:
     has_alpha: bool
     orientation: int = 1
     cmyk: bool = False
+    # For the memory estimate (budget.py): how the loader will decode it.
+    bands: int = 3
+    bytes_per_sample: int = 1
+    interlaced: bool = False  # interlaced PNG or progressive JPEG: decoded whole
 
 
 def _translate(exc: pyvips.Error, what: str) -> ImgworkerError:
@@ -63,6 +71,12 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         loader = image.get("vips-loader")
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
+    loader = loader.replace("load_buffer", "").replace("load_source", "").replace("load", "")
+    if loader not in LOADERS:
+        # libvips also decodes SVG (librsvg: filter graphs whose cost no header bounds), PDF, FITS, Matlab,
+        # ImageMagick's dozens of formats...: each is attack surface, and a job carries photos.
+        raise UnsupportedImage(f"source is {loader.upper()}, which this worker does not accept; "
+                               "use JPEG, PNG, WebP, AVIF/HEIF, GIF or TIFF")
     width, height = image.width, image.height
     if orientation in _SWAPS_SIDES:
         width, height = height, width
@@ -70,9 +84,34 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         raise LimitExceeded(
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
         )
-    loader = loader.replace("load_buffer", "").replace("load", "")
     cmyk = image.interpretation == "cmyk"
-    return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
+    interlaced = bool(image.get("interlaced")) if "interlaced" in fields else False
+    sample = 2 if image.format in ("ushort", "short") else 4 if image.format in ("float", "uint", "int") else 1
+    info = SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk, image.bands, sample,
+                      interlaced)
+    # The decode's memory, admitted against the process budget for the rest of the job (waits or refuses).
+    budget.charge(budget.estimate(width=width, height=height, bands=image.bands, bytes_per_sample=sample,
+                                  loader=loader, whole=interlaced, out_width=0, out_height=0, fmt="jpeg"))
+    return info
+
+
+def output_cost(info: SourceInfo, out_width: int, out_height: int, fmt: str) -> budget.Cost:
+    """What the output and its encoder hold (the decode was charged by probe)."""
+    return budget.estimate(width=0, height=0, bands=info.bands, bytes_per_sample=1, loader=info.loader,
+                           whole=False, out_width=out_width, out_height=out_height, fmt=fmt)
+
+
+def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode",
+             watched: list[Any] | None = None) -> pyvips.Image:
+    """``image`` computed into memory, stopped at ``deadline`` (time.monotonic()) with JobTimeout: libvips'
+    kill flag is set on ``image`` and on every image in ``watched`` (the loader's, which does the work)."""
+    with kill_at(deadline, image, *(watched or ())):
+        try:
+            return image.copy_memory()
+        except pyvips.Error as exc:
+            if time.monotonic() > deadline:
+                raise JobTimeout(f"job passed its time limit during {stage}") from None
+            raise _translate(exc, "source") from None
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
@@ -106,7 +145,8 @@ def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
 
 
 def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, int], *, fail_on: str,
-                      cmyk: bool = False, orientation: int = 1, rotate: bool = True) -> pyvips.Image:
+                      cmyk: bool = False, orientation: int = 1, rotate: bool = True,
+                      loaded: list[Any] | None = None) -> pyvips.Image:
     """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``jpeg_shrink``) that covers it.
 
     ``shown`` is the source's size as ``size`` is meant (displayed when ``rotate``); like ``thumbnail``, CMYK
@@ -115,6 +155,8 @@ def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, in
     """
     shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
     image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
+    if loaded is not None:
+        loaded.append(image)  # for kill_at: the loader's image is the one doing the work
     if cmyk and (orientation == 1 or not rotate):
         # thumbnail() imports CMYK to float XYZ before resampling (about half of a CMYK job); resample the
         # CMYK pixels instead and colour-transform only the small result with the embedded profile.
@@ -164,15 +206,27 @@ class CpuBackend:
         except pyvips.Error as exc:
             raise _translate(exc, "source") from None
 
-    def load_resized(self, source: bytes, info: SourceInfo, geo: Geometry) -> pyvips.Image:
-        """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale."""
+    def load_resized(self, source: bytes, info: SourceInfo, geo: Geometry,
+                     loaded: list[Any] | None = None) -> pyvips.Image:
+        """The source at ``geo``'s resize size, oriented, 8-bit sRGB; JPEGs decode at the smallest scale.
+        The loader's image is appended to ``loaded`` where there is one to reach (for kill_at)."""
+        if info.loader in NO_SHRINK_ON_LOAD and loaded is not None:
+            # These loaders have no shrink-on-load, so thumbnail_image does what thumbnail_buffer would, and
+            # the loader's image, the one doing the work, can be killed at the deadline.
+            try:
+                src = pyvips.Image.new_from_buffer(source, "", access="sequential", fail_on=self.fail_on)
+                loaded.append(src)
+                return to_srgb8(src.thumbnail_image(geo.resize_w, height=geo.resize_h, size="force"))
+            except pyvips.Error as exc:
+                raise _translate(exc, "source") from None
         if info.loader == heif.LOADER:
             return to_srgb8(heif.resized(source, (geo.resize_w, geo.resize_h)))
         if info.loader != "jpeg" or info.pages > 1:
             return to_srgb8(self.thumbnail(source, geo))
         try:
             return to_srgb8(load_jpeg_resized(source, (info.width, info.height), (geo.resize_w, geo.resize_h),
-                                              fail_on=self.fail_on, cmyk=info.cmyk, orientation=info.orientation))
+                                              fail_on=self.fail_on, cmyk=info.cmyk, orientation=info.orientation,
+                                              loaded=loaded))
         except pyvips.Error as exc:
             raise _translate(exc, "source") from None
 
@@ -180,18 +234,22 @@ class CpuBackend:
         t0 = time.perf_counter()
         info = probe(source, limits)
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
-        image = self.load_resized(source, info, geo)
+        budget.charge(output_cost(info, geo.final_w, geo.final_h, spec.format))
+        loaded: list[Any] = []
+        image = self.load_resized(source, info, geo, loaded)
+        # Computed into memory so decode errors surface here and stage timings are honest; the job's time limit
+        # (what is left of it: Service passes the remaining time) stops libvips mid-decode.
+        deadline = time.monotonic() + limits.job_timeout_s
         timings: dict[str, float] = {}
         facts = None
-        try:
-            if spec.analyze:  # from the resized pixels, before crop or pad: decoded once, into memory
-                image = image.copy_memory()
+        if spec.analyze:  # from the resized pixels, before crop or pad: decoded once, into memory
+            image = evaluate(image, deadline, watched=loaded)
+            try:
                 facts = analysis.of_decoded(image, source, spec.analyze, timings=timings)
-            image = apply_geometry(image, geo, spec.background)
-            # Materialise the (small) result so decode errors surface here and stage timings are honest.
-            image = image.copy_memory()
-        except pyvips.Error as exc:
-            raise _translate(exc, "source") from None
+            except pyvips.Error as exc:
+                raise _translate(exc, "source") from None
+        image = apply_geometry(image, geo, spec.background)
+        image = evaluate(image, deadline, watched=loaded)
         t1 = time.perf_counter()
         data = encode(image, spec.format, spec.quality, spec.background)
         t2 = time.perf_counter()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import cast
 
 from .errors import ConnectionLost, ProtocolError
-from .protocol import ARGC, DEFAULT_MAX_PACKET, HEADER_SIZE, REQ, RES, encode_header, parse_address
+from .protocol import ARGC, DEFAULT_MAX_PACKET, HEADER_SIZE, REQ, RES, P, encode_header, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ _BIG = 65536
 _READ_SIZE = 65536  # receive buffer kept between reads
 _MIN_READ = 16384  # never offer the kernel less room than this
 _unpack_header = struct.Struct(">4sII").unpack_from
+# A job assignment over max_packet is skipped unread (its first bytes kept: handle, function) and reported to
+# on_oversized, so the job can be answered instead of the connection dropped (gearmand would re-queue it).
+_SKIPPABLE = (P.JOB_ASSIGN_UNIQ, P.JOB_ASSIGN)
+_SKIP_HEAD = 4096
 # Packets without arguments (GRAB_JOB_UNIQ, PRE_SLEEP, ...), encoded once.
 _EMPTY = {t: encode_header(t, 0) for t, argc in ARGC.items() if argc == 0}
 # TCP keepalive: probe after 30 s idle, every 10 s, drop after 3 unanswered. A worker idle on a server whose
@@ -56,8 +60,14 @@ class Connection(asyncio.BufferedProtocol):
         on_packet: Callable[[int, tuple[bytes, ...]], None],
         on_close: Callable[[BaseException | None], None],
         max_packet: int = DEFAULT_MAX_PACKET,
+        on_oversized: Callable[[int, bytes, int], None] | None = None,
     ) -> None:
         self.server = server
+        self._on_oversized = on_oversized
+        self._skip = 0  # bytes of an oversized packet still to discard
+        self._skip_type = 0
+        self._skip_size = 0
+        self._skip_head = bytearray()
         self._on_packet = on_packet
         self._on_close = on_close
         self._max_packet = max_packet
@@ -82,11 +92,13 @@ class Connection(asyncio.BufferedProtocol):
         on_close: Callable[[BaseException | None], None],
         timeout: float | None = 5.0,
         max_packet: int = DEFAULT_MAX_PACKET,
+        on_oversized: Callable[[int, bytes, int], None] | None = None,
     ) -> Connection:
         host, port = parse_address(server)
         loop = asyncio.get_running_loop()
         transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: cls(server, on_packet, on_close, max_packet), host, port), timeout
+            loop.create_connection(lambda: cls(server, on_packet, on_close, max_packet, on_oversized), host, port),
+            timeout,
         )
         sock = transport.get_extra_info("socket")
         try:
@@ -151,10 +163,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def _parse(self, buf: bytearray, n: int) -> int:
         """Dispatch every complete frame in ``buf[:n]``; return the number of bytes consumed."""
-        pos = 0
+        pos = self._skip_bytes(buf, n) if self._skip else 0
         self._need = 0
         on_packet = self._on_packet
-        while n - pos >= HEADER_SIZE:
+        while not self._skip and n - pos >= HEADER_SIZE:
             # The header is validated before waiting for the body, so a bogus size never grows the buffer.
             magic, ptype, size = _unpack_header(buf, pos)
             if magic != RES and magic != REQ:
@@ -163,7 +175,12 @@ class Connection(asyncio.BufferedProtocol):
             if argc is None:
                 raise ProtocolError(f"unknown packet type {ptype}")
             if size > self._max_packet:
-                raise ProtocolError(f"packet of {size} bytes exceeds the {self._max_packet}-byte limit")
+                if ptype not in _SKIPPABLE or self._on_oversized is None:
+                    raise ProtocolError(f"packet of {size} bytes exceeds the {self._max_packet}-byte limit")
+                self._skip, self._skip_type, self._skip_size = size, ptype, size
+                self._skip_head = bytearray()
+                pos = self._skip_bytes(buf, n, pos + HEADER_SIZE)
+                continue
             start = pos + HEADER_SIZE
             end = start + size
             if end > n:
@@ -183,6 +200,18 @@ class Connection(asyncio.BufferedProtocol):
             on_packet(ptype, args)  # (type, args): no Packet object on the hot path
             if self.closed:
                 break
+        return pos
+
+    def _skip_bytes(self, buf: bytearray, n: int, pos: int = 0) -> int:
+        """Discard what is here of an oversized packet; report it once the last byte has gone by."""
+        take = min(self._skip, n - pos)
+        room = _SKIP_HEAD - len(self._skip_head)
+        if room > 0:
+            self._skip_head += buf[pos : pos + min(room, take)]
+        self._skip -= take
+        pos += take
+        if not self._skip and self._on_oversized is not None:
+            self._on_oversized(self._skip_type, bytes(self._skip_head), self._skip_size)
         return pos
 
     def eof_received(self) -> bool | None:

@@ -21,6 +21,12 @@ from .protocol import P
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[bytes]]
+# What to answer for a job whose packet was over the size limit (its body was never read): function name ->
+# WORK_COMPLETE body, or None for WORK_FAIL.
+OversizedHandler = Callable[[str, int], bytes | None]
+# A connection that ends sooner than this after it was made does not reset the reconnect backoff: a server
+# that drops us at once, every time (a job we cannot take, a protocol mismatch), must not be hammered.
+STABLE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -56,6 +62,7 @@ class Worker:
         max_jobs: int = 1,
         reconnect_max_delay: float = 30.0,
         on_connection_change: Callable[[str, bool], None] | None = None,
+        on_oversized: OversizedHandler | None = None,
     ) -> None:
         if not servers:
             raise ValueError("at least one server is required")
@@ -66,6 +73,8 @@ class Worker:
         self.max_jobs = max_jobs
         self.reconnect_max_delay = reconnect_max_delay
         self.on_connection_change = on_connection_change
+        self.on_oversized = on_oversized
+        self._held = 0  # slots not to fill (see hold())
         self._abilities: dict[str, _Ability] = {}
         self._retiring: dict[str, _Ability] = {}
         self._sessions = [_Session(s) for s in self.servers]
@@ -89,6 +98,16 @@ class Worker:
     @property
     def connected(self) -> list[str]:
         return [s.server for s in self._sessions if s.registered and s.conn and not s.conn.closed]
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def hold(self, slots: int) -> None:
+        """Keep ``slots`` of ``max_jobs`` unfilled (0 frees them): for slots whose thread is stuck past its job,
+        or a process that cannot open files. Jobs already running are not touched."""
+        self._held = max(0, min(slots, self.max_jobs))
+        self._fill()
 
     def register(self, name: str, handler: Handler, timeout: int | None = None) -> None:
         self._abilities[name] = _Ability(handler, timeout)
@@ -179,7 +198,8 @@ class Worker:
             s.lost.clear()
             try:
                 conn = await Connection.open(
-                    s.server, functools.partial(self._on_packet, s), functools.partial(self._on_lost, s)
+                    s.server, functools.partial(self._on_packet, s), functools.partial(self._on_lost, s),
+                    on_oversized=functools.partial(self._on_oversized, s),
                 )
             except (TimeoutError, OSError) as e:
                 attempt += 1
@@ -188,7 +208,7 @@ class Worker:
                 log.warning("%s: connect failed (%s); retry in %.2fs", s.server, e, delay)
                 await asyncio.sleep(delay)
                 return attempt
-            attempt = 0
+            connected_at = asyncio.get_running_loop().time()
             s.conn, s.grabs, s.asleep, s.active = conn, 0, False, 0
             s.cant_do.clear()
             s.reset_pending = False
@@ -209,6 +229,15 @@ class Worker:
             while not s.lost.is_set() and not conn.closed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(s.lost.wait(), 5.0)
+            if asyncio.get_running_loop().time() - connected_at >= STABLE_S:
+                return 0
+            # Lost at once: back off as if the connect had failed, or a server that drops us every time
+            # gets thousands of reconnects a second.
+            attempt += 1
+            if not self._closed:
+                delay = min(self.reconnect_max_delay, 0.1 * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
+                log.warning("%s: connection lasted under %.0f s; reconnect in %.2fs", s.server, STABLE_S, delay)
+                await asyncio.sleep(delay)
         return attempt
 
     def _send_can_do(self, conn: Connection, name: str) -> None:
@@ -271,14 +300,14 @@ class Worker:
         sessions = self._sessions
         if len(sessions) == 1:  # the common case, kept cheap: it runs after every job
             s = sessions[0]
-            budget = self.max_jobs - self._in_flight - s.grabs
+            budget = self.max_jobs - self._held - self._in_flight - s.grabs
             # A pending CANT_DO waits for the connection to go idle: grabbing more would postpone it forever.
             if budget > 0 and s.registered and not s.asleep and not s.cant_do and s.conn and not s.conn.closed:
                 s.grabs += budget
                 for _ in range(budget):
                     s.conn.send(P.GRAB_JOB_UNIQ)
             return
-        budget = self.max_jobs - self._in_flight - sum(s.grabs for s in sessions)
+        budget = self.max_jobs - self._held - self._in_flight - sum(s.grabs for s in sessions)
         if budget <= 0:
             return
         # Rotate the start so one busy server does not starve the others.
@@ -334,6 +363,30 @@ class Worker:
             log.error("%s: server error %s: %s", s.server, args[0], args[1])
         else:
             log.debug("%s: ignoring packet type %d", s.server, t)
+
+    def _on_oversized(self, s: _Session, ptype: int, head: bytes, size: int) -> None:
+        """A job packet over the size limit, skipped unread: answer it once, so gearmand does not hand it out
+        again and again (it re-queues a job whose worker dropped the connection)."""
+        s.grabs -= 1
+        parts = head.split(b"\0", 2)
+        if len(parts) < 2 or s.conn is None or s.conn.closed:
+            return
+        handle, function = parts[0], parts[1].decode(errors="replace")
+        log.error("%s: job %s (%s) is %d bytes, over the packet limit: refused unread", s.server,
+                  handle.decode(errors="replace"), function, size)
+        body = None
+        if self.on_oversized is not None:
+            try:
+                body = self.on_oversized(function, size)
+            except Exception:
+                log.exception("on_oversized callback failed")
+        if body is None:
+            s.conn.send(P.WORK_FAIL, handle)
+            self.jobs_failed += 1
+        else:
+            s.conn.send(P.WORK_COMPLETE, handle, body)
+            self.jobs_done += 1
+        self._fill()
 
     def _start_job(self, job: Job) -> None:
         self._in_flight += 1

@@ -29,14 +29,22 @@ def template_for(dst: str, dst_template: str, count: int) -> str:
 
 def render(template: str, values: Mapping[str, object]) -> str:
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise BadRequest(f"dst {template[:200]!r} is not a valid template: {exc}") from None
-    for field in fields:
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
         if field not in VARIABLES:
             raise BadRequest(f"dst uses {{{field}}}{suggest(field, VARIABLES)}; it may use: "
                              + ", ".join("{" + v + "}" for v in VARIABLES))
-    return template.format(**values)
+        if spec or conversion:
+            # "{stem:>500000000}" would allocate gigabytes inside str.format: plain fields only.
+            raise BadRequest(f"dst field {{{field}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec[:20] if spec else ''}}} has a format spec or conversion; "
+                             f"use plain {{{field}}}")
+    # Built here, not by str.format: each field is a plain substitution, so the size is bounded by the parts.
+    return "".join(literal + ("" if field is None else str(values[field])) for literal, field, _, _ in parsed)
 
 
 def source_names(src: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyvips
 
-from .. import analysis
+from .. import analysis, budget
 from ..errors import BadRequest
 from . import decode as decoder
 from . import frames, naming
@@ -97,6 +97,8 @@ class Runner:
         head = decoder.header(source, ctx.limits)
         orient = any(step is AUTO_ORIENT and o["enabled"] for step, o in shared)
         animated = decoder.animated(head, p.animation == "keep", ctx.limits)
+        if animated:
+            budget.charge_frames(head.pages, 1 + len(outputs))  # every frame, decoded and per size (budget.py)
         size = decoder.target(head.shown(orient), shared, [o.resize for o in outputs], ctx.limits)
         fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
         image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated, head=head)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from ..contract import check_url
 from ..errors import BadRequest, ForbiddenPath
 from .base import CONTENT_TYPES, Store, WriteOptions
 from .file import FileStore
@@ -24,6 +25,9 @@ class Stores:
         return sorted(self._stores)
 
     def for_url(self, url: str) -> Store:
+        # Every URL a job names (src, dst, a watermark's src...) passes here: no control characters, no
+        # credentials, whichever part of the job it came from.
+        check_url("url", url)
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError:

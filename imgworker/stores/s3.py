@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LimitExceeded, StoreFailed
 from .base import WriteOptions
+from .s3_budget import DeadlineClients
 from .s3_url import AllowList, S3Url, parse_s3_url
 
 if TYPE_CHECKING:
@@ -41,8 +42,11 @@ class S3Store:
         *,
         multipart_threshold: int = 64 * MIB,
         part_size: int = 16 * MIB,
+        clients: DeadlineClients | None = None,
     ) -> None:
         self.client = client
+        # Per request: a client whose timeouts and retries fit the job's time left (s3_budget.py).
+        self._clients = clients or DeadlineClients(client, None, 1, 0.0)
         self.allow = allow if isinstance(allow, AllowList) else AllowList(allow)
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
@@ -62,17 +66,20 @@ class S3Store:
             allow = AllowList(config.s3_buckets)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        client = make_client(
-            endpoint=config.s3_endpoint,
-            region=config.s3_region,
-            addressing=config.s3_addressing,
-            max_attempts=config.s3_max_attempts,
-            retry_mode=config.s3_retry_mode,
-            timeout=config.s3_timeout,
-            # Every job thread may hold a connection, plus the batch coordinator's listing and manifest.
-            pool_size=config.concurrency + 4,
-        )
-        return cls(client, allow)
+        def make(attempts: int, timeout: float) -> Any:
+            return make_client(
+                endpoint=config.s3_endpoint,
+                region=config.s3_region,
+                addressing=config.s3_addressing,
+                max_attempts=attempts,
+                retry_mode=config.s3_retry_mode,
+                timeout=timeout,
+                # Every job thread may hold a connection, plus the batch coordinator's listing and manifest.
+                pool_size=config.concurrency + 4,
+            )
+
+        client = make(config.s3_max_attempts, config.s3_timeout)
+        return cls(client, allow, clients=DeadlineClients(client, make, config.s3_max_attempts, config.s3_timeout))
 
     def _loc(self, url: str) -> S3Url:
         loc = parse_s3_url(url)
@@ -85,7 +92,7 @@ class S3Store:
     def read(self, url: str, *, max_bytes: int) -> bytes:
         loc = self._loc(url)
         try:
-            resp = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
+            resp = self._clients.current().get_object(Bucket=loc.bucket, Key=loc.key)
         except Exception as exc:
             raise self._translate(exc, "read", str(loc)) from None
         body = resp["Body"]
@@ -115,7 +122,7 @@ class S3Store:
             extra["Metadata"] = dict(options.metadata)
         try:
             if len(data) < self.multipart_threshold:
-                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+                self._clients.current().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
             else:
                 self._multipart(loc, data, extra)
         except Exception as exc:
@@ -146,7 +153,7 @@ class S3Store:
     def exists(self, url: str) -> bool:
         loc = self._loc(url)
         try:
-            self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+            self._clients.current().head_object(Bucket=loc.bucket, Key=loc.key)
         except Exception as exc:
             err = self._translate(exc, "check", str(loc))
             status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -30,6 +30,10 @@ def parse_s3_url(url: str, *, allow_empty_key: bool = False) -> S3Url:
     if not url.startswith("s3://"):
         raise BadRequest(f"not an s3:// URL: {url[:200]!r}")
     bucket, _, key = url[len("s3://") :].partition("/")
+    if "@" in bucket or ":" in bucket:
+        # "s3://KEY:SECRET@bucket/k": never echo what was given, it is a credential.
+        raise BadRequest("s3:// URL carries credentials (user:password@): they belong in the worker's "
+                         "configuration, never in a job; use s3://bucket/key")
     if not _BUCKET.match(bucket):
         raise BadRequest(f"invalid bucket name {bucket[:100]!r} in {url[:200]!r}; use s3://bucket/key")
     if not key and not allow_empty_key:
@@ -74,5 +78,5 @@ class AllowList:
             return
         if not self.grants:
             raise ForbiddenPath("no s3:// buckets are allowed on this worker (--s3-bucket NAME)")
-        allowed = ", ".join(str(g) for g in self.grants)
-        raise ForbiddenPath(f"{loc} is outside the allowed buckets and prefixes ({allowed})")
+        # The allow-list is not listed: it is the worker's configuration, not the submitter's business.
+        raise ForbiddenPath(f"{loc} is outside the buckets and prefixes this worker may use")

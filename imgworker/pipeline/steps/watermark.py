@@ -7,12 +7,20 @@ from typing import Any
 
 import pyvips
 
-from ...errors import BadRequest
+from ...backends.cpu import probe
+from ...errors import BadRequest, ImgworkerError
+from ...limits import Limits
 from .base import GRAVITIES, Opt, StepDef, choice, number
 from .gravity import offsets
 
 
-def _overlay(data: bytes, width: int, opacity: float) -> pyvips.Image:
+def _overlay(data: bytes, width: int, opacity: float, limits: Limits) -> pyvips.Image:
+    # The same header checks as a job's source (pixel limit, allowed formats) before a pixel is decoded:
+    # a 10^10-pixel PNG bomb as the watermark must not cost gigabytes.
+    try:
+        probe(data, limits)
+    except ImgworkerError as exc:
+        raise type(exc)(f"the watermark image: {exc.message}", retryable=exc.retryable) from None
     try:
         mark = pyvips.Image.thumbnail_buffer(data, width, option_string="fail_on=warning")
     except pyvips.Error as exc:
@@ -29,7 +37,7 @@ def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     if o["opacity"] <= 0:
         return image
     width = max(1, round(image.width * o["scale"]))
-    mark = _overlay(ctx.read(o["src"]), width, o["opacity"])
+    mark = _overlay(ctx.read(o["src"]), width, o["opacity"], ctx.limits)
     margin = round(image.width * o["margin"])
     free_w = max(0, image.width - mark.width - 2 * margin)
     free_h = max(0, image.height - mark.height - 2 * margin)
