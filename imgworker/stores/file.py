@@ -111,7 +111,8 @@ class FileStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         base = Path(os.path.realpath(self._path(prefix)))
-        self.check(base.as_uri())
+        if base not in self.roots:  # a root may be listed; the walk refuses it only as a file to open
+            self.check(base.as_uri())
         if not base.is_dir():
             raise SourceNotFound(f"{base} is not a directory")
         for dirpath, dirnames, filenames in os.walk(base):
