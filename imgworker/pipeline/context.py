@@ -24,6 +24,9 @@ class StepContext:
     keep: tuple[str, ...] = ()
     # Per-job cache (a watermark read once for all outputs).
     cache: dict[str, Any] = field(default_factory=dict)
+    # Array executor only: EXIF orientation still to apply, and the GPU's resize kernels (None: NumPy).
+    orientation: int = 1
+    kernels: Any = None
 
     def check_deadline(self, stage: str) -> None:
         if time.monotonic() > self.deadline:

@@ -20,6 +20,14 @@ OUTPUT_KEYS = ("resize", "steps", "encode", "label")
 PARAM_KEYS = ("default", "type", "min", "max", "choices", "override", "description")
 PARAM_TYPES = ("int", "float", "bool", "string", "color", "point")
 BACKENDS = ("cpu", "gpu")
+# Workers that run steps with their ``array`` executor; numpy is the gpu executor on NumPy, so it serves
+# what a gpu worker serves.
+ARRAY_BACKENDS = ("gpu", "numpy")
+
+
+def serves_as(backend: str) -> str:
+    """The ``backends:`` value a worker of ``backend`` serves (numpy stands in for gpu)."""
+    return "gpu" if backend == "numpy" else backend
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_TIMEOUT = 3600.0
 
@@ -233,9 +241,11 @@ def check_backend(pipeline: Pipeline, backend: str) -> list[Problem]:
     for spec in pipeline.all_steps():
         step = spec.step
         why = None
-        if backend not in step.backends:
+        if serves_as(backend) not in step.backends:
             why = f"step {step.name!r} runs on {', '.join(step.backends)} only"
-        elif backend == "gpu" and step.gpu_refuses is not None:
+        elif backend in ARRAY_BACKENDS and step.array is None:
+            why = f"step {step.name!r} has no array executor"
+        elif backend in ARRAY_BACKENDS and step.gpu_refuses is not None:
             why = step.gpu_refuses({k: v for k, v in spec.options.items() if not isinstance(v, Ref)} | {
                 k: pipeline.params[v.param].default for k, v in spec.options.items() if isinstance(v, Ref)})
         if why:
