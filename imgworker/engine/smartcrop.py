@@ -1,6 +1,6 @@
 """libvips' smart crop (``vips_smartcrop``) on ``xp`` arrays: where a w x h window goes.
 
-``attention`` (libvips >= 8.10): shrink to about 32 x 32 (linear), then score each pixel by edges (Laplacian
+``attention`` (libvips >= 8.10): shrink to about 32 x 32 (lanczos3), then score each pixel by edges (Laplacian
 of Y in XYZ, x5), skin colour (100 - 100 * distance of the normalised XYZ colour from smartcrop.js' skin
 point, where Y > 5) and saturation (LCh chroma, where Y > 5); blur the sum by a sigma that follows the
 window size and centre the window over the maximum. ``entropy``: cut slices off the less interesting side
@@ -36,7 +36,7 @@ def attention(xp: XP, img: Array, width: int, height: int) -> tuple[int, int]:
 
     h, w = int(img.shape[0]), int(img.shape[1])
     hscale, vscale = 32.0 / w, 32.0 / h
-    small = resample.resize(xp, _rgb(xp, img), max(1, round(w * hscale)), max(1, round(h * vscale)), "linear")
+    small = resample.resize(xp, _rgb(xp, img), max(1, round(w * hscale)), max(1, round(h * vscale)), "lanczos3")
     xyz = colour._mat(xp, colour.to_linear(xp, small), colour._M) * 100.0
     y = xyz[..., 1]
     edges = xp.abs(filters.convolve3(xp, y, _LAPLACE) * 5.0)
@@ -48,9 +48,8 @@ def attention(xp: XP, img: Array, width: int, height: int) -> tuple[int, int]:
     chroma = colour.lab_to_lch(xp, colour.srgb_to_lab(xp, small))[..., 1]
     saturation = xp.where(lit, chroma, 0.0)
     score = (edges + skin + saturation)[..., None]
-    sigma = math.sqrt((width * hscale) ** 2 + (height * vscale) ** 2) / 10
-    if sigma >= 0.3:
-        score = filters.gaussblur(xp, score, sigma)
+    sigma = max(math.sqrt((width * hscale) ** 2 + (height * vscale) ** 2) / 10, 1.0)
+    score = filters.gaussblur(xp, score, sigma)
     flat = int(xp.argmax(score[..., 0]))
     y_pos, x_pos = divmod(flat, int(score.shape[1]))
     left = min(max(0, int(x_pos / hscale - width / 2)), w - width)
