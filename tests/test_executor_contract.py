@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 import numpy as np
-import pyvips
 import pytest
+import pyvips
 from corpus import photo
 
 from imgworker.engine import arrays, executor
