@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import arrays
+
 XP = Any
 Array = Any
 
@@ -77,3 +79,9 @@ def luminance(xp: XP, srgb: Array) -> Array:
 
 def grey_to_rgb(xp: XP, grey: Array) -> Array:
     return xp.concatenate([grey, grey, grey], axis=2)
+
+
+def finish(xp: XP, rgb: Array, grey: bool, alpha: Array | None, source: Array) -> Array:
+    """A step that worked on sRGB: back to grey when its input was grey, alpha re-joined, in the input's dtype."""
+    out = luminance(xp, rgb) if grey else rgb
+    return arrays.like(xp, arrays.join_alpha(xp, out, alpha), source)

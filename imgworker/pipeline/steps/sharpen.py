@@ -45,9 +45,7 @@ def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
     gain = xp.where(ad < x1, d * m1, xp.sign(d) * (x1 * m1 + (ad - x1) * m2))
     lab = xp.concatenate([xp.clip(lightness + xp.clip(gain, -Y3, Y2), 0.0, 100.0), lab[..., 1:]], axis=2)
     out = colour.lab_to_srgb(xp, lab)
-    if grey:
-        out = colour.luminance(xp, out)
-    return arrays.like(xp, arrays.join_alpha(xp, out, alpha), img)
+    return colour.finish(xp, out, grey, alpha, img)
 
 
 STEP = StepDef(

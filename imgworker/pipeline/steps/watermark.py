@@ -77,9 +77,7 @@ def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
         out[y : y + mh, x : x + mw] = (mark[..., :3] * ma + region * ba * (1.0 - ma)) / safe
         new_alpha = alpha.copy()
         new_alpha[y : y + mh, x : x + mw] = oa * 255.0
-    if grey:
-        out = colour.luminance(xp, out)
-    return arrays.like(xp, arrays.join_alpha(xp, out, new_alpha), img)
+    return colour.finish(xp, out, grey, new_alpha, img)
 
 
 STEP = StepDef(
