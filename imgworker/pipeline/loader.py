@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from .model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
+from .outputs_spec import OUTPUT_KEYS, _line, read_outputs
 from .steps import ENCODE, STEPS, Opt, OptionError, StepDef
 from .steps.base import hint
 
 TOP_KEYS = ("name", "description", "timeout", "backends", "animation", "params", "steps", "outputs", "dst_template")
-OUTPUT_KEYS = ("resize", "steps", "encode", "label")
 PARAM_KEYS = ("default", "type", "min", "max", "choices", "override", "description")
 PARAM_TYPES = ("int", "float", "bool", "string", "color", "point")
 BACKENDS = ("cpu", "gpu")
@@ -30,10 +30,6 @@ def serves_as(backend: str) -> str:
     return "gpu" if backend == "numpy" else backend
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_TIMEOUT = 3600.0
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
 
 
 class _Reader:
@@ -183,8 +179,6 @@ def _infer(default: Any, spec: dict[str, Any]) -> str:
 
 def parse(path: str, text: str, registry: dict[str, StepDef] | None = None) -> Pipeline:
     """A Pipeline, or PipelineError listing every problem found."""
-    from .outputs_spec import read_outputs
-
     registry = STEPS if registry is None else registry
     r = _Reader(path, text)
     try:
@@ -264,4 +258,4 @@ def load_file(path: str, registry: dict[str, StepDef] | None = None) -> Pipeline
     return parse(path, text, registry)
 
 
-__all__ = ["ENCODE", "check_backend", "load_file", "parse"]
+__all__ = ["ENCODE", "OUTPUT_KEYS", "check_backend", "load_file", "parse"]
