@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JobTimeout
+from ..engine.deadline import check as check_deadline
 from ..limits import Limits
 
 if TYPE_CHECKING:
@@ -29,8 +28,7 @@ class StepContext:
     kernels: Any = None
 
     def check_deadline(self, stage: str) -> None:
-        if time.monotonic() > self.deadline:
-            raise JobTimeout(f"job passed its time limit of {self.timeout_s:g} s before {stage}")
+        check_deadline(self.deadline, self.timeout_s, stage)
 
     def read(self, url: str) -> bytes:
         """Read an extra input (a watermark) through the job's stores, with the same access checks as src."""

@@ -63,6 +63,7 @@ class Runner:
         timeout = min(ctx.limits.job_timeout_s, p.timeout or ctx.limits.job_timeout_s)
         started = ctx.deadline - ctx.limits.job_timeout_s
         sctx = StepContext(ctx.limits, min(ctx.deadline, started + timeout), timeout, ctx, focal)
+        ctx.narrow(sctx.deadline, timeout)  # one deadline: the job's writes keep the pipeline's timeout too
         shared = [(s.step, s.resolve(values, p.name)) for s in p.steps]
         outputs = [
             _Output(
