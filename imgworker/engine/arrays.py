@@ -62,7 +62,8 @@ def to_vips(host: npt.NDArray[Any], page_height: int | None = None) -> pyvips.Im
     """A host uint8 (H, W, C) array as a libvips image (sRGB or b-w), ready for an encoder."""
     host = np.ascontiguousarray(host, dtype=np.uint8)
     h, w, c = (int(s) for s in host.shape)
-    image = pyvips.Image.new_from_memory(host.tobytes(), w, h, c, "uchar").copy(interpretation=_INTERPRETATION[c])
+    # No copy: pyvips keeps a reference to the array's buffer for the image's life.
+    image = pyvips.Image.new_from_memory(host.data, w, h, c, "uchar").copy(interpretation=_INTERPRETATION[c])
     if page_height is not None and 0 < page_height < h:
         image.set_type(pyvips.GValue.gint_type, "page-height", page_height)
     return image
