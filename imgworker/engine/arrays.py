@@ -62,8 +62,10 @@ def to_vips(host: npt.NDArray[Any], page_height: int | None = None) -> pyvips.Im
     """A host uint8 (H, W, C) array as a libvips image (sRGB or b-w), ready for an encoder."""
     host = np.ascontiguousarray(host, dtype=np.uint8)
     h, w, c = (int(s) for s in host.shape)
-    # No copy: pyvips keeps a reference to the array's buffer for the image's life.
+    # No copy of the pixels: pyvips keeps the buffer alive on the image new_from_memory returns, but not on a
+    # .copy() of it, so the copy holds the array itself too.
     image = pyvips.Image.new_from_memory(host.data, w, h, c, "uchar").copy(interpretation=_INTERPRETATION[c])
+    image._references.append(host)
     if page_height is not None and 0 < page_height < h:
         image.set_type(pyvips.GValue.gint_type, "page-height", page_height)
     return image
