@@ -31,6 +31,10 @@ def build_backend(config: WorkerConfig) -> Backend:
 
     if config.backend == "cpu":
         return CpuBackend(fail_on=config.fail_on)
+    if config.backend == "numpy":
+        from .backends.gpu import create_backend
+
+        return create_backend(config, numpy=True)
     try:
         from .backends import gpu
     except ImportError:
@@ -59,8 +63,8 @@ def stores_from(stores: dict[str, Store]) -> Stores:
 
 def backend_name(config: WorkerConfig) -> str:
     """The backend a worker of this config would get, checked without building it (no CUDA context)."""
-    if config.backend == "cpu":
-        return "cpu"
+    if config.backend in ("cpu", "numpy"):
+        return config.backend
     try:
         from .backends import gpu
     except ImportError:

@@ -47,7 +47,9 @@ class WorkerConfig:
     pipelines: str | None = field(default=None, metadata=_meta("directory of pipeline YAML files"))
     processes: int = field(default=0, metadata=_meta("worker processes (0: one per CPU this pod may use)"))
     concurrency: int = field(default=2, metadata=_meta("jobs in flight per process"))
-    backend: str = field(default="auto", metadata=_meta("image backend", choices=("auto", "cpu", "gpu")))
+    backend: str = field(default="auto", metadata=_meta(
+        "image backend (numpy: the gpu backend's array code on NumPy, a slow reference for checking)",
+        choices=("auto", "cpu", "gpu", "numpy")))
     fail_on: str = field(
         default="warning",
         metadata=_meta("decode strictness (libvips fail_on)", choices=("none", "truncated", "error", "warning")),

@@ -17,7 +17,8 @@ from . import budget
 from .analysis.info import facts_of_source, run_info
 from .backends.base import Backend
 from .contract import CONTRACT_VERSION, JobRequest, parse_request
-from .errors import BadRequest, ImgworkerError, InternalError, JobTimeout
+from .engine.deadline import check as check_deadline
+from .errors import BadRequest, ImgworkerError, InternalError
 from .limits import Limits, set_job_deadline
 from .stores import CONTENT_TYPES, Stores, WriteOptions
 
@@ -38,10 +39,15 @@ class JobContext:
     limits: Limits
     deadline: float
     timings: dict[str, float] = field(default_factory=dict)
+    timeout_s: float | None = None  # what ``deadline`` allows (None: the worker's --job-timeout)
+
+    def narrow(self, deadline: float, timeout_s: float) -> None:
+        """A pipeline's own ``timeout`` shortens the job's one deadline, writes included."""
+        if deadline < self.deadline:
+            self.deadline, self.timeout_s = deadline, timeout_s
 
     def check_deadline(self, stage: str) -> None:
-        if time.monotonic() > self.deadline:
-            raise JobTimeout(f"job passed its time limit of {self.limits.job_timeout_s:g} s before {stage}")
+        check_deadline(self.deadline, self.timeout_s or self.limits.job_timeout_s, stage)
 
     def read_source(self) -> bytes:
         t0 = time.perf_counter()

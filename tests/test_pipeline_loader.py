@@ -82,26 +82,37 @@ def test_all_problems_of_a_file_are_reported_together():
     assert [p.split(":")[1] for p in found[:2]] == ["3", "4"] and any(":5:" in p for p in found)
 
 
-def test_gpu_worker_refuses_a_cpu_only_step_and_skips_cpu_only_pipelines(tmp_path):
+def test_gpu_and_numpy_workers_serve_every_step_and_skip_cpu_only_pipelines(tmp_path):
+    # Every step has an array executor now (issue 13): trim loads for gpu and numpy workers too.
     (tmp_path / "a.yaml").write_text("name: a\nsteps:\n  - trim: 10\noutputs: [{encode: jpeg}]\n")
-    with pytest.raises(PipelineError) as info:
-        load_dir(str(tmp_path), "gpu")
-    msg = str(info.value)
-    assert "a.yaml:3: the gpu backend cannot run this: step 'trim' runs on cpu only" in msg
-    assert "add `backends: [cpu]`" in msg
-    assert load_dir(str(tmp_path), "cpu")[0].keys() == {"a"}
+    for backend in ("cpu", "gpu", "numpy"):
+        assert load_dir(str(tmp_path), backend)[0].keys() == {"a"}
     (tmp_path / "a.yaml").write_text("name: a\nbackends: [cpu]\nsteps:\n  - trim: 10\noutputs: [{encode: jpeg}]\n")
     assert load_dir(str(tmp_path), "gpu") == ({}, ["a"])
+    assert load_dir(str(tmp_path), "numpy") == ({}, ["a"])  # numpy stands in for gpu
 
 
-def test_gpu_refuses_options_it_cannot_run(tmp_path):
+def test_a_step_without_an_array_executor_is_refused_for_gpu_with_file_and_line(tmp_path):
+    from dataclasses import replace
+
+    from imgworker.pipeline.loader import check_backend, load_file
+    from imgworker.pipeline.steps import STEPS
+
+    registry = {**STEPS, "trim": replace(STEPS["trim"], array=None)}
+    path = tmp_path / "a.yaml"
+    path.write_text("name: a\nsteps:\n  - trim: 10\noutputs: [{encode: jpeg}]\n")
+    pipeline = load_file(str(path), registry)
+    (problem,) = check_backend(pipeline, "gpu")
+    assert str(problem).endswith("a.yaml:3: the gpu backend cannot run this: step 'trim' has no array executor; "
+                                 "add `backends: [cpu]` to serve 'a' from cpu workers only, or change the step")
+    assert check_backend(pipeline, "numpy") and not check_backend(pipeline, "cpu")
+
+
+def test_gpu_runs_the_options_it_used_to_refuse(tmp_path):
     (tmp_path / "a.yaml").write_text(
         "name: a\nsteps:\n  - rotate: 45\n  - resize: {width: 9, height: 9, fit: cover, position: attention}\n"
         "outputs: [{encode: jpeg}]\n")
-    with pytest.raises(PipelineError) as info:
-        load_dir(str(tmp_path), "gpu")
-    assert "a.yaml:3:" in str(info.value) and "angle 45" in str(info.value)
-    assert "a.yaml:4:" in str(info.value) and "smart crop" in str(info.value)
+    assert load_dir(str(tmp_path), "gpu")[0].keys() == {"a"}
 
 
 def test_duplicate_pipeline_names_are_refused(tmp_path):
@@ -147,7 +158,7 @@ def test_check_command_passes_the_shipped_pipelines():
     done = _check(PIPELINES_DIR)
     assert done.returncode == 0, done.stderr
     assert "cpu: 4 pipelines OK: avatar, product_zoom, thumbnail, web" in done.stdout
-    assert "gpu: 2 pipelines OK: thumbnail, web (skipped, cpu-only: avatar, product_zoom)" in done.stdout
+    assert "gpu: 4 pipelines OK: avatar, product_zoom, thumbnail, web\n" in done.stdout  # issue 13: all on gpu
 
 
 def test_check_command_fails_with_file_and_line(tmp_path):

@@ -187,6 +187,7 @@ def apply_geometry(image: pyvips.Image, geo: Geometry, background: tuple[int, in
 
 class CpuBackend:
     name = "cpu"
+    executor = "vips"  # pipelines run every step's libvips implementation (imgworker/pipeline/run.py)
 
     def __init__(self, fail_on: str = "warning") -> None:
         if fail_on not in FAIL_ON:

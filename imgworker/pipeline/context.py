@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JobTimeout
+from ..engine.deadline import check as check_deadline
 from ..limits import Limits
 
 if TYPE_CHECKING:
@@ -24,10 +23,12 @@ class StepContext:
     keep: tuple[str, ...] = ()
     # Per-job cache (a watermark read once for all outputs).
     cache: dict[str, Any] = field(default_factory=dict)
+    # Array executor only: EXIF orientation still to apply, and the GPU's resize kernels (None: NumPy).
+    orientation: int = 1
+    kernels: Any = None
 
     def check_deadline(self, stage: str) -> None:
-        if time.monotonic() > self.deadline:
-            raise JobTimeout(f"job passed its time limit of {self.timeout_s:g} s before {stage}")
+        check_deadline(self.deadline, self.timeout_s, stage)
 
     def read(self, url: str) -> bytes:
         """Read an extra input (a watermark) through the job's stores, with the same access checks as src."""

@@ -17,14 +17,13 @@ from typing import Any
 import pyvips
 
 from .. import heif
-from ..backends.cpu import _translate, load_jpeg_resized, probe
+from ..backends.cpu import _SWAPS_SIDES, _translate, load_jpeg_resized, probe
 from ..errors import JobTimeout, LimitExceeded
 from ..limits import Limits
 from .context import StepContext
 from .steps import StepDef
 from .steps import resize as resize_step
 
-_SWAPS_SIDES = {5, 6, 7, 8}
 ANIMATED_LOADERS = ("gif", "webp")
 DECODE_KERNEL = "lanczos3"  # what libvips thumbnail resamples with; another kernel needs a full decode
 

@@ -14,21 +14,25 @@ import yaml
 from ..analysis import parse_analyze
 from ..errors import BadRequest
 from .model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
+from .outputs_spec import OUTPUT_KEYS, _line, read_outputs
 from .steps import ENCODE, STEPS, Opt, OptionError, StepDef
 from .steps.base import hint
 
 TOP_KEYS = ("name", "description", "timeout", "backends", "animation", "params", "steps", "outputs", "dst_template",
             "analyze")
-OUTPUT_KEYS = ("resize", "steps", "encode", "label")
 PARAM_KEYS = ("default", "type", "min", "max", "choices", "override", "description")
 PARAM_TYPES = ("int", "float", "bool", "string", "color", "point")
 BACKENDS = ("cpu", "gpu")
+# Workers that run steps with their ``array`` executor; numpy is the gpu executor on NumPy, so it serves
+# what a gpu worker serves.
+ARRAY_BACKENDS = ("gpu", "numpy")
+
+
+def serves_as(backend: str) -> str:
+    """The ``backends:`` value a worker of ``backend`` serves (numpy stands in for gpu)."""
+    return "gpu" if backend == "numpy" else backend
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_TIMEOUT = 3600.0
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
 
 
 class _Reader:
@@ -178,8 +182,6 @@ def _infer(default: Any, spec: dict[str, Any]) -> str:
 
 def parse(path: str, text: str, registry: dict[str, StepDef] | None = None) -> Pipeline:
     """A Pipeline, or PipelineError listing every problem found."""
-    from .outputs_spec import read_outputs
-
     registry = STEPS if registry is None else registry
     r = _Reader(path, text)
     try:
@@ -241,9 +243,11 @@ def check_backend(pipeline: Pipeline, backend: str) -> list[Problem]:
     for spec in pipeline.all_steps():
         step = spec.step
         why = None
-        if backend not in step.backends:
+        if serves_as(backend) not in step.backends:
             why = f"step {step.name!r} runs on {', '.join(step.backends)} only"
-        elif backend == "gpu" and step.gpu_refuses is not None:
+        elif backend in ARRAY_BACKENDS and step.array is None:
+            why = f"step {step.name!r} has no array executor"
+        elif backend in ARRAY_BACKENDS and step.gpu_refuses is not None:
             why = step.gpu_refuses({k: v for k, v in spec.options.items() if not isinstance(v, Ref)} | {
                 k: pipeline.params[v.param].default for k, v in spec.options.items() if isinstance(v, Ref)})
         if why:
@@ -262,4 +266,4 @@ def load_file(path: str, registry: dict[str, StepDef] | None = None) -> Pipeline
     return parse(path, text, registry)
 
 
-__all__ = ["ENCODE", "check_backend", "load_file", "parse"]
+__all__ = ["ENCODE", "OUTPUT_KEYS", "check_backend", "load_file", "parse"]

@@ -11,12 +11,16 @@ from .model import OutputSpec, Param, StepSpec
 from .steps import ENCODE, STEPS, StepDef
 
 MAX_OUTPUTS = 32
+OUTPUT_KEYS = ("resize", "steps", "encode", "label")
+
+
+def _line(node: yaml.Node) -> int:
+    """The 1-based line of a YAML node (for file:line messages)."""
+    return int(node.start_mark.line) + 1
 
 
 def read_outputs(r: Any, node: yaml.Node | None, root: yaml.Node, params: dict[str, Param],
                  registry: dict[str, StepDef]) -> list[OutputSpec]:
-    from .loader import OUTPUT_KEYS, _line
-
     if node is None:
         r.problem(root, "a pipeline needs outputs: (e.g. `outputs: [{encode: {format: jpeg}}]`)")
         return []

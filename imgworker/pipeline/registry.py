@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from .loader import check_backend, load_file
+from .loader import check_backend, load_file, serves_as
 from .model import Pipeline, PipelineError, Problem
 from .run import Runner
 
@@ -34,7 +34,7 @@ def load_dir(directory: str, backend: str) -> tuple[dict[str, Pipeline], list[st
             other = found[pipeline.name].path
             problems.append(Problem(path, 1, f"pipeline name {pipeline.name!r} is already used by {other}"))
             continue
-        if backend not in pipeline.backends:
+        if serves_as(backend) not in pipeline.backends:
             skipped.append(pipeline.name)
             continue
         problems += check_backend(pipeline, backend)

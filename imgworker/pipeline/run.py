@@ -1,5 +1,10 @@
 """Run one pipeline job: resolve parameters, decode once, shared steps, then each output; deadline checked
-between steps (and inside libvips evaluations, see decode.materialise)."""
+between steps (and inside libvips evaluations, see decode.materialise).
+
+Two executors: ``vips`` (CPU workers: every step's libvips implementation) and ``array`` (gpu and numpy
+workers: the backend's array module through its batcher, imgworker/engine/executor.py). Which one is the
+backend's ``executor`` attribute; both share the plan, the one decode, the names, the encoder and the writes.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pyvips
 
 from .. import analysis, budget
+from ..engine import arrays
+from ..engine import executor as array_executor
 from ..errors import BadRequest
 from . import decode as decoder
 from . import frames, naming
@@ -18,7 +25,10 @@ from .context import StepContext
 from .model import Pipeline
 from .steps import StepDef
 from .steps.auto_orient import STEP as AUTO_ORIENT
+from .steps.colour import STEP as COLOUR
+from .steps.colour import to_srgb
 from .steps.encode import EXTENSIONS, encode
+from .steps.watermark import STEP as WATERMARK
 
 if TYPE_CHECKING:
     from ..service import JobContext
@@ -54,6 +64,7 @@ class Runner:
         timeout = min(ctx.limits.job_timeout_s, p.timeout or ctx.limits.job_timeout_s)
         started = ctx.deadline - ctx.limits.job_timeout_s
         sctx = StepContext(ctx.limits, min(ctx.deadline, started + timeout), timeout, ctx, focal)
+        ctx.narrow(sctx.deadline, timeout)  # one deadline: the job's writes keep the pipeline's timeout too
         shared = [(s.step, s.resolve(values, p.name)) for s in p.steps]
         outputs = [
             _Output(
@@ -107,6 +118,16 @@ class Runner:
             # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
             image = decoder.materialise(image, sctx, "decode")
         found = analysis.of_decoded(image, source, facts, oriented=orient, timings=ctx.timings) if facts else None
+        if getattr(ctx.backend, "executor", "vips") == "array":
+            results = self._run_array(ctx, sctx, image, shared, outputs, names, t0)
+        else:
+            results = self._run_vips(ctx, sctx, image, shared, outputs, names, t0)
+        first = results[0]
+        return {**{k: first[k] for k in ("dst", "width", "height", "format", "bytes")}, "pipeline": p.name,
+                "outputs": results, **({"analysis": found} if found is not None else {})}
+
+    def _run_vips(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, shared: list[Resolved],
+                  outputs: list[_Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
         for step, options in shared:
             sctx.check_deadline(step.name)
             image = apply(image, step, options, sctx)
@@ -123,9 +144,48 @@ class Runner:
                 image = decoder.materialise(image, sctx, "processing")  # shared by this size's encodes
             for enc in out.encodes:
                 results.append(self._encode(ctx, sctx, image, enc, names[len(results)]))
-        first = results[0]
-        return {**{k: first[k] for k in ("dst", "width", "height", "format", "bytes")}, "pipeline": p.name,
-                "outputs": results, **({"analysis": found} if found is not None else {})}
+        return results
+
+    def _run_array(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, shared: list[Resolved],
+                   outputs: list[_Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
+        """Upload once, every step on the backend's array module (one batcher call), encode on this thread."""
+        backend = ctx.backend
+        xp = backend.xp  # type: ignore[attr-defined]
+        keep_profile = any(step is COLOUR and o["profile"] == "keep" for step, o in shared)
+        # The array executor's pixels are 8-bit sRGB or grey: ICC / CMYK / 16-bit conversions happen here, on
+        # the CPU, with the colour step's code (colour: keep keeps 8-bit RGB as it is, profile attached later).
+        as_is = image.format == "uchar" and image.interpretation in ("srgb", "b-w", "rgb")
+        pixels = image if as_is and (keep_profile or image.interpretation != "rgb") else to_srgb(image)
+        page_height = frames.page_height(pixels) if frames.is_animated(pixels) else None
+        host = arrays.from_vips(decoder.materialise(pixels, sctx, "decode"))
+        ctx.timings["decode"] = (time.perf_counter() - t0) * 1000
+        for step, options in shared + [s for out in outputs for s in out.steps]:
+            if step is WATERMARK and options["opacity"] > 0:
+                sctx.read(options["src"])  # store I/O here, on the job thread, not in the batch
+        sctx.kernels = getattr(backend, "kernels", None)
+        resize = _resize_def()
+
+        def work() -> list[tuple[Any, int | None, tuple[str, ...]]]:
+            t1 = time.perf_counter()
+            base = array_executor.run_steps(xp, shared, array_executor.Frames(arrays.upload(xp, host),
+                                                                              page_height), sctx)
+            done = []
+            for out in outputs:
+                steps = ([(resize, out.resize)] if out.resize else []) + out.steps
+                res = array_executor.run_steps(xp, steps, base, sctx)
+                done.append((arrays.download(arrays.to_uint8(xp, res.img)), res.page_height, sctx.keep))
+            ctx.timings["array"] = (time.perf_counter() - t1) * 1000
+            return done
+
+        t1 = time.perf_counter()
+        processed = backend.run_array(work)  # type: ignore[attr-defined]
+        ctx.timings["queue_and_array"] = (time.perf_counter() - t1) * 1000
+        results: list[dict[str, Any]] = []
+        for out, (host_out, ph, keep) in zip(outputs, processed, strict=True):
+            encoded = array_executor.to_encoder(host_out, ph, image, keep, sctx)
+            for enc in out.encodes:
+                results.append(self._encode(ctx, sctx, encoded, enc, names[len(results)]))
+        return results
 
     def _encode(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: dict[str, Any],
                 name: tuple[str, dict[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ MicroBatcher.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +32,7 @@ from .encode import GPU_ENCODE, Encoded, JpegEncoder
 from .engine import CupyEngine, NumpyEngine, Prepared, Result
 
 Item = tuple[bytes, ResizeSpec, Limits]
+_nullcontext = contextlib.nullcontext
 GPU_DECODE = ("auto", "always", "never")
 
 
@@ -52,6 +54,7 @@ class GpuBackend:
     """
 
     name = "gpu"
+    executor = "array"  # pipelines run every step's array implementation on ``xp`` (imgworker/engine)
 
     def __init__(
         self,
@@ -67,6 +70,7 @@ class GpuBackend:
         fail_on: str = "warning",
         cpu_threads: int | None = None,
         profile: bool = False,
+        name: str | None = None,
     ) -> None:
         if gpu_decode not in GPU_DECODE:
             raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE)}, got {gpu_decode!r}")
@@ -102,12 +106,50 @@ class GpuBackend:
                 "nvidia-nvimgcodec-cu12 or -cu13 with nvJPEG, on a CUDA device); use gpu_encode='auto' or 'never'"
             )
         self.device = self.engine.name
+        if name is not None:
+            self.name = name  # "numpy": --backend numpy, this backend on NumPy as a slow reference
         self.batcher: MicroBatcher[Prepared, Result] = MicroBatcher(
             self._run_gpu, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
+        # Pipeline jobs: each submits one closure (its steps on the array); a batch runs them back to back.
+        self.array_batcher: MicroBatcher[Callable[[], Any], Any] = MicroBatcher(
+            self._run_array_batch, max_batch=max_batch, max_wait_ms=max_wait_ms
+        )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gpu-cpu")
 
+    @property
+    def xp(self) -> Any:
+        """The array module pipelines run on: cupy, or numpy."""
+        return self.engine.xp
+
+    @property
+    def kernels(self) -> Any:
+        """The CuPy resize RawKernels (None on NumPy: resample.py's gathers)."""
+        return getattr(self.engine, "kernels", None)
+
+    def run_array(self, work: Callable[[], Any]) -> Any:
+        """Run a pipeline job's array stage on the batch thread; its result or its exception."""
+        return self.array_batcher.submit(work)
+
+    def _run_array_batch(self, works: Sequence[Callable[[], Any]]) -> list[Any]:
+        streams = getattr(self.engine, "streams", None)
+        lock = getattr(self.engine, "_lock", None)
+        out: list[Any] = []
+        with lock if lock is not None else _nullcontext():
+            for slot, work in enumerate(works):
+                try:
+                    if streams:
+                        stream = streams[slot % len(streams)]
+                        with stream:
+                            out.append(work())
+                    else:
+                        out.append(work())
+                except Exception as exc:
+                    out.append(exc)
+        return out
+
     def close(self) -> None:
+        self.array_batcher.close()
         self.batcher.close()
         self._pool.shutdown(wait=False)
 

@@ -14,12 +14,11 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
+from ...engine import arrays
 from ...geometry import Geometry
 from ..cpu import _translate, encode, to_srgb8
 
 __all__ = ["decode", "encode", "encode_array", "jpeg_shrink", "shrink_option"]
-
-_BAND_INTERPRETATION = {1: "b-w", 2: "b-w", 3: "srgb", 4: "srgb"}
 
 
 def jpeg_shrink(src_w: int, src_h: int, geo: Geometry) -> int:
@@ -56,10 +55,7 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
     """Decode (with shrink-on-load), auto-orient, 8-bit sRGB: an (H, W, C) uint8 array, C in 1..4."""
     try:
         image = pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
-        image = to_srgb(image.autorot())
-        if image.format != "uchar":
-            image = image.cast("uchar")
-        arr = np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands))
+        arr: npt.NDArray[np.uint8] = arrays.from_vips(to_srgb(image.autorot()))
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
     return arr
@@ -67,7 +63,4 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
 
 def encode_array(arr: npt.NDArray[np.uint8], fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
     """Encode (H, W, C) uint8 pixels with the CPU backend's encoder settings (same bytes for same pixels)."""
-    h, w, c = arr.shape
-    image = pyvips.Image.new_from_memory(np.ascontiguousarray(arr).data, w, h, c, "uchar")
-    image = image.copy(interpretation=_BAND_INTERPRETATION.get(c, "multiband"))
-    return encode(image, fmt, quality, background)
+    return encode(arrays.to_vips(arr), fmt, quality, background)

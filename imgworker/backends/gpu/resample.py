@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-KERNELS = ("lanczos3", "linear", "area")
+KERNELS = ("lanczos3", "lanczos2", "mitchell", "cubic", "linear", "nearest", "area")
 
 # Anything with numpy's array API (numpy, cupy): typed loosely because cupy ships no stubs.
 XP = Any
@@ -63,8 +63,26 @@ def _catmull_rom(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.where(x < 1, near, np.where(x < 2, far, 0.0))
 
 
-_SUPPORT = {"lanczos3": 3.0, "linear": 1.0, "cubic": 2.0}
-_FUNCS = {"lanczos3": _lanczos3, "linear": _linear, "cubic": _catmull_rom}
+def _lanczos2(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.where(np.abs(x) < 2.0, np.sinc(x) * np.sinc(x / 2.0), 0.0)
+
+
+def _mitchell(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    b = c = 1.0 / 3.0
+    x = np.abs(x)
+    near = ((12 - 9 * b - 6 * c) * x**3 + (-18 + 12 * b + 6 * c) * x**2 + (6 - 2 * b)) / 6
+    far = ((-b - 6 * c) * x**3 + (6 * b + 30 * c) * x**2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)) / 6
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+def _nearest(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.where((x >= -0.5) & (x < 0.5), 1.0, 0.0)
+
+
+# The pipeline's resize kernels (libvips' names); "cubic" is libvips' Catmull-Rom.
+_SUPPORT = {"lanczos3": 3.0, "lanczos2": 2.0, "mitchell": 2.0, "linear": 1.0, "cubic": 2.0, "nearest": 0.5}
+_FUNCS = {"lanczos3": _lanczos3, "lanczos2": _lanczos2, "mitchell": _mitchell, "linear": _linear,
+          "cubic": _catmull_rom, "nearest": _nearest}
 
 
 @lru_cache(maxsize=256)
@@ -86,11 +104,12 @@ def band(in_size: int, out_size: int, kernel: str = "lanczos3") -> Band:
     else:
         if scale < 1.0:
             # Enlarging: libvips' convention (see the module docstring); lanczos3 becomes its bicubic.
-            kernel = "cubic" if kernel == "lanczos3" else kernel
+            kernel = "cubic" if kernel in ("lanczos3", "lanczos2", "mitchell") else kernel
             centre = i * scale - 0.5
         else:
             centre = (i + 0.5) * scale - 0.5
-        stretch = max(scale, 1.0)  # widen the kernel when shrinking: that is the antialiasing
+        # Widen the kernel when shrinking: that is the antialiasing (nearest picks one pixel, as libvips).
+        stretch = 1.0 if kernel == "nearest" else max(scale, 1.0)
         support = _SUPPORT[kernel] * stretch
         starts = np.floor(centre - support).astype(np.int64) + 1
         taps = math.ceil(2 * support) + 1

@@ -1,4 +1,8 @@
-"""colour: convert to sRGB with the embedded ICC profile (CMYK, Adobe RGB, 16-bit), or keep the profile."""
+"""colour: convert to sRGB with the embedded ICC profile (CMYK, Adobe RGB, 16-bit), or keep the profile.
+
+The array executor's pixels are sRGB (or grey) already: ICC transforms run where the pixels enter it (the
+decode, on the CPU, with this module's ``to_srgb``), so its ``array`` only makes sure they are 8-bit.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import pyvips
 
+from ...engine import arrays
 from .base import StepDef, choice
 
 
@@ -24,11 +29,17 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
     return image
 
 
-def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     if o["profile"] == "keep":
         return image
     return to_srgb(image)
 
 
+def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
+    if o["profile"] == "keep" or img.dtype == xp.uint8:
+        return img
+    return arrays.to_uint8(xp, img)
+
+
 STEP = StepDef("colour", "colour-manage to sRGB, or keep the profile", {"profile": choice(("srgb", "keep"), "srgb")},
-               apply, backends=("cpu", "gpu"), scale_invariant=True, per_pixel=True, shorthand="profile")
+               vips, array, scale_invariant=True, per_pixel=True, shorthand="profile")

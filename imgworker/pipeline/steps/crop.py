@@ -11,16 +11,22 @@ from . import gravity
 from .base import StepDef, choice, integer
 
 
-def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
-    w = min(o["width"] or image.width, image.width)
-    h = min(o["height"] or image.height, image.height)
+def _size(o: Mapping[str, Any], width: int, height: int) -> tuple[int, int]:
+    return min(o["width"] or width, width), min(o["height"] or height, height)
+
+
+def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+    w, h = _size(o, image.width, image.height)
     if (w, h) == (image.width, image.height):
         return image
     return gravity.crop(image, w, h, o["gravity"], ctx)
 
 
-def _gpu(o: Mapping[str, Any]) -> str | None:
-    return f"gravity {o['gravity']!r} (smart crop) runs on cpu only" if o["gravity"] in gravity.SMART else None
+def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
+    w, h = _size(o, int(img.shape[1]), int(img.shape[0]))
+    if (w, h) == (int(img.shape[1]), int(img.shape[0])):
+        return img
+    return gravity.crop_array(xp, img, w, h, o["gravity"], ctx)
 
 
 STEP = StepDef(
@@ -31,7 +37,6 @@ STEP = StepDef(
         "height": integer(1, 16_384, None),
         "gravity": choice(gravity.POSITIONS, "centre"),
     },
-    apply,
-    backends=("cpu", "gpu"),
-    gpu_refuses=_gpu,
+    vips,
+    array,
 )

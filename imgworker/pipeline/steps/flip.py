@@ -10,7 +10,7 @@ import pyvips
 from .base import StepDef, choice
 
 
-def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     direction = o["direction"]
     if direction == "none":
         return image
@@ -21,11 +21,22 @@ def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     return image
 
 
+def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
+    direction = o["direction"]
+    if direction == "none":
+        return img
+    if direction in ("horizontal", "both"):
+        img = img[:, ::-1]
+    if direction in ("vertical", "both"):
+        img = img[::-1]
+    return xp.ascontiguousarray(img)
+
+
 STEP = StepDef(
     "flip",
     "mirror the image",
     {"direction": choice(("horizontal", "vertical", "both", "none"), "horizontal")},
-    apply,
-    backends=("cpu", "gpu"),
+    vips,
+    array,
     shorthand="direction",
 )

@@ -1,4 +1,8 @@
-"""Where a crop window goes: the 9 gravities, libvips smart crop, detected faces, or the job's focal point."""
+"""Where a crop window goes: the 9 gravities, libvips smart crop, detected faces, or the job's focal point.
+
+``crop`` is the vips executor, ``crop_array`` the array one: both place the window with the same rules
+(``window`` for everything but the smart crops, which are imgworker/engine/smartcrop.py on the array).
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ def offsets(gravity: str, free_w: int, free_h: int) -> tuple[int, int]:
     return x, y
 
 
-def _around(cx: float, cy: float, image: pyvips.Image, w: int, h: int) -> tuple[int, int]:
-    """Window of w x h centred on (cx, cy) pixels, kept inside the image."""
-    left = min(max(0, round(cx - w / 2)), image.width - w)
-    top = min(max(0, round(cy - h / 2)), image.height - h)
+def _around(cx: float, cy: float, size: tuple[int, int], w: int, h: int) -> tuple[int, int]:
+    """Window of w x h centred on (cx, cy) pixels, kept inside an image of ``size`` (width, height)."""
+    left = min(max(0, round(cx - w / 2)), size[0] - w)
+    top = min(max(0, round(cy - h / 2)), size[1] - h)
     return left, top
 
 
@@ -36,16 +40,60 @@ def crop(image: pyvips.Image, w: int, h: int, position: str, ctx: Any) -> pyvips
         return image
     if position in ("attention", "entropy"):
         return image.smartcrop(w, h, interesting=position)
-    if position == "focal" and ctx is not None and ctx.focal is not None:
-        left, top = _around(ctx.focal[0] * image.width, ctx.focal[1] * image.height, image, w, h)
-    elif position == "faces":
+    size = (image.width, image.height)
+    if position == "faces":
         box = face_box(image)
         if box is None:  # no face: the most interesting region, as thumbor falls back to features
             return image.smartcrop(w, h, interesting="attention")
-        left, top = _around(box[0] + box[2] / 2, box[1] + box[3] / 2, image, w, h)
+        left, top = _around(box[0] + box[2] / 2, box[1] + box[3] / 2, size, w, h)
     else:
-        left, top = offsets(position if position in GRAVITIES else "centre", image.width - w, image.height - h)
+        left, top = window(position, size, w, h, ctx)
     return image.crop(left, top, w, h)
+
+
+def window(position: str, size: tuple[int, int], w: int, h: int, ctx: Any) -> tuple[int, int]:
+    """Left/top of a w x h window for a gravity or the focal point (the same on both executors)."""
+    if position == "focal" and ctx is not None and ctx.focal is not None:
+        return _around(ctx.focal[0] * size[0], ctx.focal[1] * size[1], size, w, h)
+    return offsets(position if position in GRAVITIES else "centre", size[0] - w, size[1] - h)
+
+
+def crop_array(xp: Any, img: Any, w: int, h: int, position: str, ctx: Any) -> Any:
+    """The array executor's crop of (H, W, C) ``img`` to w x h at ``position``."""
+    from ...engine import smartcrop
+
+    size = (int(img.shape[1]), int(img.shape[0]))
+    w, h = min(w, size[0]), min(h, size[1])
+    if (w, h) == size:
+        return img
+    if position == "attention":
+        left, top = smartcrop.attention(xp, img, w, h)
+    elif position == "entropy":
+        left, top = smartcrop.entropy(xp, img, w, h)
+    elif position == "faces":
+        box = face_box_array(xp, img)
+        if box is None:
+            left, top = smartcrop.attention(xp, img, w, h)
+        else:
+            left, top = _around(box[0] + box[2] / 2, box[1] + box[3] / 2, size, w, h)
+    else:
+        left, top = window(position, size, w, h, ctx)
+    return img[top : top + h, left : left + w]
+
+
+def face_box_array(xp: Any, img: Any) -> tuple[int, int, int, int] | None:
+    """Faces are found on the CPU from a small copy (<= 640 px), resized on the array and downloaded."""
+    from ...backends.gpu import resample
+    from ...engine import arrays, colour
+
+    h, w = int(img.shape[0]), int(img.shape[1])
+    scale = min(1.0, _FACE_SIDE / max(w, h))
+    rgb, _ = arrays.split_alpha(arrays.as_float(xp, img))
+    small = resample.resize(xp, rgb, max(1, round(w * scale)), max(1, round(h * scale)), "lanczos3") \
+        if scale < 1 else rgb
+    grey = colour.luminance(xp, small) if int(small.shape[2]) >= 3 else small
+    pixels = arrays.download(arrays.to_uint8(xp, grey))[..., 0]
+    return _detect(pixels, scale)
 
 
 @functools.cache
@@ -69,12 +117,17 @@ def face_box(image: pyvips.Image) -> tuple[int, int, int, int] | None:
     """Bounding box (left, top, width, height) of every face found, in ``image`` pixels; None if none."""
     import numpy as np
 
-    classifier = _classifier()
+    _classifier()  # the error naming the extra comes before any work
     scale = min(1.0, _FACE_SIDE / max(image.width, image.height))
     small = image.resize(scale) if scale < 1 else image
     grey = small.colourspace("b-w")[0].cast("uchar")
     pixels = np.ndarray(buffer=grey.write_to_memory(), dtype=np.uint8, shape=(grey.height, grey.width))
-    faces = classifier.detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    return _detect(pixels, scale)
+
+
+def _detect(pixels: Any, scale: float) -> tuple[int, int, int, int] | None:
+    """Haar cascade on a grey uint8 host array; the box scaled back by 1 / ``scale``."""
+    faces = _classifier().detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     if len(faces) == 0:
         return None
     x0 = min(int(f[0]) for f in faces)

@@ -1,7 +1,9 @@
 """metadata: what the output keeps. Default: nothing (EXIF GPS, camera serials and XMP are stripped).
 
 ``keep: [copyright]`` keeps only the EXIF Copyright and Artist tags; ``icc`` the colour profile; ``exif``,
-``xmp``, ``iptc`` those blocks whole; ``all`` everything.
+``xmp``, ``iptc`` those blocks whole; ``all`` everything. On the array executor the pixels carry no
+metadata: ``array`` records what to keep, and the executor copies it from the decoded source onto the
+encoder's image through ``vips`` (engine/executor.py ``with_metadata``), so both outputs keep the same.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ KEEP = ("copyright", "exif", "icc", "xmp", "iptc", "all")
 _COPYRIGHT = ("exif-ifd0-Copyright", "exif-ifd0-Artist")
 
 
-def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     keep = set(o["keep"])
     ctx.keep = tuple(sorted(keep))
     if "copyright" not in keep or keep & {"exif", "all"}:
@@ -27,6 +29,11 @@ def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
         if name.startswith("exif-ifd") and name not in _COPYRIGHT:
             image.remove(name)
     return image
+
+
+def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
+    ctx.keep = tuple(sorted(set(o["keep"])))
+    return img  # pixels unchanged: the metadata is attached at encode
 
 
 def keep_flags(keep: tuple[str, ...], image: pyvips.Image) -> int:
@@ -43,5 +50,5 @@ def keep_flags(keep: tuple[str, ...], image: pyvips.Image) -> int:
     return int(value)
 
 
-STEP = StepDef("metadata", "strip metadata, or keep some", {"keep": Opt("list", (), choices=KEEP)}, apply,
-               backends=("cpu", "gpu"), scale_invariant=True, per_pixel=True, shorthand="keep")
+STEP = StepDef("metadata", "strip metadata, or keep some", {"keep": Opt("list", (), choices=KEEP)}, vips, array,
+               scale_invariant=True, per_pixel=True, shorthand="keep")

@@ -1,4 +1,8 @@
-"""resize: sharp's fit modes (inside, outside, cover, contain, fill), kernel, without_enlargement, dpr."""
+"""resize: sharp's fit modes (inside, outside, cover, contain, fill), kernel, without_enlargement, dpr.
+
+The array executor resamples with imgworker/backends/gpu/resample.py's banded kernels (the CuPy RawKernels
+of kernels.py on the GPU), premultiplied when there is alpha, as libvips.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import pyvips
 
 from ...contract import FITS
+from ...engine import arrays
 from ...geometry import Geometry, plan
 from . import gravity
 from .base import KERNELS, StepDef, choice, colour, flag, integer, number
@@ -43,6 +48,23 @@ def resample(image: pyvips.Image, w: int, h: int, kernel: str) -> pyvips.Image:
     return image
 
 
+def resample_array(xp: Any, img: Any, w: int, h: int, kernel: str, kernels: Any = None) -> Any:
+    """The array executor's resample; ``kernels`` (CuPy RawKernels, kernels.py) when on the GPU."""
+    from ...backends.gpu import resample as banded
+
+    if (w, h) == (int(img.shape[1]), int(img.shape[0])):
+        return img
+    alpha = arrays.has_alpha(img)
+    x = banded.premultiply(xp, img) if alpha else img
+    if kernels is not None:
+        x = kernels.resize(xp, xp.ascontiguousarray(x), w, h, kernel, xp.float32)
+    else:
+        x = banded.resize(xp, x, w, h, kernel)
+    if alpha:
+        x = banded.unpremultiply(xp, x)
+    return arrays.like(xp, x, img)
+
+
 def pad(image: pyvips.Image, geo: Geometry, background: tuple[int, int, int]) -> pyvips.Image:
     bg: list[float] = list(background) if image.bands >= 3 else [float(background[0])]
     if image.hasalpha():
@@ -50,7 +72,7 @@ def pad(image: pyvips.Image, geo: Geometry, background: tuple[int, int, int]) ->
     return image.embed(geo.pad_left, geo.pad_top, geo.final_w, geo.final_h, extend="background", background=bg)
 
 
-def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
+def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     geo = target(image.width, image.height, o, ctx.limits)
     if geo is None:
         return image
@@ -62,8 +84,19 @@ def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     return image
 
 
-def _gpu(o: Mapping[str, Any]) -> str | None:
-    return f"position {o['position']!r} (smart crop) runs on cpu only" if o["position"] in gravity.SMART else None
+def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
+    from ...backends.gpu import resample as banded
+
+    geo = target(int(img.shape[1]), int(img.shape[0]), o, ctx.limits)
+    if geo is None:
+        return img
+    img = resample_array(xp, img, geo.resize_w, geo.resize_h, o["kernel"], getattr(ctx, "kernels", None))
+    if geo.crops:
+        return gravity.crop_array(xp, img, geo.final_w, geo.final_h, o["position"], ctx)
+    if geo.pads:
+        fill = tuple(int(v) for v in arrays.fill(o["background"], int(img.shape[2])))
+        return banded.pad(xp, img, geo.final_w, geo.final_h, geo.pad_left, geo.pad_top, fill)
+    return img
 
 
 STEP = StepDef(
@@ -79,7 +112,6 @@ STEP = StepDef(
         "dpr": number(1, 4, 1.0),
         "background": colour(),
     },
-    apply,
-    backends=("cpu", "gpu"),
-    gpu_refuses=_gpu,
+    vips,
+    array,
 )

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Device check of the engine (issue 13), for a lent GPU machine: one go, under 10 minutes.
+#   bash benchmarks/gpu_pipelines_check.sh          (from the repo root; wheels in .whl/ as for gpu_check.sh)
+# 1. `pytest -m gpu tests/test_gpu_steps.py tests/test_gpu_cuda.py`: every step's array code on CuPy against
+#    NumPy, the shipped pipelines on the GPU backend against the CPU backend, the resize kernels.
+# 2. benchmarks/pipeline_gpu_bench.py: each shipped pipeline, GPU backend (32 threads) vs CPU backend in one
+#    process per core, same run, images/s + per-stage ms -> $OUT/pipelines.json.
+# Without a GPU (checks the script only): GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python BENCH_ARGS="--numpy
+#   --jobs 4 --procs 1" SKIP_TESTS=1 bash benchmarks/gpu_pipelines_check.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu_pipelines_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIPS_CONCURRENCY=1
+if [ -z "${GPU_CHECK_NO_INSTALL:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo '{"ok": false, "stage": "install"}'; exit 1; }
+  rm -f /tmp/site/nvidia/__init__.py  # keep `nvidia` a namespace package (see gpu_check.sh)
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/nvidia-smi.txt"
+tests_rc=0
+if [ -z "${SKIP_TESTS:-}" ]; then
+  timeout 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_steps.py tests/test_gpu_cuda.py \
+    2>&1 | tail -40 | tee "$OUT/tests.txt"
+  tests_rc=${PIPESTATUS[0]}
+fi
+timeout 300 "$PY" -m benchmarks.pipeline_gpu_bench --out "$OUT/pipelines.json" ${BENCH_ARGS:-} 2>&1 \
+  | tail -30 | tee "$OUT/bench.txt"
+bench_rc=${PIPESTATUS[0]}
+echo "{\"tests_rc\": $tests_rc, \"bench_rc\": $bench_rc}" | tee "$OUT/summary.json"
