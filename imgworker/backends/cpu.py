@@ -14,6 +14,7 @@ from typing import Any
 
 import pyvips
 
+from .. import jpeg_fast
 from ..contract import ResizeSpec
 from ..errors import DecodeFailed, ImgworkerError, LimitExceeded, UnsupportedImage
 from ..geometry import Geometry, plan
@@ -110,7 +111,10 @@ def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, in
     pyvips.Error; errors in the pixels surface when the result is evaluated.
     """
     shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
-    image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
+    # libjpeg-turbo in one call where that is exact (the same pixels); libvips' jpegload for the rest.
+    image = None if cmyk else jpeg_fast.decode_scaled(source, shrink, orientation=orientation)
+    if image is None:
+        image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
     if cmyk and (orientation == 1 or not rotate):
         # thumbnail() imports CMYK to float XYZ before resampling (about half of a CMYK job); resample the
         # CMYK pixels instead and colour-transform only the small result with the embedded profile.
