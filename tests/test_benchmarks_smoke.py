@@ -67,5 +67,5 @@ def test_write_doc_keeps_the_hand_written_parts(tmp_path: Path) -> None:
     report.write_doc(doc, report.document(meta, rows))
     text = doc.read_text()
     assert "analysis above" in text and "notes below" in text and "old figures" not in text
-    assert "| w | 10 | - | 1.25 ok | - | - | 0.83 ok |" in text
+    assert "| w | e2e | 10 | - | 1.25 ok | - | - | 0.83 ok | - |" in text
     assert "skipped: not installed" in text
