@@ -165,3 +165,12 @@ def decode_scaled(source: bytes, shrink: int, *, orientation: int | None = None,
     if orient != 1:
         image.set_type(pyvips.GValue.gint_type, "orientation", orient)
     return image
+
+
+def fast_header(source: bytes) -> Frame | None:
+    """The frame, when the fast path will decode it: lets the header check skip libvips' own header open
+    (the second parse of the same markers, ~2 ms of a 20 MP job); None: ask libvips."""
+    if source[:2] != b"\xff\xd8":
+        return None
+    frame = scan_header(source)
+    return frame if refusal(frame) is None else None

@@ -15,7 +15,7 @@ from imgworker import jpeg_fast
 from imgworker.backends import cpu
 from imgworker.backends.cpu import CpuBackend
 from imgworker.contract import ResizeSpec
-from imgworker.errors import DecodeFailed
+from imgworker.errors import DecodeFailed, LimitExceeded
 from imgworker.limits import Limits
 
 LEVELS = ("none", "truncated", "error", "warning")
@@ -213,3 +213,39 @@ def test_generated_broken_variants_get_libvips_verdict_at_every_level(kind: str)
             assert hook_verdict(variant, level) == vips_verdict(variant, 8, level), (what, level)
         failed_strict += not vips_verdict(variant, 8, "warning")
     assert failed_strict >= 5  # the variants really are broken, so the comparison means something
+
+
+# --- the header check from the markers (no second header open) --------------------------------------------
+
+def _libvips_probe(data: bytes, monkeypatch) -> cpu.SourceInfo:
+    with monkeypatch.context() as m:
+        m.setattr(jpeg_fast, "fast_header", lambda _source: None)
+        return cpu.probe(data, Limits())
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "exif6"])
+def test_probe_from_markers_equals_libvips_header(kind: str, orientation: int, monkeypatch) -> None:
+    src = pyvips.Image.new_from_buffer(photo(kind).read_bytes(), "").copy()
+    src.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    data = bytes(src.jpegsave_buffer(Q=80, interlace=kind == "progressive"))
+    assert jpeg_fast.fast_header(data) is not None
+    assert cpu.probe(data, Limits()) == _libvips_probe(data, monkeypatch)
+
+
+def test_probe_leaves_cmyk_and_non_jpeg_to_libvips(monkeypatch) -> None:
+    for kind in ("cmyk", "png_named_jpg", "webp"):
+        data = photo(kind).read_bytes()
+        assert jpeg_fast.fast_header(data) is None
+        assert cpu.probe(data, Limits()) == _libvips_probe(data, monkeypatch)
+
+
+def test_pixel_limit_is_checked_from_the_markers_before_any_pixel(jpeg: bytes, monkeypatch) -> None:
+    sof = jpeg.index(b"\xff\xc0")
+    huge = bytearray(jpeg)
+    huge[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    monkeypatch.setattr(jpeg_fast.simplejpeg, "decode_jpeg", lambda *a, **k: pytest.fail("decoded pixels"))
+    with pytest.raises(LimitExceeded):
+        cpu.probe(bytes(huge), Limits())
+    with pytest.raises(LimitExceeded):
+        CpuBackend().resize(bytes(huge), ResizeSpec(width=64, height=64), Limits())

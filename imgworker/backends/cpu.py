@@ -52,6 +52,9 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     """Header-only open (~ms): refuse bombs before any pixel is decoded."""
     if not source:
         raise UnsupportedImage("source is empty (0 bytes)")
+    frame = jpeg_fast.fast_header(source)
+    if frame is not None:  # a JPEG the fast path decodes: its markers are all the header check needs
+        return _fast_jpeg_info(frame, limits)
     try:
         image = pyvips.Image.new_from_buffer(source, "", access="sequential")
         fields = set(image.get_fields())
@@ -70,6 +73,18 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     loader = loader.replace("load_buffer", "").replace("load", "")
     cmyk = image.interpretation == "cmyk"
     return SourceInfo(width, height, loader, pages, image.hasalpha(), orientation, cmyk)
+
+
+def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits) -> SourceInfo:
+    """The header check from the JPEG markers alone (no libvips header open): the same limits as below."""
+    width, height = frame.width, frame.height
+    if frame.orientation in _SWAPS_SIDES:
+        width, height = height, width
+    if width * height > limits.max_source_pixels:
+        raise LimitExceeded(
+            f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
+        )
+    return SourceInfo(width, height, "jpeg", 1, False, frame.orientation)
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
