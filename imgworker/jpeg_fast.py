@@ -10,10 +10,13 @@ jpegload) for anything else:
 
 * what the frame header says libjpeg-turbo's 8-bit TurboJPEG call cannot give as libvips would: CMYK/YCCK
   (4 components), 12/16-bit samples, lossless, hierarchical or arithmetic-coded frames, 2 components;
+* a scaled frame over MAX_FRAME_BYTES (it would be held whole; libvips streams it);
 * any libjpeg-turbo warning or error during the decode (``strict=True``: a premature end, corrupt data,
   extraneous bytes, bad restart markers). libvips then decodes the file again under the job's ``fail_on``
   level, so the verdict (DECODE_FAILED, or the lenient pixels) is exactly libvips' at every level; broken
   files pay two decodes, good ones one.
+
+simplejpeg releases the GIL while libjpeg-turbo runs, so the worker's jobs in flight decode in parallel.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ _FAST_SOF = {0xC0, 0xC1, 0xC2}
 _OTHER_SOF = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
               0xC9: "arithmetic-coded", 0xCA: "arithmetic-coded", 0xCB: "arithmetic-coded",
               0xCD: "arithmetic-coded", 0xCE: "arithmetic-coded", 0xCF: "arithmetic-coded"}
+# One call decodes the whole (scaled) frame into memory; past this, libvips' strip-streaming jpegload keeps a
+# job's memory bounded (64 MiB: a 21 MP RGB frame, i.e. every 1/2-scale decode of a source up to 85 MP).
+MAX_FRAME_BYTES = 64 * 2**20
 _ICC = b"ICC_PROFILE\x00"
 _EXIF = b"Exif\x00\x00"
 
@@ -144,6 +150,8 @@ def decode_scaled(source: bytes, shrink: int, *, orientation: int | None = None,
         return None
     want_w, want_h = math.ceil(frame.width / shrink), math.ceil(frame.height / shrink)
     grey = frame.components == 1
+    if want_w * want_h * (1 if grey else 3) > MAX_FRAME_BYTES:
+        return None  # the whole frame would sit in memory at once; libvips streams it in strips instead
     try:
         # min_factor keeps libjpeg-turbo to scales of 1/shrink or smaller, min_* to exactly 1/shrink.
         pixels = simplejpeg.decode_jpeg(source, colorspace="GRAY" if grey else "RGB", min_factor=shrink,

@@ -249,3 +249,12 @@ def test_pixel_limit_is_checked_from_the_markers_before_any_pixel(jpeg: bytes, m
         cpu.probe(bytes(huge), Limits())
     with pytest.raises(LimitExceeded):
         CpuBackend().resize(bytes(huge), ResizeSpec(width=64, height=64), Limits())
+
+
+def test_frames_over_the_memory_bound_stream_through_libvips(jpeg: bytes, monkeypatch) -> None:
+    assert jpeg_fast.decode_scaled(jpeg, 1) is not None
+    frame = jpeg_fast.scan_header(jpeg)
+    assert frame is not None
+    monkeypatch.setattr(jpeg_fast, "MAX_FRAME_BYTES", frame.width * frame.height * 3 - 1)
+    assert jpeg_fast.decode_scaled(jpeg, 1) is None
+    assert jpeg_fast.decode_scaled(jpeg, 2) is not None
