@@ -258,3 +258,26 @@ def test_frames_over_the_memory_bound_stream_through_libvips(jpeg: bytes, monkey
     monkeypatch.setattr(jpeg_fast, "MAX_FRAME_BYTES", frame.width * frame.height * 3 - 1)
     assert jpeg_fast.decode_scaled(jpeg, 1) is None
     assert jpeg_fast.decode_scaled(jpeg, 2) is not None
+
+
+def test_gpu_backends_cpu_decode_takes_the_fast_path_with_the_same_pixels(monkeypatch) -> None:
+    from imgworker.backends.gpu import codec
+
+    data = photo("exif6").read_bytes()
+    calls: list[int] = []
+    real = jpeg_fast.decode_scaled
+
+    def counted(source: bytes, shrink: int, **kw) -> pyvips.Image | None:
+        calls.append(shrink)
+        return real(source, shrink, **kw)
+
+    monkeypatch.setattr(jpeg_fast, "decode_scaled", counted)
+    fast = codec.decode(data, "jpeg", 2, "warning")
+    assert calls == [2]
+    monkeypatch.setattr(jpeg_fast, "decode_scaled", lambda *a, **k: None)
+    ref = codec.decode(data, "jpeg", 2, "warning")
+    shown = cpu.probe(data, Limits())
+    assert fast.shape == ref.shape == (shown.height // 2, shown.width // 2, 3)  # oriented as displayed
+    assert psnr(fast, ref) == math.inf
+    with pytest.raises(DecodeFailed):
+        codec.decode(bad("corrupt_scan_dragonfly.jpg").read_bytes(), "jpeg", 2, "warning")
