@@ -97,17 +97,6 @@ def test_frame_types_the_fast_path_cannot_do_exactly_are_refused(jpeg: bytes, ma
     assert jpeg_fast.decode_scaled(data, 2) is None
 
 
-def test_real_arithmetic_jpeg_is_refused_if_libvips_can_write_one(jpeg: bytes) -> None:
-    # libvips writes Huffman only; a real arithmetic file is made with Pillow when its libjpeg allows it.
-    pil = pytest.importorskip("PIL.Image")
-    import io
-    buf = io.BytesIO()
-    pil.open(io.BytesIO(jpeg)).save(buf, "JPEG", quality=80)
-    base = buf.getvalue()
-    assert jpeg_fast.refusal(jpeg_fast.scan_header(base)) is None
-    assert jpeg_fast.refusal(jpeg_fast.scan_header(_with_sof(base, 0xC9))) == "arithmetic-coded"
-
-
 def test_progressive_and_grey_take_the_fast_path(jpeg: bytes) -> None:
     prog = photo("progressive").read_bytes()
     assert jpeg_fast.scan_header(prog).sof == 0xC2  # type: ignore[union-attr]
