@@ -193,6 +193,18 @@ def _variants(data: bytes) -> dict[str, bytes]:
     return out
 
 
+def test_restart_markers_decode_fast_and_a_wrong_one_gets_libvips_verdict(jpeg: bytes) -> None:
+    data = bytes(pyvips.Image.jpegload_buffer(jpeg).jpegsave_buffer(Q=85, restart_interval=4))
+    first_rst = data.index(b"\xff\xd0", scan_data(data))
+    assert jpeg_fast.decode_scaled(data, 2) is not None  # restart markers as such are fine
+    wrong = bytearray(data)
+    wrong[first_rst + 1] = 0xD3  # RST3 where RST0 belongs: libjpeg resyncs with a warning
+    assert jpeg_fast.decode_scaled(bytes(wrong), 2) is None
+    verdicts = {level: hook_verdict(bytes(wrong), level) for level in LEVELS}
+    assert verdicts == {level: vips_verdict(bytes(wrong), 8, level) for level in LEVELS}  # hook: 1/8
+    assert verdicts["warning"] is False and verdicts["none"] is True
+
+
 @pytest.mark.parametrize("kind", ["dragonfly", "progressive"])
 def test_generated_broken_variants_get_libvips_verdict_at_every_level(kind: str) -> None:
     data = photo(kind).read_bytes()
