@@ -287,19 +287,20 @@ def test_gpu_backends_cpu_decode_takes_the_fast_path_with_the_same_pixels(monkey
 # --- end to end: a real gearmand and real worker processes at two fail_on levels ----------------------------
 
 @pytest.mark.parametrize(("level", "corrupt_ok"), [("warning", False), ("truncated", True)])
-def test_real_worker_keeps_libvips_strictness_per_level(core_gearmand, tmp_path, level: str,
-                                                        corrupt_ok: bool) -> None:
+def test_real_worker_keeps_libvips_strictness_per_level(tmp_path, level: str, corrupt_ok: bool) -> None:
     from workerproc import WorkerProc
 
     from imgworker import Client
+    from imgworker.gearmand import Gearmand
 
     (tmp_path / "in").mkdir()
     prog = photo("progressive")
     cut = tmp_path / "in" / "cut.jpg"
     cut.write_bytes(prog.read_bytes()[: len(prog.read_bytes()) * 2 // 3])  # truncated mid-scan
     corrupt = bad("corrupt_scan_dragonfly.jpg")
-    with WorkerProc([core_gearmand.address], [tmp_path, corrupt.parent, prog.parent], "--fail-on", level,
-                    concurrency=1) as worker, Client(worker.servers, timeout=60) as client:
+    # A job server of its own: the session's core worker (other roots, default strictness) must not take these.
+    with Gearmand() as g, WorkerProc([g.address], [tmp_path, corrupt.parent, prog.parent], "--fail-on", level,
+                                     concurrency=1) as worker, Client(worker.servers, timeout=60) as client:
         ok = client.resize(src=prog.as_uri(), dst=(tmp_path / "ok.png").as_uri(), width=300, format="png")
         assert ok.width == 300  # the fast path's progressive decode, through the worker
         for src, good in ((cut, False), (corrupt, corrupt_ok)):

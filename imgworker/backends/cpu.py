@@ -165,16 +165,17 @@ def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
 
 def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, int], *, fail_on: str,
                       cmyk: bool = False, orientation: int = 1, rotate: bool = True,
-                      loaded: list[Any] | None = None) -> pyvips.Image:
+                      loaded: list[Any] | None = None, metadata: bool = False) -> pyvips.Image:
     """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``jpeg_shrink``) that covers it.
 
     ``shown`` is the source's size as ``size`` is meant (displayed when ``rotate``); like ``thumbnail``, CMYK
     comes out sRGB (embedded profile, else a generic CMYK one) and other colour spaces as they are. Raises
-    pyvips.Error; errors in the pixels surface when the result is evaluated.
+    pyvips.Error; errors in the pixels surface when the result is evaluated. ``metadata``: the output keeps
+    EXIF/XMP/IPTC, which only libvips' jpegload parses (the fast path carries the ICC profile and orientation).
     """
     shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
     # libjpeg-turbo in one call where that is exact (the same pixels); libvips' jpegload for the rest.
-    image = None if cmyk else jpeg_fast.decode_scaled(source, shrink, orientation=orientation)
+    image = None if cmyk or metadata else jpeg_fast.decode_scaled(source, shrink, orientation=orientation)
     if image is None:
         image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
     if loaded is not None:

@@ -91,7 +91,7 @@ def target(shown: tuple[int, int], shared: Sequence[tuple[StepDef, dict[str, Any
 
 
 def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient: bool, frames: bool,
-           head: Header | None = None) -> pyvips.Image:
+           head: Header | None = None, metadata: bool = False) -> pyvips.Image:
     """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path."""
     options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
     try:
@@ -99,7 +99,7 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
             return heif.decode(source, size)
         if size is not None and head is not None and head.loader == "jpeg" and head.pages == 1:
             return load_jpeg_resized(source, head.shown(orient), size, fail_on=fail_on, cmyk=head.cmyk,
-                                     orientation=head.orientation, rotate=orient)
+                                     orientation=head.orientation, rotate=orient, metadata=metadata)
         if size is not None:
             return pyvips.Image.thumbnail_buffer(source, size[0], height=size[1], size="force",
                                                  no_rotate=not orient, option_string=options)
