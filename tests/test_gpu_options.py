@@ -141,7 +141,7 @@ class _Stream:
 
 
 class _Cp:
-    class cuda:  # noqa: N801 -- mirrors cupy.cuda
+    class cuda:
         Stream = _Stream
 
     @staticmethod
@@ -162,16 +162,16 @@ class _Mod:
         self.made: list[dict[str, Any]] = []
         self.calls: list[tuple[int, list[bytes], int, str]] = []
 
-    def Backend(self, kind: int) -> int:  # noqa: N802
+    def Backend(self, kind: int) -> int:
         return kind
 
-    def DecodeParams(self, **kw: Any) -> dict[str, Any]:  # noqa: N802
+    def DecodeParams(self, **kw: Any) -> dict[str, Any]:
         return kw
 
-    def CodeStream(self, data: bytes) -> bytes:  # noqa: N802
+    def CodeStream(self, data: bytes) -> bytes:
         return data
 
-    def Decoder(self, **kw: Any) -> Any:  # noqa: N802
+    def Decoder(self, **kw: Any) -> Any:
         mod, index = self, len(self.made)
         self.made.append(kw)
 
