@@ -9,6 +9,7 @@ slot, so the GPU processes take what they can and the CPU children the rest (doc
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from . import budget
@@ -62,13 +63,23 @@ def child_configs(config: WorkerConfig, layout: Layout) -> list[WorkerConfig]:
     """One config per child slot: the main backend's first, then the CPU children's."""
     if not layout.hybrid:
         return [config] * layout.main
-    common: dict[str, object] = {"cpu_processes": 0}
+    main_mib = cpu_mib = config.memory_budget
     if config.memory_budget == 0:
-        # Every child's share of the container's memory is counted over all children, not one kind's.
-        common["memory_budget"] = max(1, budget.derive(0, layout.total) // budget.MIB)
-    main = dataclasses.replace(config, gpu_decoder_threads=layout.main_threads, **common)  # type: ignore[arg-type]
-    cpu = dataclasses.replace(
-        config, backend="cpu", processes=1, concurrency=config.cpu_concurrency, batch_slots=0,
-        **common,  # type: ignore[arg-type]
-    )
+        main_mib, cpu_mib = memory_budgets(layout, config.concurrency, config.cpu_concurrency)
+    main = dataclasses.replace(config, gpu_decoder_threads=layout.main_threads, cpu_processes=0,
+                               memory_budget=main_mib)
+    cpu = dataclasses.replace(config, backend="cpu", processes=1, concurrency=config.cpu_concurrency,
+                              batch_slots=0, cpu_processes=0, memory_budget=cpu_mib)
     return [main] * layout.main + [cpu] * layout.cpu
+
+
+def memory_budgets(layout: Layout, main_slots: int, cpu_slots: int, limit: int | None = None) -> tuple[int, int]:
+    """MiB of job memory per main and per CPU child: the container's usable memory (budget.derive's rule)
+    less each child's base, split by job slots (a GPU process with 32 slots gets 16x a 2-slot CPU child)."""
+    if limit is None:
+        limit = budget.container_limit() or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    usable = limit * budget.USABLE_SHARE - layout.total * budget.BASE_PER_PROCESS
+    slots = layout.main * main_slots + layout.cpu * cpu_slots
+    per_slot = max(0.0, usable) / max(1, slots)
+    floor = 64  # MiB: budget.derive's floor
+    return (max(floor, int(per_slot * main_slots) // budget.MIB), max(floor, int(per_slot * cpu_slots) // budget.MIB))

@@ -98,8 +98,16 @@ def test_child_configs_of_a_hybrid_node() -> None:
     gpu, cpu = slots[0], slots[-1]
     assert (gpu.concurrency, gpu.gpu_decoder_threads, gpu.cpu_processes) == (32, 4, 0)
     assert (cpu.concurrency, cpu.processes, cpu.cpu_processes, cpu.batch_slots) == (2, 1, 0, 0)
-    # The container's memory is shared by all 5 children, whatever their kind.
-    assert gpu.memory_budget == cpu.memory_budget == budget.derive(0, 5) // budget.MIB
+    # The container's memory is shared by all 5 children, by job slots (32 : 2), each less its base.
+    main_mib, cpu_mib = hybrid.memory_budgets(layout, 32, 2)
+    assert (gpu.memory_budget, cpu.memory_budget) == (main_mib, cpu_mib)
+    limit = 20 * 1024 * budget.MIB  # a 20Gi pod, 2 GPU x 32 slots + 3 CPU x 2 slots
+    main_mib, cpu_mib = hybrid.memory_budgets(layout, 32, 2, limit)
+    usable = (limit * budget.USABLE_SHARE - 5 * budget.BASE_PER_PROCESS) / budget.MIB
+    assert abs(main_mib - usable * 32 / 70) <= 1 and abs(cpu_mib - usable * 2 / 70) <= 1
+    assert 2 * main_mib + 3 * cpu_mib <= usable  # never more than the pod has
+    explicit = config(processes=2, cpu_processes=1, memory_budget=300)
+    assert {s.memory_budget for s in hybrid.child_configs(explicit, hybrid.plan(explicit, "gpu", 16))} == {300}
     for s in slots:
         s.validate()
     # Not hybrid: the same config in every slot, untouched.
