@@ -67,7 +67,8 @@ def sweep(args: Any, photos: list[bytes], result: dict[str, Any], save: Any) -> 
             w["cpu"] = gpu_bench.guarded(gpu_bench.bench_cpu, cpu_pool, idx, args.images, size, procs)
             save()
             for lay in layouts:
-                name = f"p{lay['procs']}_d{lay['decoders']}_b{lay['max_batch']}_single_{'on' if lay['batch_single'] else 'off'}"
+                single = "on" if lay["batch_single"] else "off"
+                name = f"p{lay['procs']}_d{lay['decoders']}_b{lay['max_batch']}_single_{single}"
                 with Sampler(args.util_interval) as util:
                     r = gpu_bench.guarded(gpus.case, lay["procs"], case_for(lay, idx, size, args.gpu_images, args.fake))
                 r["util"] = util.summary()

@@ -6,8 +6,8 @@
 # else the utilisation comes from `nvidia-smi dmon`). Writes $OUT/ceiling.json (sweep + hazards, utilisation
 # beside every GPU figure), $OUT/pytest.xml, logs, and $OUT/summary.json.
 # Without a GPU (checks the script, not the speed; the -m gpu tests then fail at their fixtures):
-#   GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python CEILING_ARGS="--fake --images 4 --gpu-images 6 --procs 2 \
-#     --rounds 1 --layouts 1:1:2:off,1:2:2:on" bash benchmarks/gpu_ceiling_check.sh
+#   GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python CEILING_ARGS="--fake --images 2 --gpu-images 2 --procs 1 \
+#     --rounds 1 --layouts 1:1:2:off" bash benchmarks/gpu_ceiling_check.sh
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu_ceiling_out}"

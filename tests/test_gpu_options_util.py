@@ -13,6 +13,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level package of the repo, not of the installed wheel
 
+import pytest  # noqa: E402
+
+from benchmarks.gpu_ceiling import case_for, parse_layouts  # noqa: E402
 from benchmarks.gpu_util import Sampler, parse_dmon, sampled, summarise  # noqa: E402
 
 DMON_NEW = """\
@@ -86,3 +89,14 @@ def test_sampler_reads_a_dmon_process(tmp_path: Path) -> None:
     out = s.summary()
     assert out["source"] == "nvidia-smi dmon" and out["samples"] >= 3, out
     assert out["jpg"]["max"] == 90.0 and out["sm"]["mean"] == 30.0
+
+
+def test_device_sweep_layouts_parse_and_size_their_threads() -> None:
+    (a, b) = parse_layouts("2:7:14:on,4:1:7:off")
+    assert a == {"procs": 2, "decoders": 7, "max_batch": 14, "batch_single": True}
+    case = case_for(b, (0, 2), 512, 96, fake=True)
+    assert (case["decoders"], case["batch_single"], case["max_batch"]) == (1, False, 7)
+    assert case["threads"] >= 2 * case["max_batch"] and case["memory_fraction"] == 0.5 / 4
+    for bad in ("2:8:4:on", "0:1:1:off", "1:1:1:maybe", "1:1:1"):
+        with pytest.raises((SystemExit, ValueError)):
+            parse_layouts(bad)
