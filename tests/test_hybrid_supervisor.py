@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import pyvips
 from corpus import photo
+from fixtures_s3 import free_port
 from workerproc import WorkerProc
 
 from imgworker.gearman import Client, status, workers
@@ -71,8 +74,9 @@ def submit(address: str, jobs: list[tuple[str, dict[str, Any]]], timeout: float 
 
 
 def test_hybrid_supervisor_runs_both_kinds_and_each_registers_its_names(server: Gearmand, root: Path) -> None:
-    with WorkerProc([server.address], [root], "--backend", "numpy", "--cpu-processes", "2", processes=1,
-                    concurrency=1).start(wait_for="resize@cpu", timeout=60) as proc:
+    port = free_port()
+    with WorkerProc([server.address], [root], "--backend", "numpy", "--cpu-processes", "2", "--metrics-port",
+                    str(port), processes=1, concurrency=1).start(wait_for="resize@cpu", timeout=60) as proc:
         found = wait_for_processes(server.address, {"numpy": 1, "cpu": 2})
         for names in found:
             assert "resize" in names  # the untagged name: any process may take it
@@ -87,6 +91,11 @@ def test_hybrid_supervisor_runs_both_kinds_and_each_registers_its_names(server: 
         ])
         assert [d.get("backend") for d in done] == ["numpy", "cpu"], done
         assert all(d["width"] == 64 for d in done)
+        # The supervisor serves every child's metrics, both kinds, on its one port.
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        for backend in ("numpy", "cpu"):
+            assert re.search(rf'imgworker_jobs_total{{[^}}]*backend="{backend}"[^}}]*outcome="ok"[^}}]*}} 1\.0',
+                             text), backend
 
 
 def test_cpu_children_take_untagged_jobs_while_the_gpu_children_are_busy(server: Gearmand, root: Path) -> None:
