@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +15,13 @@ from urllib.parse import urlsplit
 
 from .analysis import parse_analyze
 from .errors import BadRequest
+from .formats import DEFAULT_QUALITY, format_from_path
+from .formats import RESIZE_FORMATS as FORMATS
 from .limits import Limits
 
 CONTRACT_VERSION = 1
 
 FITS = ("inside", "cover", "contain", "fill", "outside")
-FORMATS = ("jpeg", "png", "webp", "avif")
-_EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".avif": "avif"}
-DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 50, "png": 100}
 
 RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
 COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback", "analyze")
@@ -65,10 +63,6 @@ class JobRequest:
 def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(key, list(allowed), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def format_from_path(path: str) -> str | None:
-    return _EXTENSIONS.get(posixpath.splitext(path.lower())[1])
 
 
 def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:

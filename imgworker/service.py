@@ -18,9 +18,10 @@ from .backends.base import Backend
 from .contract import CONTRACT_VERSION, JobRequest, parse_request
 from .engine.deadline import check as check_deadline
 from .errors import BadRequest, ImgworkerError, InternalError
+from .formats import content_type
 from .limits import Limits, set_job_deadline
 from .pipeline.builtin import BUILTIN, INFO, RESIZE
-from .stores import CONTENT_TYPES, Stores, WriteOptions
+from .stores import Stores, WriteOptions
 
 
 class PipelineRunner(Protocol):
@@ -61,7 +62,7 @@ class JobContext:
         refuse_overwriting_source(self.request.src, url)
         t0 = time.perf_counter()
         store = self.stores.for_url(url)
-        store.write(url, data, WriteOptions(content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"), **options))
+        store.write(url, data, WriteOptions(content_type=content_type(fmt), **options))
         self.timings["write"] = self.timings.get("write", 0.0) + (time.perf_counter() - t0) * 1000
 
 

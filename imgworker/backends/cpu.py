@@ -17,6 +17,7 @@ import pyvips
 from .. import analysis, budget, heif
 from ..contract import ResizeSpec
 from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
+from ..formats import SOURCE_LOADERS, SOURCE_NAMES
 from ..geometry import Geometry, plan
 from ..limits import Limits
 from .base import Rendered
@@ -26,7 +27,7 @@ from .kill import kill_at
 _SWAPS_SIDES = {5, 6, 7, 8}
 FAIL_ON = ("none", "truncated", "error", "warning")
 # The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
-LOADERS = ("jpeg", "png", "webp", "heif", "gif", "tiff")
+LOADERS = SOURCE_LOADERS
 NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")
 
 
@@ -51,7 +52,7 @@ def _translate(exc: pyvips.Error, what: str) -> ImgworkerError:
     # ``detail`` is libvips' process-wide error buffer, which a failing job in another thread may have emptied.
     unsupported = exc.message.startswith("unable to load from")
     if unsupported or "not in a known format" in text or "not a known file format" in text:
-        return UnsupportedImage(f"{what} is not an image in a supported format (JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF)")
+        return UnsupportedImage(f"{what} is not an image in a supported format ({SOURCE_NAMES})")
     detail = " ".join(line.strip() for line in exc.detail.splitlines() if line.strip())[:300]
     return DecodeFailed(f"{what} could not be decoded: {detail or exc.message}")
 

@@ -19,6 +19,7 @@ from .. import analysis, budget
 from ..engine import arrays
 from ..engine import executor as array_executor
 from ..errors import BadRequest
+from ..formats import EXTENSIONS
 from . import decode as decoder
 from . import frames, naming
 from .context import StepContext
@@ -27,7 +28,7 @@ from .steps import StepDef
 from .steps.auto_orient import STEP as AUTO_ORIENT
 from .steps.colour import STEP as COLOUR
 from .steps.colour import to_srgb
-from .steps.encode import EXTENSIONS, encode
+from .steps.encode import encode
 from .steps.watermark import STEP as WATERMARK
 
 if TYPE_CHECKING:

@@ -10,16 +10,13 @@ from typing import Any
 
 import pyvips
 
-from ...contract import DEFAULT_QUALITY
 from ...errors import LimitExceeded
+from ...formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
 from .. import frames
 from .base import StepDef, choice, colour, flag, integer
 from .colour import to_srgb
 from .metadata import keep_flags
 
-FORMATS = ("jpeg", "png", "webp", "avif", "gif")
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
-LOSSY = ("jpeg", "webp", "avif")
 _QUALITY_STEPS = 6  # bisection rounds for max_bytes: quality to within ~1 of the best that fits
 
 
@@ -48,7 +45,7 @@ def _save(image: pyvips.Image, o: Mapping[str, Any], quality: int, keep: int) ->
 
 def prepare(image: pyvips.Image, o: Mapping[str, Any]) -> pyvips.Image:
     """What the encoder gets: 8-bit, flattened for JPEG, a single frame unless the format animates."""
-    if o["format"] not in ("gif", "webp"):
+    if o["format"] not in ANIMATED:
         image = frames.first(image)
     if image.format != "uchar":
         image = to_srgb(image)
@@ -62,7 +59,7 @@ def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, 
     """(bytes, quality used). Over ``max_bytes`` even at ``min_quality``: LIMIT_EXCEEDED."""
     image = prepare(image, o)
     keep = keep_flags(getattr(ctx, "keep", ()), image)
-    quality = o["quality"] or DEFAULT_QUALITY.get(o["format"], 75)
+    quality = o["quality"] or DEFAULT_QUALITY[o["format"]]
     data = _save(image, o, quality, keep)
     limit = o["max_bytes"]
     if not limit or len(data) <= limit:
@@ -100,7 +97,7 @@ STEP = StepDef(
     "encode",
     "write one output format",
     {
-        "format": choice(FORMATS),
+        "format": choice(OUTPUT_FORMATS),
         "quality": integer(1, 100, None),
         "effort": integer(0, 9, None),
         "progressive": flag(False),
