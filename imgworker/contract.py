@@ -6,7 +6,6 @@ Every rejection is a BadRequest whose message names the key, what was given and 
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from .errors import BadRequest
 from .formats import DEFAULT_QUALITY, format_from_path
 from .formats import RESIZE_FORMATS as FORMATS
 from .limits import Limits
+from .options import Opt, check_options, choice, colour, integer, suggest
 
 CONTRACT_VERSION = 1
 
@@ -58,11 +58,6 @@ class JobRequest:
     callback: str | None = None
     analyze: tuple[str, ...] = ()
     info: bool = False  # an ``info`` job: facts only, no dst
-
-
-def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
@@ -125,26 +120,6 @@ def check_url(key: str, value: str) -> None:
                              f"belong in the worker's configuration, never in a job; use {scheme}://bucket/key")
 
 
-def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{key!r} must be an integer from {lo} to {hi}, got {value!r}")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{key!r} must be from {lo} to {hi}, got {value}")
-    return value
-
-
-def _choice(obj: dict[str, Any], key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
-    value = obj.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise BadRequest(f"{key!r} must be one of {', '.join(allowed)}; got {value!r}")
-    return value.lower()
-
-
 def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -164,49 +139,31 @@ def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
-_HEX = re.compile("[0-9A-Fa-f]+")
-
-
-def parse_color(value: Any, key: str = "background") -> tuple[int, int, int]:
-    """``"#rrggbb"``, ``"#rgb"`` or ``[r, g, b]`` (0-255)."""
-    if isinstance(value, str) and value.startswith("#") and len(value) in (4, 7) and _HEX.fullmatch(value[1:]):
-        hexpart = value[1:]
-        if len(hexpart) == 3:
-            hexpart = "".join(c * 2 for c in hexpart)
-        try:
-            return (int(hexpart[0:2], 16), int(hexpart[2:4], 16), int(hexpart[4:6], 16))
-        except ValueError:
-            pass
-    elif (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-    ):
-        return (value[0], value[1], value[2])
-    raise BadRequest(f'{key!r} must be a colour like "#ffffff" or [255, 255, 255], got {value!r}')
+def resize_options(limits: Limits) -> dict[str, Opt]:
+    """A resize job's keys, as the pipeline steps' options are checked (imgworker/options.py)."""
+    side = limits.max_output_side
+    return {"width": integer(1, side, None), "height": integer(1, side, None), "fit": choice(FITS, "inside"),
+            "format": choice(FORMATS, None), "quality": integer(1, 100, None), "background": colour()}
 
 
 def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
-    side = limits.max_output_side
-    width = _int(obj, "width", 1, side)
-    height = _int(obj, "height", 1, side)
-    if width is None and height is None:
-        raise BadRequest(f"give 'width', 'height' or both (pixels, 1 to {side})")
-    fmt = _choice(obj, "format", FORMATS, None) or format_from_path(dst)
+    o = check_options(obj, resize_options(limits))
+    if o["width"] is None and o["height"] is None:
+        raise BadRequest(f"give 'width', 'height' or both (pixels, 1 to {limits.max_output_side})")
+    fmt = o["format"] or format_from_path(dst)
     if fmt is None:
         raise BadRequest(
             f"cannot tell the output format from dst {dst!r}: give 'format' (one of {', '.join(FORMATS)}) "
             "or end dst in .jpg, .png, .webp or .avif"
         )
-    quality = _int(obj, "quality", 1, 100)
-    background = parse_color(obj["background"]) if "background" in obj else (255, 255, 255)
+    quality = o["quality"]
     return ResizeSpec(
-        width=width,
-        height=height,
-        fit=_choice(obj, "fit", FITS, "inside") or "inside",
+        width=o["width"],
+        height=o["height"],
+        fit=o["fit"],
         format=fmt,
         quality=quality if quality is not None else DEFAULT_QUALITY[fmt],
-        background=background,
+        background=o["background"],
         analyze=parse_analyze(obj.get("analyze")),
     )
 

@@ -56,6 +56,23 @@ def test_bad_payloads_name_the_problem(payload: bytes, text: str) -> None:
     assert text in info.value.message
 
 
+def test_resize_and_pipeline_options_share_one_validation_with_hints() -> None:
+    # One path (imgworker/options.py): a resize job's fit typo gets the hint a pipeline's resize step gets.
+    from imgworker.pipeline import parse
+    from imgworker.pipeline.model import PipelineError
+
+    with pytest.raises(BadRequest) as job:
+        parse_request(req(width=10, fit="cove"), L)
+    with pytest.raises(PipelineError) as pipe:
+        parse("p.yaml", "name: t\noutputs: [{resize: {width: 10, fit: cove}, encode: jpeg}]\n")
+    wanted = "must be one of inside, cover, contain, fill, outside, got 'cove' (did you mean 'cover'?)"
+    assert job.value.message == "'fit' " + wanted
+    assert wanted in str(pipe.value)
+    with pytest.raises(BadRequest, match=r"'format' must be one of jpeg, png, webp, avif, got 'wepb' \(did you mean"):
+        parse_request(req(width=10, format="wepb"), L)
+    assert parse_request(req(width=10, fit=None), L).resize.fit == "inside"  # type: ignore[union-attr]
+
+
 def test_pipeline_keys_are_left_to_the_pipeline() -> None:
     r = parse_request(req(pipeline="avatar", size=64), L)
     assert r.pipeline == "avatar" and r.overrides == {"size": 64} and r.resize is None

@@ -16,6 +16,7 @@ import pyvips
 
 from .. import analysis, budget, heif
 from ..contract import ResizeSpec
+from ..engine.orientation import shown
 from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
 from ..formats import SOURCE_LOADERS, SOURCE_NAMES
 from ..geometry import Geometry, plan
@@ -23,8 +24,6 @@ from ..limits import Limits
 from .base import Rendered
 from .kill import kill_at
 
-# EXIF orientations 5-8 swap width and height when displayed.
-_SWAPS_SIDES = {5, 6, 7, 8}
 FAIL_ON = ("none", "truncated", "error", "warning")
 # The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
 LOADERS = SOURCE_LOADERS
@@ -78,9 +77,7 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         # ImageMagick's dozens of formats...: each is attack surface, and a job carries photos.
         raise UnsupportedImage(f"source is {loader.upper()}, which this worker does not accept; "
                                "use JPEG, PNG, WebP, AVIF/HEIF, GIF or TIFF")
-    width, height = image.width, image.height
-    if orientation in _SWAPS_SIDES:
-        width, height = height, width
+    width, height = shown(image.width, image.height, orientation)
     if width * height > limits.max_source_pixels:
         raise LimitExceeded(
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"

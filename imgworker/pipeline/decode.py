@@ -17,7 +17,8 @@ from typing import Any
 import pyvips
 
 from .. import heif
-from ..backends.cpu import _SWAPS_SIDES, _translate, load_jpeg_resized, probe
+from ..backends.cpu import _translate, load_jpeg_resized, probe
+from ..engine import orientation
 from ..errors import JobTimeout, LimitExceeded
 from ..limits import Limits
 from .context import StepContext
@@ -38,15 +39,13 @@ class Header:
     cmyk: bool = False
 
     def shown(self, orient: bool) -> tuple[int, int]:
-        swap = orient and self.orientation in _SWAPS_SIDES
-        return (self.height, self.width) if swap else (self.width, self.height)
+        return orientation.shown(self.width, self.height, self.orientation if orient else 1)
 
 
 def header(source: bytes, limits: Limits) -> Header:
     """Header-only open (milliseconds): refuse bombs before any pixel is decoded (the CPU backend's probe)."""
     info = probe(source, limits)
-    swapped = info.orientation in _SWAPS_SIDES
-    width, height = (info.height, info.width) if swapped else (info.width, info.height)
+    width, height = orientation.shown(info.width, info.height, info.orientation)  # back to as stored
     return Header(width, height, info.orientation, info.pages, info.loader, info.cmyk)
 
 
