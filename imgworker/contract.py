@@ -60,11 +60,59 @@ class JobRequest:
     info: bool = False  # an ``info`` job: facts only, no dst
 
 
-def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A job's payload, JSON-decoded once per job: the service validates ``fields``; the worker's log line,
+    failed results' ``id`` and the notifier read them too (even for a payload the service refuses)."""
+
+    raw: bytes
+    fields: dict[str, Any]  # the decoded object; {} when the payload is not a JSON object
+    error: BadRequest | None  # why the payload is refused before any key is looked at (None: it is not)
+
+    @property
+    def id(self) -> str | int | None:
+        """The job's ``id`` when it is a valid one: echoed in failed results too (the caller needs it most then)."""
+        job_id = self.fields.get("id")
+        return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
+
+
+def read_payload(data: bytes, limits: Limits) -> Payload:
+    """Decode ``data`` once; never raises (the refusal, if any, is ``error``). An oversized payload is refused
+    as such, but still decoded for its ``id`` and the log line, as any payload the service refuses."""
+    too_big = None
     if len(data) > limits.max_payload_bytes:
-        raise BadRequest(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
+        too_big = BadRequest(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj: Any = _loads(data)
+    except BadRequest as exc:
+        return Payload(data, {}, too_big or exc)
+    fields = obj if isinstance(obj, dict) else {}
+    try:
+        _check_payload(obj)
+    except BadRequest as exc:
+        return Payload(data, fields, too_big or exc)
+    return Payload(data, fields, too_big)
+
+
+def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
+    """The payload's object, or BadRequest (too big, not JSON, not an object, too deep)."""
+    payload = read_payload(data, limits)
+    if payload.error is not None:
+        raise payload.error
+    return payload.fields
+
+
+def _check_payload(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
+    if _depth(obj) > MAX_DEPTH:
+        # Shallower than the decoder's limit can still be deep enough to exhaust repr() or a logger later.
+        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep: a job is a flat JSON object")
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -75,12 +123,6 @@ def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
     except ValueError as exc:
         # An integer of more than 4,300 digits (Python's int/str conversion limit) is a ValueError.
         raise BadRequest(f"payload is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(obj, dict):
-        raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
-    if _depth(obj) > MAX_DEPTH:
-        # Shallower than the decoder's limit can still be deep enough to exhaust repr() or a logger later.
-        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep: a job is a flat JSON object")
-    return obj
 
 
 MAX_DEPTH = 16
@@ -184,6 +226,12 @@ def _callback(obj: dict[str, Any]) -> str | None:
     return callback
 
 
+def _fields(payload: Payload) -> dict[str, Any]:
+    if payload.error is not None:
+        raise payload.error
+    return payload.fields
+
+
 def parse_info(obj: dict[str, Any]) -> JobRequest:
     """An ``info`` payload: ``src`` and ``analyze``; a ``dst`` is refused (info writes nothing)."""
     if "dst" in obj:
@@ -200,9 +248,10 @@ def parse_info(obj: dict[str, Any]) -> JobRequest:
                       analyze=parse_analyze(obj.get("analyze")), info=True)
 
 
-def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
-    """Parse a job payload. ``pipeline`` is set when the job came in on a pipeline's own function name."""
-    obj = decode_payload(data, limits)
+def parse_request(data: bytes | Payload, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
+    """Parse a job payload (raw, or as ``read_payload`` decoded it once for the whole job). ``pipeline`` is
+    set when the job came in on a pipeline's own function name."""
+    obj = decode_payload(data, limits) if isinstance(data, bytes) else _fields(data)
     if pipeline == INFO_FUNCTION:
         return parse_info(obj)
     src = _str(obj, "src", required=True)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from . import budget
 from .backends.base import Backend
-from .contract import CONTRACT_VERSION, JobRequest, parse_request
+from .contract import CONTRACT_VERSION, JobRequest, Payload, parse_request
 from .engine.deadline import check as check_deadline
 from .errors import BadRequest, ImgworkerError, InternalError
 from .formats import content_type
@@ -112,12 +112,12 @@ class Service:
             raise BadRequest(f"unknown pipeline {request.pipeline!r}; this worker has: {known}")
         return runner
 
-    def handle(self, payload: bytes, *, pipeline: str | None = None) -> dict[str, Any]:
-        """Run one job; returns the result object or raises ImgworkerError."""
+    def handle(self, payload: bytes | Payload, *, pipeline: str | None = None) -> dict[str, Any]:
+        """Run one job (its payload raw, or as the worker decoded it once); the result or ImgworkerError."""
         with budget.job_scope():  # the memory the job was admitted with is released when it ends
             return self._handle(payload, pipeline)
 
-    def _handle(self, payload: bytes, pipeline: str | None) -> dict[str, Any]:
+    def _handle(self, payload: bytes | Payload, pipeline: str | None) -> dict[str, Any]:
         started = time.monotonic()
         set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
         request = parse_request(payload, self.limits, pipeline=pipeline)
