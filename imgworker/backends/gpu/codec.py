@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
+from ... import heif
 from ...engine import arrays
 from ...geometry import Geometry
 from ..cpu import _translate, encode, to_srgb8
@@ -54,6 +55,8 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
 def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray[np.uint8]:
     """Decode (with shrink-on-load), auto-orient, 8-bit sRGB: an (H, W, C) uint8 array, C in 1..4."""
     try:
+        if loader == heif.LOADER:  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif does, oriented, sRGB
+            return arrays.from_vips(to_srgb8(heif.decode(source, None)))
         image = pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
         arr: npt.NDArray[np.uint8] = arrays.from_vips(to_srgb(image.autorot()))
     except pyvips.Error as exc:
