@@ -16,9 +16,10 @@ import pyvips
 
 from .. import analysis, budget, heif
 from ..contract import ResizeSpec
+from ..engine.encode import PLAIN, save
 from ..engine.orientation import shown
 from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
-from ..formats import SOURCE_LOADERS, SOURCE_NAMES
+from ..formats import RESIZE_FORMATS, SOURCE_LOADERS, SOURCE_NAMES
 from ..geometry import Geometry, plan
 from ..limits import Limits
 from .base import Rendered
@@ -117,18 +118,12 @@ def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, i
         image = image.flatten(background=list(background))
     if image.format != "uchar":
         image = image.cast("uchar")
-    try:
-        if fmt == "jpeg":
-            return bytes(image.jpegsave_buffer(Q=quality, keep="none", optimize_coding=True))
-        if fmt == "png":
-            return bytes(image.pngsave_buffer(compression=6, keep="none"))
-        if fmt == "webp":
-            return bytes(image.webpsave_buffer(Q=quality, keep="none"))
-        if fmt == "avif":
-            return bytes(image.heifsave_buffer(Q=quality, compression="av1", keep="none", effort=2))
+    if fmt not in RESIZE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    try:  # the encode step's encoder at its defaults (engine/encode.py): one encoder for every job
+        return save(image, {**PLAIN, "format": fmt}, quality, keep=0)
     except pyvips.Error as exc:
         raise _translate(exc, "output") from None
-    raise ValueError(f"unknown format {fmt!r}")
 
 
 def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
