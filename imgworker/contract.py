@@ -6,6 +6,7 @@ Every rejection is a BadRequest whose message names the key, what was given and 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -183,7 +184,11 @@ def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
 
 def resize_options(limits: Limits) -> dict[str, Opt]:
     """A resize job's keys, as the pipeline steps' options are checked (imgworker/options.py)."""
-    side = limits.max_output_side
+    return _resize_options(limits.max_output_side)
+
+
+@functools.cache
+def _resize_options(side: int) -> dict[str, Opt]:
     return {"width": integer(1, side, None), "height": integer(1, side, None), "fit": choice(FITS, "inside"),
             "format": choice(FORMATS, None), "quality": integer(1, 100, None), "background": colour()}
 

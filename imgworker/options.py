@@ -58,26 +58,28 @@ class Opt:
         return {"bool": "true or false", "color": 'a colour like "#ffffff" or [255, 255, 255]',
                 "point": "[x, y] fractions from 0 to 1", "str": "a string"}.get(self.kind, self.kind)
 
+    def _bad(self, value: Any) -> OptionError:
+        return OptionError(f"must be {self.describe()}, got {value!r}")  # built only on failure: checks are hot
+
     def check(self, value: Any) -> Any:
         """The accepted value (normalised), or OptionError naming what is allowed."""
         if value is None and (self.nullable or self.default is None):
             return None
-        bad = OptionError(f"must be {self.describe()}, got {value!r}")
         if self.kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad
+                raise self._bad(value)
             if self.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
-                raise bad
+                raise self._bad(value)
             if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-                raise bad
+                raise self._bad(value)
             return int(value) if self.kind == "int" else float(value)
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise bad
+                raise self._bad(value)
             return value
         if self.kind == "str":
             if not isinstance(value, str) or not value:
-                raise bad
+                raise self._bad(value)
             return value
         if self.kind == "choice":
             if not isinstance(value, str) or value.lower() not in self.choices:
@@ -93,11 +95,11 @@ class Opt:
             try:
                 return parse_color(value, "colour")
             except BadRequest:
-                raise bad from None
+                raise self._bad(value) from None
         if self.kind == "point":
             ok = isinstance(value, list) and len(value) == 2
             if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in value):
-                raise bad
+                raise self._bad(value)
             return (float(value[0]), float(value[1]))
         raise AssertionError(self.kind)
 
