@@ -26,8 +26,6 @@ from .base import Rendered
 from .kill import kill_at
 
 FAIL_ON = ("none", "truncated", "error", "warning")
-# The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
-LOADERS = SOURCE_LOADERS
 NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")
 
 
@@ -73,7 +71,7 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
     loader = loader.replace("load_buffer", "").replace("load_source", "").replace("load", "")
-    if loader not in LOADERS:
+    if loader not in SOURCE_LOADERS:
         # libvips also decodes SVG (librsvg: filter graphs whose cost no header bounds), PDF, FITS, Matlab,
         # ImageMagick's dozens of formats...: each is attack surface, and a job carries photos.
         raise UnsupportedImage(f"source is {loader.upper()}, which this worker does not accept; "
