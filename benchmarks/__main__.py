@@ -105,8 +105,11 @@ def guarded(engine: str, workload: str, fn: Callable[[], Row]) -> Row:
 
 def engines(wl: Workload, procs: int, secs: float, concurrency: int, roots: list[str], peer_skip: str | None
             ) -> list[tuple[str, Callable[[], Row]]]:
-    out: list[tuple[str, Callable[[], Row]]] = [
-        ("imgworker e2e", lambda: bench_imgworker.run(wl, procs, concurrency, secs, roots))]
+    # Equal threads per core first: one job in flight per process, like every peer; the default C as its own row.
+    out: list[tuple[str, Callable[[], Row]]] = []
+    for c in dict.fromkeys((1, concurrency)):
+        name = f"{report.E2E} (C={c})"
+        out.append((name, lambda c=c, name=name: bench_imgworker.run(wl, procs, c, secs, roots, engine=name)))  # type: ignore[misc]
     if wl.pipeline:
         return out
     out += [("imgworker backend loop", lambda: bench_backend.run(wl, procs, secs)),
@@ -135,8 +138,11 @@ def measure_workload(wl: Workload, procs: int, secs: float, concurrency: int, ro
             old = best.get(name)
             if old is not None and old.skipped and not old.skipped.startswith("failed"):
                 continue  # not installed / disabled: the same answer every round
+            started = os.getloadavg()[0]  # other work on the machine: recorded per cell, marked above 0.5
             row = guarded(name, wl.name, fn)
             row.extra["rounds"] = rounds
+            row.extra["load_before"] = round(started, 2)
+            row.extra["busy"] = started > report.QUIET_LOAD
             if old is None or (row.images_per_s or 0) > (old.images_per_s or 0):
                 best[name] = row
     return [best[name] for name, _ in todo]
@@ -170,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         elif row.images_per_s is None:
             figs = row.note
         else:
-            figs = f"{row.images_per_s} img/s p50 {row.p50_ms} p99 {row.p99_ms} ms rss {row.peak_rss_mb} MiB"
+            figs = (f"{row.images_per_s} img/s p50 {row.p50_ms} p99 {row.p99_ms} ms rss {row.peak_rss_mb} MiB, "
+                    f"load before {report.load_cell(row)}")
         print(f"  {row.workload:28} {row.engine:36} {figs}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-src-") as tmp:

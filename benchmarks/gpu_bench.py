@@ -111,6 +111,9 @@ def _gpu_case(rank: int, case: dict[str, Any], photos: list[bytes], counter: Any
         max_wait_ms=10,
         memory_fraction=case["memory_fraction"],
         gpu_encode=case["encode"],
+        # Decoder layout (issue 17, benchmarks/gpu_ceiling.py sweeps it); absent: one Decoder, nvImageCodec's batching.
+        decoders=case.get("decoders", 1),
+        batch_single=case.get("batch_single", False),
     )
     try:
         warm = iter(range(case["warmup"]))

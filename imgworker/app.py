@@ -196,8 +196,17 @@ class RestartBackoff:
 
 
 def run(config: WorkerConfig) -> int:
-    """``imgworker worker``: one process, or a supervised group that restarts children that crash."""
-    n = config.effective_processes
+    """``imgworker worker``: one process, or a supervised group that restarts children that crash.
+
+    A GPU worker's group also holds CPU-backend children on the cores its GPU processes leave (hybrid.py).
+    """
+    from . import hybrid
+
+    # Resolving "auto"/"gpu" probes CUDA (no context); cpu and numpy need no probe.
+    resolved = config.backend if config.backend in ("cpu", "numpy") else backend_name(config)
+    layout = hybrid.plan(config, resolved)
+    slots = hybrid.child_configs(config, layout)
+    n = len(slots)
     if n == 1:
         return run_one(config)
     setup_logging(config.log_level)
@@ -206,7 +215,9 @@ def run(config: WorkerConfig) -> int:
     server = _serve_children_metrics(config) if config.metrics_port else None
     # Fail fast in the parent for config that every child would reject (no device, bad pipelines...),
     # without building a backend here: a GPU one would hold a CUDA context the parent never uses.
-    build_pipelines(config, backend_name(config))
+    build_pipelines(config, resolved)
+    if layout.hybrid:
+        build_pipelines(config, "cpu")
     stores = build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
     from .job_end import open_records
 
@@ -218,8 +229,8 @@ def run(config: WorkerConfig) -> int:
     restart_at: dict[int, float] = {}  # slot -> when its replacement starts
     stopping = False
 
-    def start_child() -> Any:
-        proc = ctx.Process(target=_child, args=(config, os.getpid()), daemon=False)
+    def start_child(slot: int) -> Any:
+        proc = ctx.Process(target=_child, args=(slots[slot], os.getpid()), daemon=False)
         proc.start()
         return proc
 
@@ -234,9 +245,14 @@ def run(config: WorkerConfig) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward)
-    children.extend(start_child() for _ in range(n))
+    children.extend(start_child(i) for i in range(n))
     started_at.extend(time.monotonic() for _ in range(n))
-    log.info("supervising %d worker processes", n)
+    if layout.hybrid:
+        log.info("supervising %d worker processes: %d %s + %d cpu (hybrid node, %d CPUs, %d CPU threads per %s "
+                 "process)", n, layout.main, layout.backend, layout.cpu, layout.cpus, layout.main_threads,
+                 layout.backend)
+    else:
+        log.info("supervising %d worker processes", n)
     while True:
         alive = [p for p in children if p.is_alive()]
         if stopping and not alive:
@@ -256,7 +272,7 @@ def run(config: WorkerConfig) -> int:
                     child_exited(proc.pid)
             elif now >= restart_at[i]:
                 del restart_at[i]
-                children[i] = start_child()
+                children[i] = start_child(i)
                 started_at[i] = time.monotonic()
         time.sleep(0.1)
     if server is not None:

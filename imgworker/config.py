@@ -63,6 +63,19 @@ class WorkerConfig:
     gpu_encode: str = field(
         default="auto", metadata=_meta("JPEG encode on the GPU (nvImageCodec)", choices=("auto", "always", "never"))
     )
+    # Decoder layout (issue 17; docs/gpu.md, "Decoder layout options"): what the device run sweeps.
+    gpu_decoders: int = field(default=1, metadata=_meta("nvImageCodec Decoders per GPU process, each on its own "
+                                                        "thread and CUDA stream (a batch is split across them)"))
+    gpu_decoder_threads: int = field(default=0, metadata=_meta(
+        "CPU threads per GPU process (nvImageCodec max_num_cpu_threads, CPU-stage pool; 0: its share of the pod)"))
+    gpu_batch_single: str = field(default="off", metadata=_meta(
+        "nvImageCodec nvjpeg_hw_decoder:force_batch_single (on: one image per hardware call)", choices=("on", "off")))
+    # Hybrid node (docs/gpu.md, "Hybrid node"): CPU-backend processes beside the GPU ones in one supervisor.
+    cpu_processes: int = field(default=-1, metadata=_meta(
+        "CPU-backend processes beside a GPU worker's (-1: the pod's CPUs the GPU processes leave; 0: none)"))
+    cpu_concurrency: int = field(default=2, metadata=_meta("jobs in flight per CPU-backend process of a GPU worker"))
+    gpu_process_cpus: int = field(default=4, metadata=_meta(
+        "CPUs kept for each GPU process when --cpu-processes is -1 (its job threads' CPU stages)"))
     max_source_pixels: int = field(default=_LIMITS.max_source_pixels, metadata=_meta("refuse larger sources"))
     max_source_bytes: int = field(default=_LIMITS.max_source_bytes, metadata=_meta("refuse larger source files"))
     max_output_pixels: int = field(default=_LIMITS.max_output_pixels, metadata=_meta("refuse larger outputs"))
@@ -147,6 +160,7 @@ class WorkerConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
         if not 0 < self.gpu_memory_fraction <= 1 or self.gpu_max_wait_ms < 0 or self.gpu_max_batch < 0:
             raise ConfigError("--gpu-memory-fraction must be in (0, 1], --gpu-max-wait-ms and --gpu-max-batch >= 0")
+        self._validate_gpu_layout()
         if self.job_timeout <= 0 or self.drain_timeout < 0:
             raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
         if self.memory_budget < 0:
@@ -162,6 +176,20 @@ class WorkerConfig:
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
         return self
 
+
+    def _validate_gpu_layout(self) -> None:
+        if not 1 <= self.gpu_decoders <= 16:
+            raise ConfigError(f"--gpu-decoders must be 1 to 16 (Decoders per GPU process), got {self.gpu_decoders}")
+        if self.gpu_max_batch and self.gpu_decoders > self.gpu_max_batch:
+            raise ConfigError(f"--gpu-decoders {self.gpu_decoders} exceeds --gpu-max-batch {self.gpu_max_batch}: "
+                              "each Decoder needs at least one image of a batch")
+        if self.gpu_decoder_threads < 0 or self.gpu_process_cpus < 1 or self.cpu_concurrency < 1:
+            raise ConfigError("--gpu-decoder-threads must be >= 0, --gpu-process-cpus and --cpu-concurrency >= 1")
+        if self.cpu_processes < -1:
+            raise ConfigError("--cpu-processes must be -1 (auto), 0 (none) or a number of processes")
+        if self.cpu_processes > 0 and self.backend == "cpu":
+            raise ConfigError("--cpu-processes adds CPU processes to a GPU worker; a --backend cpu worker "
+                              "sizes itself with --processes")
 
     def _validate_reliability(self) -> None:
         from .callbacks import parse_allow  # local: callbacks imports nothing from here, but keep it lazy

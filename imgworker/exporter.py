@@ -33,12 +33,12 @@ from prometheus_client.registry import Collector
 from .gearman import FunctionStatus, WorkerInfo, status, workers
 
 DEFAULT_PORT = 9731
-BASE_FUNCTION = "resize"  # as imgworker.worker (not imported: it pulls in the whole worker)
+BASE_FUNCTIONS = ("resize", "info")  # as imgworker.worker (not imported: it pulls in the whole worker)
 BACKENDS = ("cpu", "gpu")
 
 
 def imgworker_functions(pipelines_dir: str | None) -> list[str]:
-    """The function names imgworker workers register: resize and each pipeline, plain and @backend.
+    """The function names imgworker workers register: resize, info and each pipeline, plain and @backend.
 
     A pipeline with ``backends: [cpu]`` has no @gpu name (GPU workers skip it). Loads the directory with the
     worker's own loader, so a pipeline the workers would refuse stops the exporter too (PipelineError).
@@ -51,7 +51,7 @@ def imgworker_functions(pipelines_dir: str | None) -> list[str]:
             served[backend] = sorted(load_dir(pipelines_dir, backend)[0])
     names: set[str] = set()
     for backend, pipelines in served.items():
-        for name in [BASE_FUNCTION, *pipelines]:
+        for name in [*BASE_FUNCTIONS, *pipelines]:
             names |= {name, f"{name}@{backend}"}
     return sorted(names)
 

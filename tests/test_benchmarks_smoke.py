@@ -52,7 +52,11 @@ def test_quick_run_reports_every_row(tmp_path: Path) -> None:
     assert "vs_sharp" not in ratio  # skipped peers give no ratio, rather than a made-up one
     assert data["meta"]["versions"]["libvips"]
     text = doc.read_text()
-    assert report.BEGIN in text and "| thumb512 baseline-jpeg | imgworker e2e |" in text
+    assert report.BEGIN in text and "| thumb512 baseline-jpeg | imgworker e2e (C=1) |" in text
+    assert "| thumb512 baseline-jpeg | imgworker e2e (C=2) |" in text  # the default C: its own row
+    e2e = [r for r in data["rows"] if r["engine"].startswith("imgworker e2e")]
+    assert all(isinstance(r["extra"]["load_before"], float) for r in e2e)  # every cell records its load
+    assert {r["imgworker"] for r in data["ratios"] if r["workload"] == "thumb512 baseline-jpeg"} == {"C=1", "C=2"}
     assert "skipped: disabled (--no-peers)" in done.stdout
 
 
@@ -67,5 +71,5 @@ def test_write_doc_keeps_the_hand_written_parts(tmp_path: Path) -> None:
     report.write_doc(doc, report.document(meta, rows))
     text = doc.read_text()
     assert "analysis above" in text and "notes below" in text and "old figures" not in text
-    assert "| w | 10 | - | 1.25 ok | - | - | 0.83 ok |" in text
+    assert "| w | e2e | 10 | - | 1.25 ok | - | - | 0.83 ok | - |" in text
     assert "skipped: not installed" in text

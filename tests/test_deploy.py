@@ -472,8 +472,10 @@ def test_scaled_objects_match_imgworker_functions_positively() -> None:
     assert matched(gpu_work, everything) == gpu_names
     cpu_only, shared, gpu_workers, gpu_only = matchers(cpu_q[0]["metadata"]["query"])
     assert matched(cpu_only, everything) == cpu_names - gpu_names
-    assert {"avatar", "product_zoom", "resize@cpu"} <= matched(cpu_only, everything)
-    assert matched(shared, everything) == cpu_names & gpu_names == {"resize", "thumbnail", "web"}
+    assert {"resize@cpu", "info@cpu"} <= matched(cpu_only, everything)
+    # Every shipped pipeline runs on the GPU too (the array executor): all of them are shared work.
+    assert matched(shared, everything) == cpu_names & gpu_names == {"resize", "info", "thumbnail", "web", "avatar",
+                                                                    "product_zoom"}
     assert matched(gpu_workers, everything) == {"resize@gpu"}  # every GPU worker process registers it
     assert matched(gpu_only, everything) == gpu_names - cpu_names
 

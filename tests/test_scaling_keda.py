@@ -41,6 +41,7 @@ pytestmark = pytest.mark.skipif(
 # Functions as the workers register them (imgworker.worker.function_names for each backend's pipelines).
 GPU_FUNCTIONS = ["resize", "resize@gpu", "thumbnail", "thumbnail@gpu", "web", "web@gpu"]
 CPU_FUNCTIONS = ["resize", "resize@cpu", "avatar", "avatar@cpu", "product_zoom", "product_zoom@cpu"]
+CPU_ONLY = "resize@cpu"  # work only CPU workers take (every shipped pipeline also runs on GPU workers)
 
 
 def scaled_objects() -> dict[str, dict[str, Any]]:
@@ -264,28 +265,28 @@ def test_keda_decisions_against_real_prometheus(
         seen("resize", 1)
         decisions.append(decide(prom, "light"))
 
-        # 2. Burst: 300 resize + 10 avatar (a cpu-only pipeline) over both servers; one GPU worker process
+        # 2. Burst: 300 resize + 10 resize@cpu (cpu-only work) over both servers; one GPU worker process
         #    registered, running 4 of them.
         gpu = start_worker(servers, "gpu-0", GPU_FUNCTIONS, 4)
         with SyncClient([g1.address]) as c1, SyncClient([g2.address]) as c2:
             for i in range(299):
                 (c1 if i % 2 else c2).submit_background("resize", b"{}", unique=f"burst{i}")
             for i in range(10):
-                (c1 if i % 2 else c2).submit_background("avatar", b"{}", unique=f"avatar{i}")
+                (c1 if i % 2 else c2).submit_background(CPU_ONLY, b"{}", unique=f"cpu{i}")
         wait_for(lambda: held(servers, "resize") == (296, 4), what="4 resize running")
         seen("resize", 300)
-        seen("avatar", 10)
+        seen(CPU_ONLY, 10)
         seen("resize@gpu", 1, "gearman_workers_available")
         decisions.append(decide(prom, "burst"))
 
         # 3. Drain: the GPU worker finishes all but the last 4 resize jobs (running, none waiting); a CPU worker
-        #    runs 2 avatar jobs, 8 wait. Running jobs count: workers that keep up keep their pods.
+        #    runs 2 resize@cpu jobs, 8 wait. Running jobs count: workers that keep up keep their pods.
         gpu.allow(296)
         wait_for(lambda: held(servers, "resize") == (0, 4), timeout=60, what="resize drained to 4 running")
         start_worker(servers, "cpu-0", CPU_FUNCTIONS, 2)  # after the drain: it would take resize jobs too
-        wait_for(lambda: held(servers, "avatar") == (8, 2), what="2 avatar running")
+        wait_for(lambda: held(servers, CPU_ONLY) == (8, 2), what="2 resize@cpu running")
         seen("resize", 4)
-        seen("avatar", 10)
+        seen(CPU_ONLY, 10)
         decisions.append(decide(prom, "drain"))
 
         # 4. Lost exporter: its series go stale at the next failed scrape; nothing may read as "no work".
@@ -304,7 +305,7 @@ def test_keda_decisions_against_real_prometheus(
     print("\n".join(["KEDA decisions (replicas):", *(d.line() for d in decisions)]))
     assert table["light"] == {"imgworker-cpu": 1, "imgworker-gpu": 1}  # one job starts a CPU pod from 0
     assert table["burst"] == {"imgworker-cpu": 20, "imgworker-gpu": 4}  # both at their maximum
-    # 4 resize on the GPU (within its 32 slots) + 10 avatar only CPU workers serve: 10 / 2 slots -> 5 pods,
+    # 4 resize on the GPU (within its 32 slots) + 10 resize@cpu only CPU workers serve: 10 / 2 slots -> 5 pods,
     # not 0 (stranded) as when only waiting jobs over an activation of 200 counted.
     assert table["drain"] == {"imgworker-cpu": 5, "imgworker-gpu": 1}
     # Lost signal: errors, so each holds its fallback instead of reading 0 and scaling to its minimum.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyvips
 
-from .. import analysis, budget, heif
+from .. import analysis, budget, heif, jpeg_fast
 from ..contract import ResizeSpec
 from ..engine.encode import PLAIN, save
 from ..engine.orientation import shown
@@ -62,6 +62,9 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     if heif.handles(source):  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif reads the header
         h = heif.probe(source, limits)
         return SourceInfo(h.width, h.height, heif.LOADER, h.pages, h.has_alpha)
+    frame = jpeg_fast.fast_header(source)
+    if frame is not None:  # a JPEG the fast path decodes: its markers are all the header check needs
+        return _fast_jpeg_info(frame, limits)
     try:
         image = pyvips.Image.new_from_buffer(source, "", access="sequential")
         fields = set(image.get_fields())
@@ -111,6 +114,20 @@ def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode",
             raise _translate(exc, "source") from None
 
 
+def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits) -> SourceInfo:
+    """The header check from the JPEG markers alone (no libvips header open): the same limits as below."""
+    width, height = shown(frame.width, frame.height, frame.orientation)
+    if width * height > limits.max_source_pixels:
+        raise LimitExceeded(
+            f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
+        )
+    progressive = frame.sof == 0xC2  # libvips' "interlaced": the decoder holds every coefficient at once
+    info = SourceInfo(width, height, "jpeg", 1, False, frame.orientation, False, frame.components, 1, progressive)
+    budget.charge(budget.estimate(width=width, height=height, bands=frame.components, bytes_per_sample=1,
+                                  loader="jpeg", whole=progressive, out_width=0, out_height=0, fmt="jpeg"))
+    return info
+
+
 def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
     if fmt == "jpeg" and image.hasalpha():
         image = image.flatten(background=list(background))
@@ -137,15 +154,19 @@ def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
 
 def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, int], *, fail_on: str,
                       cmyk: bool = False, orientation: int = 1, rotate: bool = True,
-                      loaded: list[Any] | None = None) -> pyvips.Image:
+                      loaded: list[Any] | None = None, metadata: bool = False) -> pyvips.Image:
     """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``jpeg_shrink``) that covers it.
 
     ``shown`` is the source's size as ``size`` is meant (displayed when ``rotate``); like ``thumbnail``, CMYK
     comes out sRGB (embedded profile, else a generic CMYK one) and other colour spaces as they are. Raises
-    pyvips.Error; errors in the pixels surface when the result is evaluated.
+    pyvips.Error; errors in the pixels surface when the result is evaluated. ``metadata``: the output keeps
+    EXIF/XMP/IPTC, which only libvips' jpegload parses (the fast path carries the ICC profile and orientation).
     """
     shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
-    image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
+    # libjpeg-turbo in one call where that is exact (the same pixels); libvips' jpegload for the rest.
+    image = None if cmyk or metadata else jpeg_fast.decode_scaled(source, shrink, orientation=orientation)
+    if image is None:
+        image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
     if loaded is not None:
         loaded.append(image)  # for kill_at: the loader's image is the one doing the work
     if cmyk and (orientation == 1 or not rotate):

@@ -91,7 +91,7 @@ def target(shown: tuple[int, int], shared: Sequence[tuple[StepDef, dict[str, Any
 
 
 def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient: bool, frames: bool,
-           head: Header | None = None, loaded: list[Any] | None = None) -> pyvips.Image:
+           head: Header | None = None, metadata: bool = False, loaded: list[Any] | None = None) -> pyvips.Image:
     """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path.
     The loader's image, the one that does the work, is appended to ``loaded`` where there is one to reach:
     ``materialise`` kills it at the deadline (backends/kill.py), as a plain resize does."""
@@ -102,7 +102,8 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
             return heif.decode(source, size)
         if size is not None and head is not None and head.loader == "jpeg" and head.pages == 1:
             return load_jpeg_resized(source, head.shown(orient), size, fail_on=fail_on, cmyk=head.cmyk,
-                                     orientation=head.orientation, rotate=orient, loaded=loaded)
+                                     orientation=head.orientation, rotate=orient, metadata=metadata,
+                                     loaded=loaded)
         if size is not None and not (head is not None and head.loader in NO_SHRINK_ON_LOAD and not frames):
             return pyvips.Image.thumbnail_buffer(source, size[0], height=size[1], size="force",
                                                  no_rotate=not orient, option_string=options)

@@ -113,8 +113,10 @@ class Runner:
             budget.charge_frames(head.pages, 1 + len(outputs))  # every frame, decoded and per size (budget.py)
         size = decoder.target(head.shown(orient), shared, [o.resize for o in outputs], ctx.limits)
         fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
+        every = shared + [s for o in outputs for s in o.steps]
+        metadata = any(step.name == "metadata" and set(o["keep"]) - {"icc"} for step, o in every)
         image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated, head=head,
-                               loaded=sctx.loaded)
+                               metadata=metadata, loaded=sctx.loaded)
         facts = analysis.merge(p.analyze, ctx.request.analyze)
         if size is not None or facts:  # the facts read the decoded image too: decode it once, into memory
             # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.

@@ -37,7 +37,10 @@ def create_backend(config: Any, numpy: bool = False) -> GpuBackend:
         max_wait_ms=float(getattr(config, "gpu_max_wait_ms", 10.0)),
         memory_fraction=float(getattr(config, "gpu_memory_fraction", 0.5)) / processes,
         fail_on=str(getattr(config, "fail_on", "warning")),
-        # CPU-side decode threads: the pod's CPUs shared by its worker processes, not the node's cores each.
-        cpu_threads=max(1, available_cpus() // processes),
+        # CPU-side decode threads: the pod's CPUs shared by its worker processes, not the node's cores each
+        # (a hybrid node's supervisor sets gpu_decoder_threads to the GPU processes' reserve).
+        cpu_threads=int(getattr(config, "gpu_decoder_threads", 0) or 0) or max(1, available_cpus() // processes),
+        decoders=int(getattr(config, "gpu_decoders", 1) or 1),
+        batch_single=str(getattr(config, "gpu_batch_single", "off")) == "on",
         **extra,
     )

@@ -25,7 +25,7 @@ from ...limits import Limits
 from ..base import Rendered
 from ..cpu import FAIL_ON, probe
 from ..cpu import jpeg_shrink as cpu_jpeg_shrink
-from . import codec, detect
+from . import codec, decode, detect
 from .batcher import MicroBatcher, run_shrinking
 from .decode import GpuDecodeRefused, frame_refusal, gpu_refusal
 from .encode import GPU_ENCODE, Encoded, JpegEncoder
@@ -71,6 +71,8 @@ class GpuBackend:
         cpu_threads: int | None = None,
         profile: bool = False,
         name: str | None = None,
+        decoders: int = 1,
+        batch_single: bool = False,
     ) -> None:
         if gpu_decode not in GPU_DECODE:
             raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE)}, got {gpu_decode!r}")
@@ -80,8 +82,12 @@ class GpuBackend:
             raise ValueError(f"oom_fallback must be 'cpu' or 'retry', got {oom_fallback!r}")
         if fail_on not in FAIL_ON:
             raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
+        if decoders < 1:
+            raise ValueError(f"decoders must be >= 1, got {decoders}")
         self.fail_on = fail_on
         self.oom_fallback = oom_fallback
+        # Decoder layout (docs/gpu.md): used by the CuPy engine's BatchDecoder; recorded on NumPy (no decoder).
+        self.decoder_layout = decode.DecoderLayout(decoders, batch_single)
         self.cpu_engine = NumpyEngine(kernel)
         self.engine: NumpyEngine | CupyEngine
         threads = cpu_threads or available_cpus()  # the pod's CPUs, not the node's
@@ -92,7 +98,8 @@ class GpuBackend:
             encoder = JpegEncoder(cp, codecs) if codecs is not None and gpu_encode != "never" else None
             decoder_mod = codecs if gpu_decode != "never" else None
             encoder = encoder if encoder is not None and encoder.works() else None
-            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, decoder_mod, profile, threads, encoder)
+            self.engine = CupyEngine(cp, kernel, max_batch, memory_fraction, decoder_mod, profile, threads, encoder,
+                                     layout=self.decoder_layout)
         elif xp is np:
             self.engine = self.cpu_engine
         else:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
-from ... import heif
+from ... import heif, jpeg_fast
 from ...engine import arrays
 from ...geometry import Geometry
 from ..cpu import _translate, encode, to_srgb8
@@ -57,7 +57,9 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
     try:
         if loader == heif.LOADER:  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif does, oriented, sRGB
             return arrays.from_vips(to_srgb8(heif.decode(source, None)))
-        image = pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
+        # JPEGs (the progressive files routed off the GPU) take the CPU backend's libjpeg-turbo path.
+        fast = jpeg_fast.decode_scaled(source, shrink) if loader == "jpeg" else None
+        image = fast or pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
         arr: npt.NDArray[np.uint8] = arrays.from_vips(to_srgb(image.autorot()))
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None

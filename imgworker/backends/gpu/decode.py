@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,10 @@ import numpy as np
 from ...engine.orientation import orient
 from . import detect
 
-__all__ = ["BatchDecoder", "GpuDecodeRefused", "frame_refusal", "frame_type", "gpu_refusal", "orient", "scan_is_clean"]
+__all__ = [
+    "BatchDecoder", "DecoderLayout", "GpuDecodeRefused", "frame_refusal", "frame_type", "gpu_refusal", "orient",
+    "scan_is_clean", "split",
+]
 
 # Bytes that may follow 0xFF after the first SOS: stuffing, RSTn, EOI, and the DHT/SOS/DRI segments between
 # progressive scans (and 0xFF fill bytes). Anything else is a corrupt scan that libjpeg would warn about.
@@ -98,26 +103,68 @@ def gpu_refusal(source: bytes, head: Any, fail_on: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class DecoderLayout:
+    """How a process drives the JPEG engines (docs/gpu.md, "Decoder layout options"): ``decoders``
+    nvImageCodec Decoders, each on its own thread and CUDA stream, a batch split between them; with
+    ``batch_single`` nvJPEG's hardware decoder takes one image per call (``force_batch_single``), which
+    nvImageCodec otherwise does only for mixed-chroma batches of 13+."""
+
+    decoders: int = 1
+    batch_single: bool = False
+
+    def options(self) -> str:
+        """The Decoder's ``options`` string ("" for nvImageCodec's defaults)."""
+        return "nvjpeg_hw_decoder:force_batch_single=1" if self.batch_single else ""
+
+
+def split(n: int, parts: int) -> list[range]:
+    """Contiguous, near-equal index ranges of ``n`` items over at most ``parts`` Decoders (none empty)."""
+    parts = max(1, min(parts, n))
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for p in range(parts):
+        size = base + (1 if p < extra else 0)
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
 class BatchDecoder:
-    """One nvImageCodec Decoder per process (hardware JPEG engines first); decodes a whole batch per call.
+    """nvImageCodec Decoders (hardware JPEG engines first); decodes a whole batch per call, split across
+    ``layout.decoders`` Decoders on their own threads and streams (one Decoder: one call, no thread).
 
     The decoded images stay on the device: nvImageCodec's Images are wrapped by CuPy through
     __cuda_array_interface__ (no copy). The caller must keep the returned arrays alive until the kernels
     that read them have finished (their memory belongs to the nvImageCodec Image).
     """
 
-    def __init__(self, cp: Any, mod: Any, cpu_threads: int = 0) -> None:
+    def __init__(self, cp: Any, mod: Any, cpu_threads: int = 0, layout: DecoderLayout | None = None) -> None:
         self.cp, self.mod = cp, mod
-        self.decoder = detect.gpu_decoder(mod, cpu_threads)
+        self.layout = layout or DecoderLayout()
+        n = self.layout.decoders
+        self.decoders = [detect.gpu_decoder(mod, cpu_threads, self.layout.options()) for _ in range(n)]
+        self.decoder = self.decoders[0]
         # Orientation is applied by us on the GPU (orient), so the header's orientation is the only truth.
         self.params = mod.DecodeParams(apply_exif_orientation=False, color_spec=mod.ColorSpec.SRGB)
-        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.streams = [cp.cuda.Stream(non_blocking=True) for _ in range(n)]
+        self.stream = self.streams[0]
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="gpu-decode") if n > 1 else None
+
+    def _decode_part(self, k: int, jpegs: Sequence[bytes]) -> list[Any]:
+        streams = [self.mod.CodeStream(b) for b in jpegs]
+        images = self.decoders[k].decode(streams, params=self.params, cuda_stream=self.streams[k].ptr)
+        self.streams[k].synchronize()  # on this Decoder's own thread: the others keep decoding meanwhile
+        return list(images)
 
     def decode(self, jpegs: Sequence[bytes]) -> tuple[list[Any | None], float]:
-        """Decode all of ``jpegs`` in one call: (CuPy arrays or None where refused, wall ms incl. sync)."""
+        """Decode all of ``jpegs``: (CuPy arrays or None where refused, wall ms incl. sync)."""
         t0 = time.perf_counter()
-        streams = [self.mod.CodeStream(b) for b in jpegs]
-        images = self.decoder.decode(streams, params=self.params, cuda_stream=self.stream.ptr)
-        self.stream.synchronize()  # the timer then covers the decode itself, not only its launch
+        if self._pool is None or len(jpegs) < 2:
+            images = self._decode_part(0, jpegs)
+        else:
+            parts = split(len(jpegs), len(self.decoders))
+            futures = [self._pool.submit(self._decode_part, k, [jpegs[i] for i in r]) for k, r in enumerate(parts)]
+            images = [img for f in futures for img in f.result()]
         ms = (time.perf_counter() - t0) * 1000
         return [None if img is None else self.cp.asarray(img) for img in images], ms

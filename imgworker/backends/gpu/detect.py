@@ -67,13 +67,14 @@ def nvimgcodec() -> Any | None:
         return None
 
 
-def gpu_decoder(mod: Any, cpu_threads: int = 0) -> Any:
+def gpu_decoder(mod: Any, cpu_threads: int = 0, options: str = "") -> Any:
     """A Decoder limited to the GPU backends, so a missing libnvjpeg fails here instead of silently decoding
     on the CPU: the hardware JPEG engines first (baseline 4:2:0/4:2:2/4:4:4), then nvJPEG's hybrid backend
     (Huffman on ``cpu_threads`` host threads, IDCT on the GPU: progressive files), then CUDA nvJPEG."""
     names = ("HW_GPU_ONLY", "HYBRID_CPU_GPU", "GPU_ONLY")
     kinds = [getattr(mod.BackendKind, k) for k in names if hasattr(mod.BackendKind, k)]
-    return mod.Decoder(max_num_cpu_threads=cpu_threads, backends=[mod.Backend(k) for k in kinds])
+    extra = {"options": options} if options else {}  # nvImageCodec's "module:key=value ..." string
+    return mod.Decoder(max_num_cpu_threads=cpu_threads, backends=[mod.Backend(k) for k in kinds], **extra)
 
 
 @lru_cache(maxsize=1)

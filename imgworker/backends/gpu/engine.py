@@ -110,6 +110,7 @@ class CupyEngine:
         profile: bool = False,
         cpu_threads: int = 0,
         encoder: JpegEncoder | None = None,
+        layout: decode.DecoderLayout | None = None,
     ) -> None:
         from . import kernels
 
@@ -122,7 +123,7 @@ class CupyEngine:
         self.streams = [cp.cuda.Stream(non_blocking=True) for _ in range(max_batch)]
         self._pinned: dict[tuple[int, str], npt.NDArray[np.uint8]] = {}
         self._lock = threading.Lock()  # pinned buffers and streams belong to one batch at a time
-        self.decoder = decode.BatchDecoder(cp, nvimgcodec, cpu_threads) if nvimgcodec is not None else None
+        self.decoder = decode.BatchDecoder(cp, nvimgcodec, cpu_threads, layout) if nvimgcodec is not None else None
         self.encoder = encoder
         kernels.module(cp)  # compile now, not in the first job
 
