@@ -28,10 +28,10 @@ from .client import default_unique
 from .config import WorkerConfig
 from .contract import CONTRACT_VERSION
 from .errors import ImgworkerError, SourceNotFound, Unavailable, redact
+from .formats import SOURCE_SUFFIXES as IMAGE_SUFFIXES
 from .gearman import Client, GearmanError, Job, Worker
 from .service import error_result
 from .stores import Store, Stores, WriteOptions
-from .submit import IMAGE_SUFFIXES
 
 log = logging.getLogger("imgworker.batch")
 

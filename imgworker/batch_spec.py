@@ -19,12 +19,12 @@ from typing import Any
 
 from .contract import RESIZE_KEYS, decode_payload, parse_resize, suggest
 from .errors import BadRequest
+from .formats import RESIZE_FORMATS, suffix
 from .limits import Limits
 from .stores.file import url_to_path
 
 OWN_KEYS = ("src", "dst", "pipeline", "function", "in_flight", "manifest", "overwrite", "timeout", "id")
 MAX_IN_FLIGHT = 1024
-_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 
 
 def as_prefix(url: str) -> str:
@@ -58,8 +58,8 @@ class BatchSpec:
     def child_dst(self, src_url: str) -> str:
         rel = self.relative(src_url)
         fmt = self.params.get("format")
-        if isinstance(fmt, str) and fmt.lower() in _SUFFIX:
-            rel = posixpath.splitext(rel)[0] + _SUFFIX[fmt.lower()]
+        if isinstance(fmt, str) and fmt.lower() in RESIZE_FORMATS:
+            rel = posixpath.splitext(rel)[0] + suffix(fmt.lower())
         if self.dst.startswith("file://"):
             return (Path(url_to_path(self.dst)) / rel).as_uri()
         return self.dst + rel
@@ -95,8 +95,8 @@ def parse_batch(data: bytes, limits: Limits) -> BatchSpec:
                 hint = suggest(key, allowed)
                 raise BadRequest(f"unknown batch key {key!r}{hint}; a batch takes: {', '.join(allowed)}")
         # Validate the resize parameters once here, not as 100,000 identical per-object failures.
-        fmt = params.get("format")
-        parse_resize(params, "x" + _SUFFIX.get(str(fmt).lower(), ".jpg"), limits)
+        fmt = str(params.get("format")).lower()
+        parse_resize(params, "x" + (suffix(fmt) if fmt in RESIZE_FORMATS else ".jpg"), limits)
     elif function != pipeline:
         params["pipeline"] = pipeline
     overwrite = obj.get("overwrite", False)

@@ -6,9 +6,8 @@ Every rejection is a BadRequest whose message names the key, what was given and 
 
 from __future__ import annotations
 
-import difflib
+import functools
 import json
-import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +15,14 @@ from urllib.parse import urlsplit
 
 from .analysis import parse_analyze
 from .errors import BadRequest
+from .formats import DEFAULT_QUALITY, format_from_path
+from .formats import RESIZE_FORMATS as FORMATS
 from .limits import Limits
+from .options import Opt, check_options, choice, colour, integer, suggest
 
 CONTRACT_VERSION = 1
 
 FITS = ("inside", "cover", "contain", "fill", "outside")
-FORMATS = ("jpeg", "png", "webp", "avif")
-_EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".avif": "avif"}
-DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 50, "png": 100}
 
 RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
 COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback", "analyze")
@@ -62,20 +61,59 @@ class JobRequest:
     info: bool = False  # an ``info`` job: facts only, no dst
 
 
-def suggest(key: str, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A job's payload, JSON-decoded once per job: the service validates ``fields``; the worker's log line,
+    failed results' ``id`` and the notifier read them too (even for a payload the service refuses)."""
+
+    raw: bytes
+    fields: dict[str, Any]  # the decoded object; {} when the payload is not a JSON object
+    error: BadRequest | None  # why the payload is refused before any key is looked at (None: it is not)
+
+    @property
+    def id(self) -> str | int | None:
+        """The job's ``id`` when it is a valid one: echoed in failed results too (the caller needs it most then)."""
+        job_id = self.fields.get("id")
+        return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
 
 
-def format_from_path(path: str) -> str | None:
-    return _EXTENSIONS.get(posixpath.splitext(path.lower())[1])
+def read_payload(data: bytes, limits: Limits) -> Payload:
+    """Decode ``data`` once; never raises (the refusal, if any, is ``error``). An oversized payload is refused
+    as such, but still decoded for its ``id`` and the log line, as any payload the service refuses."""
+    too_big = None
+    if len(data) > limits.max_payload_bytes:
+        too_big = BadRequest(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
+    try:
+        obj: Any = _loads(data)
+    except BadRequest as exc:
+        return Payload(data, {}, too_big or exc)
+    fields = obj if isinstance(obj, dict) else {}
+    try:
+        _check_payload(obj)
+    except BadRequest as exc:
+        return Payload(data, fields, too_big or exc)
+    return Payload(data, fields, too_big)
 
 
 def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
-    if len(data) > limits.max_payload_bytes:
-        raise BadRequest(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
+    """The payload's object, or BadRequest (too big, not JSON, not an object, too deep)."""
+    payload = read_payload(data, limits)
+    if payload.error is not None:
+        raise payload.error
+    return payload.fields
+
+
+def _check_payload(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
+    if _depth(obj) > MAX_DEPTH:
+        # Shallower than the decoder's limit can still be deep enough to exhaust repr() or a logger later.
+        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep: a job is a flat JSON object")
+
+
+def _loads(data: bytes) -> Any:
     try:
-        obj = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -86,12 +124,6 @@ def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:
     except ValueError as exc:
         # An integer of more than 4,300 digits (Python's int/str conversion limit) is a ValueError.
         raise BadRequest(f"payload is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(obj, dict):
-        raise BadRequest(f"payload must be a JSON object, got {type(obj).__name__}")
-    if _depth(obj) > MAX_DEPTH:
-        # Shallower than the decoder's limit can still be deep enough to exhaust repr() or a logger later.
-        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep: a job is a flat JSON object")
-    return obj
 
 
 MAX_DEPTH = 16
@@ -131,26 +163,6 @@ def check_url(key: str, value: str) -> None:
                              f"belong in the worker's configuration, never in a job; use {scheme}://bucket/key")
 
 
-def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{key!r} must be an integer from {lo} to {hi}, got {value!r}")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{key!r} must be from {lo} to {hi}, got {value}")
-    return value
-
-
-def _choice(obj: dict[str, Any], key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
-    value = obj.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise BadRequest(f"{key!r} must be one of {', '.join(allowed)}; got {value!r}")
-    return value.lower()
-
-
 def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -170,49 +182,35 @@ def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
-_HEX = re.compile("[0-9A-Fa-f]+")
+def resize_options(limits: Limits) -> dict[str, Opt]:
+    """A resize job's keys, as the pipeline steps' options are checked (imgworker/options.py)."""
+    return _resize_options(limits.max_output_side)
 
 
-def parse_color(value: Any, key: str = "background") -> tuple[int, int, int]:
-    """``"#rrggbb"``, ``"#rgb"`` or ``[r, g, b]`` (0-255)."""
-    if isinstance(value, str) and value.startswith("#") and len(value) in (4, 7) and _HEX.fullmatch(value[1:]):
-        hexpart = value[1:]
-        if len(hexpart) == 3:
-            hexpart = "".join(c * 2 for c in hexpart)
-        try:
-            return (int(hexpart[0:2], 16), int(hexpart[2:4], 16), int(hexpart[4:6], 16))
-        except ValueError:
-            pass
-    elif (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-    ):
-        return (value[0], value[1], value[2])
-    raise BadRequest(f'{key!r} must be a colour like "#ffffff" or [255, 255, 255], got {value!r}')
+@functools.cache
+def _resize_options(side: int) -> dict[str, Opt]:
+    return {"width": integer(1, side, None), "height": integer(1, side, None), "fit": choice(FITS, "inside"),
+            "format": choice(FORMATS, None), "quality": integer(1, 100, None), "background": colour()}
 
 
 def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
-    side = limits.max_output_side
-    width = _int(obj, "width", 1, side)
-    height = _int(obj, "height", 1, side)
-    if width is None and height is None:
-        raise BadRequest(f"give 'width', 'height' or both (pixels, 1 to {side})")
-    fmt = _choice(obj, "format", FORMATS, None) or format_from_path(dst)
+    o = check_options(obj, resize_options(limits))
+    if o["width"] is None and o["height"] is None:
+        raise BadRequest(f"give 'width', 'height' or both (pixels, 1 to {limits.max_output_side})")
+    fmt = o["format"] or format_from_path(dst)
     if fmt is None:
         raise BadRequest(
             f"cannot tell the output format from dst {dst!r}: give 'format' (one of {', '.join(FORMATS)}) "
             "or end dst in .jpg, .png, .webp or .avif"
         )
-    quality = _int(obj, "quality", 1, 100)
-    background = parse_color(obj["background"]) if "background" in obj else (255, 255, 255)
+    quality = o["quality"]
     return ResizeSpec(
-        width=width,
-        height=height,
-        fit=_choice(obj, "fit", FITS, "inside") or "inside",
+        width=o["width"],
+        height=o["height"],
+        fit=o["fit"],
         format=fmt,
         quality=quality if quality is not None else DEFAULT_QUALITY[fmt],
-        background=background,
+        background=o["background"],
         analyze=parse_analyze(obj.get("analyze")),
     )
 
@@ -233,6 +231,12 @@ def _callback(obj: dict[str, Any]) -> str | None:
     return callback
 
 
+def _fields(payload: Payload) -> dict[str, Any]:
+    if payload.error is not None:
+        raise payload.error
+    return payload.fields
+
+
 def parse_info(obj: dict[str, Any]) -> JobRequest:
     """An ``info`` payload: ``src`` and ``analyze``; a ``dst`` is refused (info writes nothing)."""
     if "dst" in obj:
@@ -249,9 +253,10 @@ def parse_info(obj: dict[str, Any]) -> JobRequest:
                       analyze=parse_analyze(obj.get("analyze")), info=True)
 
 
-def parse_request(data: bytes, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
-    """Parse a job payload. ``pipeline`` is set when the job came in on a pipeline's own function name."""
-    obj = decode_payload(data, limits)
+def parse_request(data: bytes | Payload, limits: Limits, *, pipeline: str | None = None) -> JobRequest:
+    """Parse a job payload (raw, or as ``read_payload`` decoded it once for the whole job). ``pipeline`` is
+    set when the job came in on a pipeline's own function name."""
+    obj = decode_payload(data, limits) if isinstance(data, bytes) else _fields(data)
     if pipeline == INFO_FUNCTION:
         return parse_info(obj)
     src = _str(obj, "src", required=True)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from .contract import Payload
 from .errors import redact_url
 from .gearman import Client, GearmanError
 
@@ -22,18 +23,13 @@ SUBMIT_TIMEOUT_S = 5.0
 MAX_NAME = 255
 
 
-def target(payload: bytes) -> dict[str, Any] | None:
-    """The job's ``notify`` function and its src/dst, read straight from the payload (even one that failed)."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
+def target(payload: Payload) -> dict[str, Any] | None:
+    """The job's ``notify`` function and its src/dst, from the payload decoded once (even one that failed)."""
+    obj = payload.fields
     name = obj.get("notify")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or any(c.isspace() or c == "\0" for c in name):
         return None
-    job_id = obj.get("id")
+    job_id = obj.get("id")  # any scalar: the notification carries it as text
     src, dst = obj.get("src"), obj.get("dst")
     return {"notify": name, "src": redact_url(src) if isinstance(src, str) else src,
             "dst": redact_url(dst) if isinstance(dst, str) else dst,
@@ -47,7 +43,7 @@ class Notifier:
         self.servers = list(servers)
         self._client: Client | None = None
 
-    async def send(self, payload: bytes, function: str, result: dict[str, Any]) -> bool:
+    async def send(self, payload: Payload, function: str, result: dict[str, Any]) -> bool:
         where = target(payload)
         if where is None:
             return False

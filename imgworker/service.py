@@ -10,17 +10,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import budget
-from .analysis.info import facts_of_source, run_info
 from .backends.base import Backend
-from .contract import CONTRACT_VERSION, JobRequest, parse_request
+from .contract import CONTRACT_VERSION, JobRequest, Payload, parse_request
 from .engine.deadline import check as check_deadline
 from .errors import BadRequest, ImgworkerError, InternalError
+from .formats import content_type
 from .limits import Limits, set_job_deadline
-from .stores import CONTENT_TYPES, Stores, WriteOptions
+from .pipeline.builtin import BUILTIN, INFO, RESIZE
+from .stores import Stores, WriteOptions
 
 
 class PipelineRunner(Protocol):
@@ -61,7 +62,7 @@ class JobContext:
         refuse_overwriting_source(self.request.src, url)
         t0 = time.perf_counter()
         store = self.stores.for_url(url)
-        store.write(url, data, WriteOptions(content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"), **options))
+        store.write(url, data, WriteOptions(content_type=content_type(fmt), **options))
         self.timings["write"] = self.timings.get("write", 0.0) + (time.perf_counter() - t0) * 1000
 
 
@@ -99,28 +100,31 @@ class Service:
         # A callable lets the worker swap the whole set on SIGHUP without touching jobs in flight.
         return self._pipelines() if callable(self._pipelines) else self._pipelines
 
-    def handle(self, payload: bytes, *, pipeline: str | None = None) -> dict[str, Any]:
-        """Run one job; returns the result object or raises ImgworkerError."""
+    def runner(self, request: JobRequest) -> PipelineRunner:
+        """The job's pipeline: built-in ``resize`` / ``info`` (pipeline/builtin.py) or a loaded YAML one."""
+        if request.info:
+            return BUILTIN[INFO]
+        if request.pipeline is None:
+            return BUILTIN[RESIZE]
+        runner = self.pipelines.get(request.pipeline)
+        if runner is None:
+            known = ", ".join(sorted(self.pipelines)) or "none loaded"
+            raise BadRequest(f"unknown pipeline {request.pipeline!r}; this worker has: {known}")
+        return runner
+
+    def handle(self, payload: bytes | Payload, *, pipeline: str | None = None) -> dict[str, Any]:
+        """Run one job (its payload raw, or as the worker decoded it once); the result or ImgworkerError."""
         with budget.job_scope():  # the memory the job was admitted with is released when it ends
             return self._handle(payload, pipeline)
 
-    def _handle(self, payload: bytes, pipeline: str | None) -> dict[str, Any]:
+    def _handle(self, payload: bytes | Payload, pipeline: str | None) -> dict[str, Any]:
         started = time.monotonic()
         set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
         request = parse_request(payload, self.limits, pipeline=pipeline)
         # Check access to both ends before any work, so a forbidden dst costs nothing.
         self.stores.for_url(request.src).check(request.src)
         ctx = JobContext(request, self.stores, self.backend, self.limits, started + self.limits.job_timeout_s)
-        if request.info:
-            result = run_info(ctx)
-        elif request.pipeline is not None:
-            runner = self.pipelines.get(request.pipeline)
-            if runner is None:
-                known = ", ".join(sorted(self.pipelines)) or "none loaded"
-                raise BadRequest(f"unknown pipeline {request.pipeline!r}; this worker has: {known}")
-            result = runner.run(ctx)
-        else:
-            result = self._resize(ctx)
+        result = self.runner(request).run(ctx)
         result.setdefault("ok", True)
         result["backend"] = self.backend.name
         result["ms"] = {k: round(v, 2) for k, v in ctx.timings.items()}
@@ -128,37 +132,6 @@ class Service:
         result["contract"] = CONTRACT_VERSION
         if request.id is not None:
             result["id"] = request.id
-        return result
-
-    def _resize(self, ctx: JobContext) -> dict[str, Any]:
-        request = ctx.request
-        assert request.resize is not None
-        refuse_overwriting_source(request.src, request.dst)
-        self.stores.for_url(request.dst).check(request.dst, write=True)
-        source = ctx.read_source()
-        ctx.check_deadline("decode")
-        # The backend bounds its own work by the time left (CPU: libvips set_kill at the deadline).
-        left = replace(self.limits, job_timeout_s=max(0.001, ctx.deadline - time.monotonic()))
-        rendered = self.backend.resize(source, request.resize, left)
-        ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
-        ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
-        ctx.write(request.dst, rendered.data, rendered.format)
-        result = {
-            "dst": request.dst,
-            "width": rendered.width,
-            "height": rendered.height,
-            "format": rendered.format,
-            "bytes": len(rendered.data),
-        }
-        if request.analyze:
-            # The CPU backend computes the facts from its decoded image; a backend that does not (GPU)
-            # gets them from one small shrink-on-load decode here.
-            if rendered.analysis is not None:
-                result["analysis"] = rendered.analysis
-                ctx.timings["analysis"] = rendered.timings.get("analysis", 0.0)
-            else:
-                fail_on = str(getattr(self.backend, "fail_on", "warning"))
-                result["analysis"] = facts_of_source(source, request.analyze, self.limits, fail_on, ctx.timings)
         return result
 
 

@@ -20,13 +20,14 @@ from typing import Any
 
 from .client import default_unique
 from .contract import FITS, FORMATS
+from .formats import SOURCE_SUFFIXES as IMAGE_SUFFIXES
+from .formats import suffix as format_suffix
 from .gearman import Client as AsyncClient
 from .gearman import GearmanError, NoServerAvailable
 from .gearman.protocol import parse_address
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".tif", ".tiff", ".heic"}
 
 
 def to_url(path: str) -> str:
@@ -94,7 +95,7 @@ def list_sources(src: str) -> list[str]:
 def batch_dst(src_url: str, src_base: str, dst_base: str, fmt: str | None, keep_extension: bool = False) -> str:
     rel = src_url[len(src_base) :].lstrip("/")
     if fmt:
-        suffix = "." + ("jpg" if fmt == "jpeg" else fmt)
+        suffix = format_suffix(fmt)
         rel = rel + suffix if keep_extension else str(Path(rel).with_suffix(suffix))
     return dst_base.rstrip("/") + "/" + rel
 

@@ -27,7 +27,7 @@ from . import __version__, budget, health, metrics
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
-from .contract import INFO_FUNCTION
+from .contract import INFO_FUNCTION, Payload, read_payload
 from .errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
 from .gearman import Job, Worker
 from .job_end import JobEnd, retry_delay, should_retry
@@ -72,7 +72,7 @@ class JobRunner:
     def busy_threads(self) -> bool:
         return self.overrunning > 0
 
-    async def run(self, function: str, pipeline: str | None, payload: bytes) -> dict[str, Any]:
+    async def run(self, function: str, pipeline: str | None, payload: Payload) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         running: asyncio.Future[None] = loop.create_future()
@@ -84,7 +84,7 @@ class JobRunner:
         def work() -> dict[str, Any]:
             loop.call_soon_threadsafe(mark_running)
             for check in self.prechecks:
-                check(payload)
+                check(payload.raw)
             return self.service.handle(payload, pipeline=pipeline)
 
         future = loop.run_in_executor(self.executor, work)
@@ -106,10 +106,8 @@ class JobRunner:
         except Exception as exc:
             log.exception("job failed with an internal error", extra={"function": function})
             result = error_result(exc)
-        if not result.get("ok"):
-            job_id = request_id(payload)
-            if job_id is not None:
-                result["id"] = job_id
+        if not result.get("ok") and payload.id is not None:
+            result["id"] = payload.id
         elapsed = time.perf_counter() - started
         for observe in self.observers:
             observe(function, result, elapsed)
@@ -130,15 +128,6 @@ def overrun_grace(timeout_s: float) -> float:
     return min(5.0, max(0.5, timeout_s / 4))
 
 
-def payload_object(payload: bytes) -> dict[str, Any]:
-    """The payload as a dict for logging and ids; {} for anything else (never raises: deep nesting too)."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -148,19 +137,11 @@ def printable(value: object, limit: int = 300) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def request_id(payload: bytes) -> Any:
-    """The job's ``id``, echoed in failed results too (the caller needs it most then)."""
-    obj = payload_object(payload)
-    job_id = obj.get("id") if isinstance(obj, dict) else None
-    return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
-
-
-def log_job(function: str, result: dict[str, Any], elapsed: float, payload: bytes | None = None) -> None:
+def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:
     outcome = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
     src = dst = ""
     if payload is not None:
-        obj = payload_object(payload)
-        src, dst = printable(obj.get("src", "")), printable(obj.get("dst", ""))
+        src, dst = printable(payload.fields.get("src", "")), printable(payload.fields.get("dst", ""))
     log.info(
         "job function=%s outcome=%s backend=%s ms=%.1f src=%s dst=%s",
         function,
@@ -229,17 +210,18 @@ class WorkerProcess:
     def _handler(self, function: str, pipeline: str | None) -> Callable[[Job], Any]:
         async def handle(job: Job) -> bytes:
             started = time.perf_counter()
+            payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every use below reads this
             metrics.IN_FLIGHT.inc()
             try:
-                result, attempts, background = await self._run_with_retries(job, function, pipeline)
+                result, attempts, background = await self._run_with_retries(job, payload, function, pipeline)
             finally:
                 metrics.IN_FLIGHT.dec()
             if not result.get("ok"):
                 self._check_fds()  # before the next GRAB: a process out of descriptors takes no more jobs
             try:
-                log_job(function, result, time.perf_counter() - started, job.data)
+                log_job(function, result, time.perf_counter() - started, payload)
                 # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
-                await self.notifier.send(job.data, function, result)
+                await self.notifier.send(payload, function, result)
                 await self.job_end.finished(job, function, result, attempts, background)
             except Exception:  # the job has its result: logging, notifying or recording never makes it WORK_FAIL
                 log.exception("after job %s: logging, notifying or recording failed", function)
@@ -248,10 +230,10 @@ class WorkerProcess:
         return handle
 
     async def _run_with_retries(
-        self, job: Job, function: str, pipeline: str | None
+        self, job: Job, payload: Payload, function: str, pipeline: str | None
     ) -> tuple[dict[str, Any], int, bool | None]:
         """Run the job; a background job's transient failure runs again (job_end.py has the policy)."""
-        result = await self.runner.run(function, pipeline, job.data)
+        result = await self.runner.run(function, pipeline, payload)
         attempts, background = 1, None
         while should_retry(result) and attempts <= self.config.retries and not self._stopping:
             if background is None:
@@ -269,7 +251,7 @@ class WorkerProcess:
             if self._stopping:
                 break
             attempts += 1
-            result = await self.runner.run(function, pipeline, job.data)
+            result = await self.runner.run(function, pipeline, payload)
         return result, attempts, background
 
     def _check_fds(self) -> None:

@@ -194,9 +194,10 @@ def test_request_errors_name_the_problem(py_client: Any, core_root: Path) -> Non
     src, dst = photo("png_named_jpg").as_uri(), (core_root / "out" / "e.jpg").as_uri()
     cases: list[tuple[dict[str, Any], type[ImgworkerError], str]] = [
         ({"src": src, "dst": dst, "widht": 10}, BadRequest, "did you mean 'width'"),
-        ({"src": src, "dst": dst, "width": 0}, BadRequest, "'width' must be from 1"),
+        ({"src": src, "dst": dst, "width": 0}, BadRequest, "'width' must be an integer from 1 to"),
         ({"src": src, "dst": dst, "width": 100, "fit": "stretch"}, BadRequest, "inside, cover, contain, fill, outside"),
-        ({"src": src, "dst": dst, "width": 100, "quality": 101}, BadRequest, "'quality' must be from 1 to 100"),
+        ({"src": src, "dst": dst, "width": 100, "quality": 101}, BadRequest,
+         "'quality' must be an integer from 1 to 100"),
         ({"src": src, "dst": dst}, BadRequest, "give 'width', 'height' or both"),
         ({"dst": dst, "width": 10}, BadRequest, "'src' is required"),
         ({"src": src, "dst": dst[:-4] + ".bmp", "width": 10}, BadRequest, "cannot tell the output format"),

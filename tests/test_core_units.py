@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from workerproc import REPO
@@ -54,6 +55,23 @@ def test_bad_payloads_name_the_problem(payload: bytes, text: str) -> None:
     with pytest.raises(BadRequest) as info:
         parse_request(payload, L)
     assert text in info.value.message
+
+
+def test_resize_and_pipeline_options_share_one_validation_with_hints() -> None:
+    # One path (imgworker/options.py): a resize job's fit typo gets the hint a pipeline's resize step gets.
+    from imgworker.pipeline import parse
+    from imgworker.pipeline.model import PipelineError
+
+    with pytest.raises(BadRequest) as job:
+        parse_request(req(width=10, fit="cove"), L)
+    with pytest.raises(PipelineError) as pipe:
+        parse("p.yaml", "name: t\noutputs: [{resize: {width: 10, fit: cove}, encode: jpeg}]\n")
+    wanted = "must be one of inside, cover, contain, fill, outside, got 'cove' (did you mean 'cover'?)"
+    assert job.value.message == "'fit' " + wanted
+    assert wanted in str(pipe.value)
+    with pytest.raises(BadRequest, match=r"'format' must be one of jpeg, png, webp, avif, got 'wepb' \(did you mean"):
+        parse_request(req(width=10, format="wepb"), L)
+    assert parse_request(req(width=10, fit=None), L).resize.fit == "inside"  # type: ignore[union-attr]
 
 
 def test_pipeline_keys_are_left_to_the_pipeline() -> None:
@@ -123,3 +141,36 @@ def test_cli_config_error_exits_2_with_a_message() -> None:
     )
     assert proc.returncode == 2
     assert "configuration error: --root '/no/such/dir' is not an existing directory" in proc.stderr
+
+
+def test_a_job_payload_is_decoded_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The worker decodes a payload once (contract.read_payload); the service, the log line, the failed
+    # result's id and the notifier all read that one object.
+    from corpus import photo
+
+    from imgworker.backends.cpu import CpuBackend
+    from imgworker.contract import read_payload
+    from imgworker.notify import target
+    from imgworker.service import Service
+    from imgworker.stores import Stores
+    from imgworker.stores.file import FileStore
+    from imgworker.worker import log_job
+
+    service = Service(Stores({"file": FileStore([str(tmp_path), str(photo("dragonfly").parent)])}), CpuBackend(), L)
+    data = json.dumps({"src": photo("dragonfly").as_uri(), "dst": (tmp_path / "o.jpg").as_uri(), "width": 32,
+                       "id": 7, "notify": "done"}).encode()
+    calls: list[bytes] = []
+    loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda s, *a, **k: calls.append(s) or loads(s, *a, **k))
+    payload = read_payload(data, L)
+    result = service.handle(payload)
+    log_job("resize", result, 0.01, payload)
+    where = target(payload)
+    assert result["ok"] and result["id"] == 7 and where is not None and where["notify"] == "done"
+    assert len(calls) == 1
+    refused = read_payload(req(width=0, id="x"), L)
+    assert refused.error is None and refused.id == "x"  # its keys are the service's to refuse
+    with pytest.raises(BadRequest, match="'width' must be"):
+        service.handle(refused)
+    big = read_payload(b'{"id": 5, "pad": "' + b"x" * 70000 + b'"}', L)
+    assert big.error is not None and "the limit is 65536" in big.error.message and big.id == 5

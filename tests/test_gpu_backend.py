@@ -187,3 +187,20 @@ def test_concurrent_resize_calls_are_batched(small_jpeg: bytes) -> None:
         assert max(backend.batcher.batch_sizes) > 1
     finally:
         backend.close()
+
+
+def test_heic_resizes_on_the_array_backend_like_the_cpu_one(gpu: GpuBackend, cpu: CpuBackend) -> None:
+    # HEVC HEIF decodes through pillow-heif on the GPU backend's CPU decode too (codec.decode), not libvips.
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the 'heif' extra (pillow-heif) is not installed")
+    import io
+
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    with Image.open(photo("dragonfly")) as im:
+        buf = io.BytesIO()
+        im.reduce(2).save(buf, format="HEIF", quality=92, enc_params={"preset": "ultrafast"})
+    spec = ResizeSpec(width=200, format="png")
+    a, b = gpu.resize(buf.getvalue(), spec, Limits()), cpu.resize(buf.getvalue(), spec, Limits())
+    assert (a.width, a.height) == (b.width, b.height) and a.width == 200
+    assert psnr(pixels(a), pixels(b)) > 35

@@ -130,31 +130,56 @@ def _interlaced(path: Path, side: int) -> Path:
     return path
 
 
-def test_a_plain_resize_past_its_limit_stops_at_the_deadline(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path) -> None:
-    """Before: the job ran to its end (ok after several times its limit; its thread busy all along).
-    After: TIMEOUT at the deadline, the thread stopped by libvips' set_kill."""
-    root = tmp_path / "root"
-    big = root / "in" / "long.png"
-    big.parent.mkdir(parents=True)
+@pytest.fixture(scope="module")
+def long_png(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A large PNG that decodes slowly to a small output, and how long that decode takes here, now."""
+    big = tmp_path_factory.mktemp("long") / "long.png"
     # 16-bit RGBA, streaming (not interlaced): decodes row by row, so set_kill stops it between strips.
     image = pyvips.Image.black(12000, 12000, bands=4).cast("ushort").copy(interpretation="rgb16")
     image.pngsave(str(big), compression=9)
     t0 = time.monotonic()
     pyvips.Image.thumbnail(str(big), 64).copy_memory()
-    decode_s = time.monotonic() - t0  # on this machine, now: the limit is a quarter of it
+    return big, time.monotonic() - t0
+
+
+def _killed_at_the_deadline(server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path,
+                            long_png: tuple[Path, float], function: str, extra: list[str]) -> None:
+    root = tmp_path / "root"
+    big = long_png[0]
+    decode_s = long_png[1]  # on this machine, now: the limit is a quarter of it
     limit = max(0.25, decode_s / 4)
     jobs = small_jobs(root, 1, "warm")
-    w = worker_factory([server.address], [root], name="killed",
-                       extra=["--job-timeout", f"{limit:.2f}"]).wait_ready()
+    w = worker_factory([server.address], [root, long_png[0].parent], name="killed",
+                       extra=["--job-timeout", f"{limit:.2f}", *extra]).wait_ready()
     assert code(job(server.address, jobs[0])) == "ok"  # warm: a first job's imports do not count
     started = time.monotonic()
-    result = job(server.address, {"src": big.as_uri(), "dst": (root / "out" / "k.png").as_uri(), "width": 64})
+    size = {"width": 64} if function == "resize" else {}  # the pipeline's own output is 64 px wide
+    payload = {"src": big.as_uri(), "dst": (root / "out" / "k.png").as_uri(), **size}
+    result = job(server.address, payload, function=function)
     elapsed = time.monotonic() - started
     assert code(result) == "TIMEOUT", (result, elapsed, decode_s)
     assert elapsed < decode_s, (elapsed, decode_s)  # stopped, not run to its end
     assert "overran" not in w.log_text()  # answered by the job itself, not by the runner's backstop
     assert not (root / "out" / "k.png").exists()
+
+
+def test_a_plain_resize_past_its_limit_stops_at_the_deadline(
+        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path,
+        long_png: tuple[Path, float]) -> None:
+    """Before: the job ran to its end (ok after several times its limit; its thread busy all along).
+    After: TIMEOUT at the deadline, the thread stopped by libvips' set_kill."""
+    _killed_at_the_deadline(server, worker_factory, tmp_path, long_png, "resize", [])
+
+
+def test_a_pipeline_past_its_limit_stops_at_the_deadline(
+        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path,
+        long_png: tuple[Path, float]) -> None:
+    """The pipeline engine's decode is killed at the deadline too (pipeline/decode.materialise: kill_at on the
+    loader's image). Before: its "eval" handler ran once per output tile, so the job ran to its end."""
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "small.yaml").write_text("name: small\noutputs: [{resize: {width: 64}, encode: png}]\n")
+    _killed_at_the_deadline(server, worker_factory, tmp_path, long_png, "small", ["--pipelines", str(pipelines)])
 
 
 def test_a_worker_whose_slots_are_all_stuck_takes_no_jobs_and_goes_red(

@@ -16,17 +16,16 @@ import pyvips
 
 from .. import analysis, budget, heif, jpeg_fast
 from ..contract import ResizeSpec
+from ..engine.encode import PLAIN, save
+from ..engine.orientation import shown
 from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
+from ..formats import RESIZE_FORMATS, SOURCE_LOADERS, SOURCE_NAMES
 from ..geometry import Geometry, plan
 from ..limits import Limits
 from .base import Rendered
 from .kill import kill_at
 
-# EXIF orientations 5-8 swap width and height when displayed.
-_SWAPS_SIDES = {5, 6, 7, 8}
 FAIL_ON = ("none", "truncated", "error", "warning")
-# The formats a job may bring (vips-loader names without "load"): what _translate's message promises.
-LOADERS = ("jpeg", "png", "webp", "heif", "gif", "tiff")
 NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")
 
 
@@ -51,7 +50,7 @@ def _translate(exc: pyvips.Error, what: str) -> ImgworkerError:
     # ``detail`` is libvips' process-wide error buffer, which a failing job in another thread may have emptied.
     unsupported = exc.message.startswith("unable to load from")
     if unsupported or "not in a known format" in text or "not a known file format" in text:
-        return UnsupportedImage(f"{what} is not an image in a supported format (JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF)")
+        return UnsupportedImage(f"{what} is not an image in a supported format ({SOURCE_NAMES})")
     detail = " ".join(line.strip() for line in exc.detail.splitlines() if line.strip())[:300]
     return DecodeFailed(f"{what} could not be decoded: {detail or exc.message}")
 
@@ -75,14 +74,12 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
     loader = loader.replace("load_buffer", "").replace("load_source", "").replace("load", "")
-    if loader not in LOADERS:
+    if loader not in SOURCE_LOADERS:
         # libvips also decodes SVG (librsvg: filter graphs whose cost no header bounds), PDF, FITS, Matlab,
         # ImageMagick's dozens of formats...: each is attack surface, and a job carries photos.
         raise UnsupportedImage(f"source is {loader.upper()}, which this worker does not accept; "
                                "use JPEG, PNG, WebP, AVIF/HEIF, GIF or TIFF")
-    width, height = image.width, image.height
-    if orientation in _SWAPS_SIDES:
-        width, height = height, width
+    width, height = shown(image.width, image.height, orientation)
     if width * height > limits.max_source_pixels:
         raise LimitExceeded(
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
@@ -119,9 +116,7 @@ def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode",
 
 def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits) -> SourceInfo:
     """The header check from the JPEG markers alone (no libvips header open): the same limits as below."""
-    width, height = frame.width, frame.height
-    if frame.orientation in _SWAPS_SIDES:
-        width, height = height, width
+    width, height = shown(frame.width, frame.height, frame.orientation)
     if width * height > limits.max_source_pixels:
         raise LimitExceeded(
             f"source is {width}x{height} = {width * height} pixels; the limit is {limits.max_source_pixels}"
@@ -138,18 +133,12 @@ def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, i
         image = image.flatten(background=list(background))
     if image.format != "uchar":
         image = image.cast("uchar")
-    try:
-        if fmt == "jpeg":
-            return bytes(image.jpegsave_buffer(Q=quality, keep="none", optimize_coding=True))
-        if fmt == "png":
-            return bytes(image.pngsave_buffer(compression=6, keep="none"))
-        if fmt == "webp":
-            return bytes(image.webpsave_buffer(Q=quality, keep="none"))
-        if fmt == "avif":
-            return bytes(image.heifsave_buffer(Q=quality, compression="av1", keep="none", effort=2))
+    if fmt not in RESIZE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    try:  # the encode step's encoder at its defaults (engine/encode.py): one encoder for every job
+        return save(image, {**PLAIN, "format": fmt}, quality, keep=0)
     except pyvips.Error as exc:
         raise _translate(exc, "output") from None
-    raise ValueError(f"unknown format {fmt!r}")
 
 
 def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
@@ -197,14 +186,20 @@ def to_srgb8(image: pyvips.Image) -> pyvips.Image:
     return image
 
 
+def pad(image: pyvips.Image, geo: Geometry, background: tuple[int, int, int]) -> pyvips.Image:
+    """``image`` centred on ``geo``'s final size over ``background`` (opaque where there is alpha): the
+    ``contain`` pad of plain resize jobs and of the pipeline resize step."""
+    bg: list[float] = list(background) if image.bands >= 3 else [float(background[0])]
+    if image.hasalpha():
+        bg.append(255.0)
+    return image.embed(geo.pad_left, geo.pad_top, geo.final_w, geo.final_h, extend="background", background=bg)
+
+
 def apply_geometry(image: pyvips.Image, geo: Geometry, background: tuple[int, int, int]) -> pyvips.Image:
     if geo.crops:
-        image = image.crop(geo.crop_left, geo.crop_top, geo.final_w, geo.final_h)
-    elif geo.pads:
-        bg: list[float] = list(background) + ([255.0] if image.hasalpha() else [])
-        if image.bands < 3:
-            bg = [float(background[0])] + ([255.0] if image.hasalpha() else [])
-        image = image.embed(geo.pad_left, geo.pad_top, geo.final_w, geo.final_h, extend="background", background=bg)
+        return image.crop(geo.crop_left, geo.crop_top, geo.final_w, geo.final_h)
+    if geo.pads:
+        return pad(image, geo, background)
     return image
 
 

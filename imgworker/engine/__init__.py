@@ -8,4 +8,10 @@ A step has two executors (imgworker/pipeline/steps/base.py): ``vips`` (libvips o
 - ``filters``: libvips' integer Gaussian mask, separable convolution, 3x3 median, on ``xp``.
 - ``smartcrop``: libvips' ``attention`` and ``entropy`` heuristics on ``xp``.
 - ``executor``: run a pipeline's steps on an array, frame by frame for animations.
+- ``orientation``: the one EXIF orientation rule (displayed sides, and the pixels' turn on ``xp``).
+- ``encode``: the one libvips encoder (pipeline encode step and plain resize jobs).
+- ``deadline``: the job's one deadline check.
+
+Around it: imgworker/formats.py (the formats table), imgworker/options.py (one validation path),
+imgworker/pipeline/builtin.py (``resize`` and ``info`` as built-in pipelines: every job is a runner).
 """

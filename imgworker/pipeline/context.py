@@ -26,6 +26,8 @@ class StepContext:
     # Array executor only: EXIF orientation still to apply, and the GPU's resize kernels (None: NumPy).
     orientation: int = 1
     kernels: Any = None
+    # The decoder's loader images (pipeline/decode.py): killed at the deadline with each evaluation.
+    loaded: list[Any] = field(default_factory=list)
 
     def check_deadline(self, stage: str) -> None:
         check_deadline(self.deadline, self.timeout_s, stage)

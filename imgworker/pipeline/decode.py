@@ -17,7 +17,9 @@ from typing import Any
 import pyvips
 
 from .. import heif
-from ..backends.cpu import _SWAPS_SIDES, _translate, load_jpeg_resized, probe
+from ..backends.cpu import NO_SHRINK_ON_LOAD, _translate, load_jpeg_resized, probe
+from ..backends.kill import kill_at
+from ..engine import orientation
 from ..errors import JobTimeout, LimitExceeded
 from ..limits import Limits
 from .context import StepContext
@@ -38,15 +40,13 @@ class Header:
     cmyk: bool = False
 
     def shown(self, orient: bool) -> tuple[int, int]:
-        swap = orient and self.orientation in _SWAPS_SIDES
-        return (self.height, self.width) if swap else (self.width, self.height)
+        return orientation.shown(self.width, self.height, self.orientation if orient else 1)
 
 
 def header(source: bytes, limits: Limits) -> Header:
     """Header-only open (milliseconds): refuse bombs before any pixel is decoded (the CPU backend's probe)."""
     info = probe(source, limits)
-    swapped = info.orientation in _SWAPS_SIDES
-    width, height = (info.height, info.width) if swapped else (info.width, info.height)
+    width, height = orientation.shown(info.width, info.height, info.orientation)  # back to as stored
     return Header(width, height, info.orientation, info.pages, info.loader, info.cmyk)
 
 
@@ -91,40 +91,41 @@ def target(shown: tuple[int, int], shared: Sequence[tuple[StepDef, dict[str, Any
 
 
 def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient: bool, frames: bool,
-           head: Header | None = None, metadata: bool = False) -> pyvips.Image:
-    """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path."""
+           head: Header | None = None, metadata: bool = False, loaded: list[Any] | None = None) -> pyvips.Image:
+    """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path.
+    The loader's image, the one that does the work, is appended to ``loaded`` where there is one to reach:
+    ``materialise`` kills it at the deadline (backends/kill.py), as a plain resize does."""
     options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
+    loaded = [] if loaded is None else loaded
     try:
         if head is not None and head.loader == heif.LOADER:  # HEVC HEIF: pillow-heif decodes, libvips resizes
             return heif.decode(source, size)
         if size is not None and head is not None and head.loader == "jpeg" and head.pages == 1:
             return load_jpeg_resized(source, head.shown(orient), size, fail_on=fail_on, cmyk=head.cmyk,
-                                     orientation=head.orientation, rotate=orient, metadata=metadata)
-        if size is not None:
+                                     orientation=head.orientation, rotate=orient, metadata=metadata,
+                                     loaded=loaded)
+        if size is not None and not (head is not None and head.loader in NO_SHRINK_ON_LOAD and not frames):
             return pyvips.Image.thumbnail_buffer(source, size[0], height=size[1], size="force",
                                                  no_rotate=not orient, option_string=options)
-        image = pyvips.Image.new_from_buffer(source, options)
+        # No shrink-on-load (PNG, TIFF, GIF) or full size: open the loader's image ourselves so it can be killed.
+        image = pyvips.Image.new_from_buffer(source, options, access="sequential" if size else "random")
+        loaded.append(image)
+        if size is not None:
+            return image.thumbnail_image(size[0], height=size[1], size="force", no_rotate=not orient)
         return image.autorot() if orient else image
     except pyvips.Error as exc:
         raise _translate(exc, "source") from None
 
 
 def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Image:
-    """Compute ``image`` into memory; a libvips evaluation past the deadline is killed (TIMEOUT)."""
+    """Compute ``image`` into memory; at the deadline libvips' kill flag is set on it and on the decoder's
+    images (``ctx.loaded``: a large decode with a small output is loader strips, not output tiles): TIMEOUT."""
     ctx.check_deadline(stage)
-    # A fresh wrapper per evaluation: the handler must not stay on an image that is evaluated again later.
+    # A fresh wrapper per evaluation: the kill flag must not stay on an image that is evaluated again later.
     watched = image.copy()
-    watched.set_progress(True)
-
-    def on_eval(img: pyvips.Image, _progress: Any) -> None:
-        if time.monotonic() > ctx.deadline:
-            img.set_kill(True)
-
-    # libvips calls back from its threads: keep the callback alive for the whole job, not just this call.
-    ctx.cache.setdefault("_eval_handlers", []).append(on_eval)
-    watched.signal_connect("eval", on_eval)
     try:
-        return watched.copy_memory()
+        with kill_at(ctx.deadline, watched, *ctx.loaded):
+            return watched.copy_memory()
     except pyvips.Error as exc:
         if time.monotonic() > ctx.deadline:
             raise JobTimeout(f"job passed its time limit of {ctx.timeout_s:g} s during {stage}") from None

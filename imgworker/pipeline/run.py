@@ -19,6 +19,7 @@ from .. import analysis, budget
 from ..engine import arrays
 from ..engine import executor as array_executor
 from ..errors import BadRequest
+from ..formats import EXTENSIONS
 from . import decode as decoder
 from . import frames, naming
 from .context import StepContext
@@ -27,7 +28,7 @@ from .steps import StepDef
 from .steps.auto_orient import STEP as AUTO_ORIENT
 from .steps.colour import STEP as COLOUR
 from .steps.colour import to_srgb
-from .steps.encode import EXTENSIONS, encode
+from .steps.encode import encode
 from .steps.watermark import STEP as WATERMARK
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class Runner:
         every = shared + [s for o in outputs for s in o.steps]
         metadata = any(step.name == "metadata" and set(o["keep"]) - {"icc"} for step, o in every)
         image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated, head=head,
-                               metadata=metadata)
+                               metadata=metadata, loaded=sctx.loaded)
         facts = analysis.merge(p.analyze, ctx.request.analyze)
         if size is not None or facts:  # the facts read the decoded image too: decode it once, into memory
             # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.

@@ -10,13 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-CONTENT_TYPES = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "gif": "image/gif",
-}
+from ..formats import CONTENT_TYPES
+
+__all__ = ["CONTENT_TYPES", "Store", "WriteOptions"]
 
 
 @dataclass(frozen=True, slots=True)

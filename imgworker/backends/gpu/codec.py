@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
-from ... import jpeg_fast
+from ... import heif, jpeg_fast
 from ...engine import arrays
 from ...geometry import Geometry
 from ..cpu import _translate, encode, to_srgb8
@@ -55,6 +55,8 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
 def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray[np.uint8]:
     """Decode (with shrink-on-load), auto-orient, 8-bit sRGB: an (H, W, C) uint8 array, C in 1..4."""
     try:
+        if loader == heif.LOADER:  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif does, oriented, sRGB
+            return arrays.from_vips(to_srgb8(heif.decode(source, None)))
         # JPEGs (the progressive files routed off the GPU) take the CPU backend's libjpeg-turbo path.
         fast = jpeg_fast.decode_scaled(source, shrink) if loader == "jpeg" else None
         image = fast or pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))

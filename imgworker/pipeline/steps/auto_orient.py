@@ -12,7 +12,7 @@ from typing import Any
 
 import pyvips
 
-from ...backends.gpu.decode import orient
+from ...engine.orientation import orient
 from .base import StepDef, flag
 
 

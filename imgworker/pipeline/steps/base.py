@@ -15,126 +15,23 @@ whose options change nothing returns its input object itself and costs nothing, 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyvips
 
-from ...contract import parse_color
-from ...errors import BadRequest
+# The option kinds live in imgworker/options.py (one validation path with resize jobs); steps import them here.
+from ...options import Opt, OptionError, choice, colour, flag, integer, number
+from ...options import suggest as hint
 
-_REQUIRED = object()
+__all__ = ["GRAVITIES", "KERNELS", "SMART", "Opt", "OptionError", "StepDef", "choice", "colour", "flag", "hint",
+           "integer", "number"]
 GRAVITIES = (
     "centre", "north", "northeast", "east", "southeast", "south", "southwest", "west", "northwest",
 )
 SMART = ("attention", "entropy", "faces", "focal")
 KERNELS = ("nearest", "linear", "cubic", "mitchell", "lanczos2", "lanczos3")
-
-
-class OptionError(ValueError):
-    """A value an option does not accept; the message says what it accepts."""
-
-
-def hint(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-@dataclass(frozen=True, slots=True)
-class Opt:
-    """One step option. ``kind``: int, float, bool, str, choice, color, point, list (of ``choices``)."""
-
-    kind: str
-    default: Any = _REQUIRED
-    lo: float | None = None
-    hi: float | None = None
-    choices: tuple[str, ...] = ()
-    nullable: bool = False
-    help: str = ""
-
-    @property
-    def required(self) -> bool:
-        return self.default is _REQUIRED
-
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return "one of " + ", ".join(self.choices)
-        if self.kind == "list":
-            return "a list of " + ", ".join(self.choices)
-        if self.kind in ("int", "float"):
-            what = "an integer" if self.kind == "int" else "a number"
-            if self.lo is not None and self.hi is not None:
-                return f"{what} from {self.lo:g} to {self.hi:g}"
-            if self.lo is not None or self.hi is not None:
-                return f"{what} at least {self.lo:g}" if self.lo is not None else f"{what} at most {self.hi:g}"
-            return what
-        return {"bool": "true or false", "color": 'a colour like "#ffffff" or [255, 255, 255]',
-                "point": "[x, y] fractions from 0 to 1", "str": "a string"}.get(self.kind, self.kind)
-
-    def check(self, value: Any) -> Any:
-        """The accepted value (normalised), or OptionError naming what is allowed."""
-        if value is None and (self.nullable or self.default is None):
-            return None
-        bad = OptionError(f"must be {self.describe()}, got {value!r}")
-        if self.kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad
-            if self.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
-                raise bad
-            if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-                raise bad
-            return int(value) if self.kind == "int" else float(value)
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if self.kind == "str":
-            if not isinstance(value, str) or not value:
-                raise bad
-            return value
-        if self.kind == "choice":
-            if not isinstance(value, str) or value.lower() not in self.choices:
-                raise OptionError(f"must be {self.describe()}, got {value!r}{hint(str(value), self.choices)}")
-            return value.lower()
-        if self.kind == "list":
-            items = value if isinstance(value, list) else [value]
-            for item in items:
-                if not isinstance(item, str) or item not in self.choices:
-                    raise OptionError(f"must be {self.describe()}, got {item!r}{hint(str(item), self.choices)}")
-            return tuple(items)
-        if self.kind == "color":
-            try:
-                return parse_color(value, "colour")
-            except BadRequest:
-                raise bad from None
-        if self.kind == "point":
-            ok = isinstance(value, list) and len(value) == 2
-            if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in value):
-                raise bad
-            return (float(value[0]), float(value[1]))
-        raise AssertionError(self.kind)
-
-
-def integer(lo: int, hi: int, default: Any = _REQUIRED, **kw: Any) -> Opt:
-    return Opt("int", default, lo, hi, **kw)
-
-
-def number(lo: float, hi: float, default: Any = _REQUIRED, **kw: Any) -> Opt:
-    return Opt("float", default, lo, hi, **kw)
-
-
-def choice(choices: tuple[str, ...], default: Any = _REQUIRED, **kw: Any) -> Opt:
-    return Opt("choice", default, choices=choices, **kw)
-
-
-def flag(default: bool) -> Opt:
-    return Opt("bool", default)
-
-
-def colour(default: Any = (255, 255, 255)) -> Opt:
-    return Opt("color", default)
 
 
 Apply = Callable[[pyvips.Image, Mapping[str, Any], Any], pyvips.Image]

@@ -10,45 +10,20 @@ from typing import Any
 
 import pyvips
 
-from ...contract import DEFAULT_QUALITY
+from ...engine.encode import save
 from ...errors import LimitExceeded
+from ...formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
 from .. import frames
 from .base import StepDef, choice, colour, flag, integer
 from .colour import to_srgb
 from .metadata import keep_flags
 
-FORMATS = ("jpeg", "png", "webp", "avif", "gif")
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
-LOSSY = ("jpeg", "webp", "avif")
 _QUALITY_STEPS = 6  # bisection rounds for max_bytes: quality to within ~1 of the best that fits
-
-
-def _save(image: pyvips.Image, o: Mapping[str, Any], quality: int, keep: int) -> bytes:
-    fmt, effort = o["format"], o["effort"]
-    if fmt == "jpeg":
-        moz = o["mozjpeg"]
-        return bytes(image.jpegsave_buffer(
-            Q=quality, keep=keep, optimize_coding=True, interlace=o["progressive"] or moz,
-            trellis_quant=moz, overshoot_deringing=moz, optimize_scans=moz, quant_table=3 if moz else 0,
-        ))
-    if fmt == "png":
-        return bytes(image.pngsave_buffer(
-            keep=keep, compression=6 if effort is None else effort, palette=o["palette"], Q=quality,
-        ))
-    if fmt == "webp":
-        return bytes(image.webpsave_buffer(
-            Q=quality, keep=keep, lossless=o["lossless"], effort=4 if effort is None else min(effort, 6),
-        ))
-    if fmt == "avif":
-        return bytes(image.heifsave_buffer(
-            Q=quality, keep=keep, compression="av1", lossless=o["lossless"], effort=2 if effort is None else effort,
-        ))
-    return bytes(image.gifsave_buffer(keep=keep, effort=7 if effort is None else max(1, effort)))
 
 
 def prepare(image: pyvips.Image, o: Mapping[str, Any]) -> pyvips.Image:
     """What the encoder gets: 8-bit, flattened for JPEG, a single frame unless the format animates."""
-    if o["format"] not in ("gif", "webp"):
+    if o["format"] not in ANIMATED:
         image = frames.first(image)
     if image.format != "uchar":
         image = to_srgb(image)
@@ -62,8 +37,8 @@ def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, 
     """(bytes, quality used). Over ``max_bytes`` even at ``min_quality``: LIMIT_EXCEEDED."""
     image = prepare(image, o)
     keep = keep_flags(getattr(ctx, "keep", ()), image)
-    quality = o["quality"] or DEFAULT_QUALITY.get(o["format"], 75)
-    data = _save(image, o, quality, keep)
+    quality = o["quality"] or DEFAULT_QUALITY[o["format"]]
+    data = save(image, o, quality, keep)
     limit = o["max_bytes"]
     if not limit or len(data) <= limit:
         return data, quality
@@ -76,7 +51,7 @@ def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, 
             break
         ctx.check_deadline("encode")
         mid = (lo + hi) // 2
-        attempt = _save(image, o, mid, keep)
+        attempt = save(image, o, mid, keep)
         if len(attempt) <= limit:
             best, lo = (attempt, mid), mid + 1
         else:
@@ -100,7 +75,7 @@ STEP = StepDef(
     "encode",
     "write one output format",
     {
-        "format": choice(FORMATS),
+        "format": choice(OUTPUT_FORMATS),
         "quality": integer(1, 100, None),
         "effort": integer(0, 9, None),
         "progressive": flag(False),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyvips
 
+from ...backends.cpu import pad
 from ...contract import FITS
 from ...engine import arrays
 from ...geometry import Geometry, plan
@@ -63,13 +64,6 @@ def resample_array(xp: Any, img: Any, w: int, h: int, kernel: str, kernels: Any 
     if alpha:
         x = banded.unpremultiply(xp, x)
     return arrays.like(xp, x, img)
-
-
-def pad(image: pyvips.Image, geo: Geometry, background: tuple[int, int, int]) -> pyvips.Image:
-    bg: list[float] = list(background) if image.bands >= 3 else [float(background[0])]
-    if image.hasalpha():
-        bg.append(255.0)
-    return image.embed(geo.pad_left, geo.pad_top, geo.final_w, geo.final_h, extend="background", background=bg)
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:

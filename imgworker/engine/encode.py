@@ -1,0 +1,40 @@
+"""The one libvips encoder: a pipeline's encode step and a plain resize job (backends/cpu.py, and the GPU
+backend's CPU encodes) both save through ``save``, so the same pixels give the same bytes on either path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyvips
+
+# The encode step's options at their defaults: what a plain resize job encodes with.
+PLAIN: Mapping[str, Any] = {"effort": None, "progressive": False, "mozjpeg": False, "palette": False,
+                            "lossless": False}
+
+
+def save(image: pyvips.Image, o: Mapping[str, Any], quality: int, keep: int) -> bytes:
+    """``image`` (8-bit, flattened for JPEG) encoded as ``o["format"]`` with the encode step's options ``o``
+    (PLAIN: what a plain resize job uses); ``keep``: libvips ForeignKeep flags (0: strip all). Raises
+    pyvips.Error."""
+    fmt, effort = o["format"], o["effort"]
+    if fmt == "jpeg":
+        moz = o["mozjpeg"]
+        return bytes(image.jpegsave_buffer(
+            Q=quality, keep=keep, optimize_coding=True, interlace=o["progressive"] or moz,
+            trellis_quant=moz, overshoot_deringing=moz, optimize_scans=moz, quant_table=3 if moz else 0,
+        ))
+    if fmt == "png":
+        return bytes(image.pngsave_buffer(
+            keep=keep, compression=6 if effort is None else effort, palette=o["palette"], Q=quality,
+        ))
+    if fmt == "webp":
+        return bytes(image.webpsave_buffer(
+            Q=quality, keep=keep, lossless=o["lossless"], effort=4 if effort is None else min(effort, 6),
+        ))
+    if fmt == "avif":
+        return bytes(image.heifsave_buffer(
+            Q=quality, keep=keep, compression="av1", lossless=o["lossless"], effort=2 if effort is None else effort,
+        ))
+    return bytes(image.gifsave_buffer(keep=keep, effort=7 if effort is None else max(1, effort)))
