@@ -11,19 +11,7 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu_ceiling_out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-if [ -z "${IMGWORKER_CORPUS:-}" ] && [ -d .whl/corpus/photos ]; then export IMGWORKER_CORPUS="$PWD/.whl/corpus"; fi
-
-if [ -z "${GPU_CHECK_NO_INSTALL:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo '{"ok": false, "stage": "install"}'; exit 1; }
-  rm -f /tmp/site/nvidia/__init__.py  # keep `nvidia` a namespace package (see gpu_check.sh)
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
+. benchmarks/gpu_env.sh  # PY, PYTHONPATH, the corpus, wheels from .whl/
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,mig.mode.current --format=csv,noheader; \
   nvidia-smi -q -d UTILIZATION | head -40; } > "$OUT/nvidia-smi.txt" 2>&1

@@ -10,17 +10,8 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu_pipelines_out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIPS_CONCURRENCY=1
-if [ -z "${GPU_CHECK_NO_INSTALL:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo '{"ok": false, "stage": "install"}'; exit 1; }
-  rm -f /tmp/site/nvidia/__init__.py  # keep `nvidia` a namespace package (see gpu_check.sh)
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
+. benchmarks/gpu_env.sh  # PY, PYTHONPATH, the corpus, wheels from .whl/
+export VIPS_CONCURRENCY=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/nvidia-smi.txt"
 tests_rc=0
 if [ -z "${SKIP_TESTS:-}" ]; then
