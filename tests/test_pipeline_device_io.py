@@ -6,11 +6,13 @@ images and qualities per call), given through the backend's ``jpeg_decoder`` / `
 routing, batching, orientation and fallbacks under test are the production code's. Compared with the same
 backend without codecs (the CPU-decode array path) and with the CPU worker.
 
-Bound: PSNR >= 35 dB between the device-decode output and the CPU-decode output, both lossy-encoded. The
+Bound: PSNR >= 33 dB between the device-decode output and the CPU-decode output, both lossy-encoded. The
 device path resizes from the full-size decode, the CPU path from libvips' shrink-on-load decode at the target
-size (a second resample): measured 38.5-46 dB on these photos (this file's cases, libvips 8.18); a wrong
-orientation or a missing resize measures below 15 dB. The ``-m gpu`` tests hold the real nvImageCodec codecs
-on a CuPy backend to the same bound against the CPU worker.
+size (a second resample): measured 35.8-47.1 dB for thumbnail, web and avatar on baseline, dragonfly and exif6
+against the CPU-decode array path and the CPU worker (libvips 8.18, this machine). Controls on the same
+thumbnails: the image 1 px off measures 22.8-23.3 dB, upside down 9.3-11.7 dB (a wrong turn by 90 degrees
+changes the shape, which is asserted). The ``-m gpu`` tests hold the real nvImageCodec codecs on a CuPy
+backend to the same bound against the CPU worker.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from imgworker.service import Service
 from imgworker.stores import FileStore, Stores
 
 REPO = Path(__file__).resolve().parents[1]
-BOUND_DB = 35.0
+BOUND_DB = 33.0
 
 
 class StandInDecoder:
@@ -184,7 +186,7 @@ def test_exif6_comes_out_oriented_like_the_cpu_worker(tmp_path: Path) -> None:
         backend.close()
     want = run(service(CpuBackend(), tmp_path), "thumbnail", photo("exif6"), tmp_path / "cpu")
     assert dec.calls == [1] and "decode_gpu" in got["ms"]
-    assert (got["width"], got["height"]) == (want["width"], want["height"]) == (320, 240)  # 900x1200 stored, turned: 1200x900
+    assert (got["width"], got["height"]) == (want["width"], want["height"]) == (320, 240)  # 900x1200 stored
     agree(got, want)
 
 

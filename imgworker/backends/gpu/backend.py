@@ -56,7 +56,8 @@ class GpuBackend:
     CuPy engine's nvImageCodec BatchDecoder and JpegEncoder. Any object with their interface may be given
     (``decode(list[bytes]) -> (list[array | None], ms)``, ``encode(images, qualities) -> (list[bytes | None],
     ms)``), e.g. a CPU JPEG codec on NumPy to exercise the routing without a GPU; gpu_decode / gpu_encode
-    still decide which files and outputs take them. Plain resize jobs use the engine's own codecs.
+    still decide which files and outputs take them. Plain resize jobs use the engine's own codecs (the NumPy
+    engine has none: a JPEG routed to it comes back refused and libvips decodes it, as in the tests).
     """
 
     name = "gpu"
@@ -197,9 +198,7 @@ class GpuBackend:
             shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
         gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
         item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
-        # Only the engine's own decoder serves resize jobs (a jpeg_decoder given on NumPy is for pipelines).
-        has_decoder = getattr(self.engine, "decoder", None) is not None
-        route = self.gpu_decode_route(info.loader, shrink, source) if has_decoder else "off"
+        route = self.gpu_decode_route(info.loader, shrink, source)
         if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
         else:
