@@ -324,7 +324,7 @@ def cuda_backend() -> Iterator[GpuBackend]:
     from imgworker.backends.gpu import detect
 
     cp = detect.require_gpu()
-    backend = GpuBackend(cp, max_batch=4, max_wait_ms=2000.0, gpu_decode="always")
+    backend = GpuBackend(cp, max_batch=4, max_wait_ms=5.0, gpu_decode="always")
     yield backend
     backend.close()
 
@@ -348,7 +348,10 @@ def test_gpu_pipelines_decode_and_encode_on_the_device_like_the_cpu_worker(
 
 @pytest.mark.gpu
 def test_gpu_concurrent_pipeline_jobs_share_one_hardware_decode(cuda_backend: GpuBackend, tmp_path: Path) -> None:
-    svc = service(cuda_backend, tmp_path)
+    from imgworker.backends.gpu import detect
+
+    batched = GpuBackend(detect.require_gpu(), max_batch=4, max_wait_ms=5000.0, gpu_decode="always")
+    svc = service(batched, tmp_path)
     results: list[Any] = [None] * 4
 
     def go(i: int) -> None:
@@ -360,5 +363,6 @@ def test_gpu_concurrent_pipeline_jobs_share_one_hardware_decode(cuda_backend: Gp
         t.start()
     for t in threads:
         t.join(60)
+    batched.close()
     assert time.perf_counter() - t0 < 60
     assert all(isinstance(r, dict) and r["ms"]["decode_gpu_batch_size"] == 4 for r in results), results
