@@ -137,10 +137,11 @@ def encode(encoder: Any, xp: XP, images: Sequence[Any], qualities: Sequence[int]
     if not images:
         return [], 0.0, None
     t0 = time.perf_counter()
+    ready = [xp.ascontiguousarray(i) for i in images]  # (a crop is a strided view) before the sync below
     sync(xp)  # JpegEncoder reads the images on its own stream: the kernels that wrote them must be done
     kwargs = {"progressive": list(progressive)} if any(progressive) else {}
     try:
-        datas, _ = encoder.encode([xp.ascontiguousarray(i) for i in images], list(qualities), **kwargs)
+        datas, _ = encoder.encode(ready, list(qualities), **kwargs)
     except (TypeError, AttributeError) as exc:
         if kwargs:  # remember it: later jobs route their progressive JPEGs to the CPU at once
             with contextlib.suppress(AttributeError):
