@@ -65,7 +65,7 @@ class StandInEncoder:
         self.data: list[bytes] = []
         self.fail = fail
         if not progressive_kw:  # an nvImageCodec without progressive JPEG: the keyword is a TypeError
-            self.encode = self._encode_plain  # type: ignore[method-assign]
+            self.encode = self._encode_plain  # type: ignore[method-assign,assignment]
 
     def encode(self, images: Sequence[Any], qualities: Sequence[int],
                progressive: Sequence[bool] | None = None) -> tuple[list[bytes | None], float]:
@@ -293,7 +293,7 @@ def test_a_jobs_jpeg_outputs_go_to_the_encoder_in_one_call(tmp_path: Path, plain
     enc = StandInEncoder()
     backend = gpu_backend(StandInDecoder(), enc)
     try:
-        payload = {"src": photo("exif6").as_uri(), "dst": f"{tmp_path.as_uri()}/dev/{{width}}.{{ext}}",
+        payload: dict[str, Any] = {"src": photo("exif6").as_uri(), "dst": f"{tmp_path.as_uri()}/dev/{{width}}.{{ext}}",
                    "max_bytes": 4000}
         got = service(backend, tmp_path, pdir).handle(json.dumps(payload).encode(), pipeline="sizes")
     finally:
