@@ -61,6 +61,23 @@ def _stages(ms: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.fmean(m.get(k, 0.0) for m in ms), 2) for k in keys}
 
 
+# Where the GPU jobs decoded and encoded (pipeline/array_run.py): jobs with each decode route, and outputs per
+# encode route, summed over the run. The per-stage ms above include decode_gpu / encode_gpu (the device's
+# share of a batched call) next to the CPU's decode / encode.
+ROUTES = {"decode_gpu": "jobs_decode_gpu", "decode_routed_cpu": "jobs_decode_routed_cpu",
+          "decode_gpu_refused": "jobs_decode_gpu_refused"}
+COUNTS = {"encode_gpu_outputs": "outputs_encode_gpu", "encode_routed_cpu": "outputs_encode_routed_cpu",
+          "encode_gpu_failed": "outputs_encode_gpu_failed"}
+
+
+def _routes(ms: list[dict[str, float]]) -> dict[str, float]:
+    out = {name: float(sum(1 for m in ms if key in m)) for key, name in ROUTES.items()}
+    out.update({name: float(sum(m.get(key, 0.0) for m in ms)) for key, name in COUNTS.items()})
+    reasons = sorted({k for m in ms for k in m if k.startswith(("decode_routed_cpu_", "encode_routed_cpu_"))})
+    out.update({k: float(sum(m.get(k, 0.0) for m in ms)) for k in reasons})
+    return out
+
+
 def main() -> None:
     from corpus import photo
 
@@ -102,7 +119,7 @@ def main() -> None:
         cpu_rate = len(jobs) / (time.perf_counter() - t0)
         summary["pipelines"][name] = {
             "gpu_img_s": round(gpu_rate, 1), "cpu_img_s": round(cpu_rate, 1), "ratio": round(gpu_rate / cpu_rate, 2),
-            "gpu_ms": _stages(gms), "cpu_ms": _stages(cms),
+            "gpu_ms": _stages(gms), "cpu_ms": _stages(cms), "gpu_routes": _routes(gms),
         }
         print(name, json.dumps(summary["pipelines"][name]), flush=True)
     gpu.close()

@@ -8,6 +8,7 @@ A step has two executors (imgworker/pipeline/steps/base.py): ``vips`` (libvips o
 - ``filters``: libvips' integer Gaussian mask, separable convolution, 3x3 median, on ``xp``.
 - ``smartcrop``: libvips' ``attention`` and ``entropy`` heuristics on ``xp``.
 - ``executor``: run a pipeline's steps on an array, frame by frame for animations.
+- ``device_io``: device JPEG decode (one call per array batch) and encode for pipeline jobs on a GPU worker.
 - ``orientation``: the one EXIF orientation rule (displayed sides, and the pixels' turn on ``xp``).
 - ``encode``: the one libvips encoder (pipeline encode step and plain resize jobs).
 - ``deadline``: the job's one deadline check.

@@ -2,8 +2,9 @@
 between steps (and inside libvips evaluations, see decode.materialise).
 
 Two executors: ``vips`` (CPU workers: every step's libvips implementation) and ``array`` (gpu and numpy
-workers: the backend's array module through its batcher, imgworker/engine/executor.py). Which one is the
-backend's ``executor`` attribute; both share the plan, the one decode, the names, the encoder and the writes.
+workers: the backend's array module through its batcher, imgworker/engine/executor.py; the job side, with
+its device JPEG decode/encode routing, is pipeline/array_run.py). Which one is the backend's ``executor``
+attribute; both share the plan, the one decode, the names, the encoder and the writes.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 import pyvips
 
 from .. import analysis, budget
-from ..engine import arrays
-from ..engine import executor as array_executor
 from ..errors import BadRequest
 from ..formats import EXTENSIONS
 from . import decode as decoder
@@ -26,10 +25,7 @@ from .context import StepContext
 from .model import Pipeline
 from .steps import StepDef
 from .steps.auto_orient import STEP as AUTO_ORIENT
-from .steps.colour import STEP as COLOUR
-from .steps.colour import to_srgb
 from .steps.encode import encode
-from .steps.watermark import STEP as WATERMARK
 
 if TYPE_CHECKING:
     from ..service import JobContext
@@ -44,6 +40,21 @@ class _Output:
     steps: list[Resolved]
     encodes: list[dict[str, Any]]
     label: str | None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """What the job's one decode needs (both executors; the array one may decode on the device instead)."""
+
+    source: bytes
+    head: decoder.Header
+    size: tuple[int, int] | None
+    orient: bool
+    animated: bool
+    fail_on: str
+    metadata: bool
+    facts: tuple[str, ...]
+    t0: float  # when the header check began: "decode" in the timings counts from here
 
 
 def apply(image: pyvips.Image, step: StepDef, options: dict[str, Any], ctx: StepContext) -> pyvips.Image:
@@ -112,23 +123,34 @@ class Runner:
         if animated:
             budget.charge_frames(head.pages, 1 + len(outputs))  # every frame, decoded and per size (budget.py)
         size = decoder.target(head.shown(orient), shared, [o.resize for o in outputs], ctx.limits)
-        fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
         every = shared + [s for o in outputs for s in o.steps]
         metadata = any(step.name == "metadata" and set(o["keep"]) - {"icc"} for step, o in every)
-        image = decoder.decode(source, size, fail_on=fail_on, orient=orient, frames=animated, head=head,
-                               metadata=metadata, loaded=sctx.loaded)
         facts = analysis.merge(p.analyze, ctx.request.analyze)
-        if size is not None or facts:  # the facts read the decoded image too: decode it once, into memory
-            # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
-            image = decoder.materialise(image, sctx, "decode")
-        found = analysis.of_decoded(image, source, facts, oriented=orient, timings=ctx.timings) if facts else None
+        job = Decoding(source, head, size, orient, animated, str(getattr(ctx.backend, "fail_on", "warning")),
+                       metadata, facts, t0)
         if getattr(ctx.backend, "executor", "vips") == "array":
-            results = self._run_array(ctx, sctx, image, shared, outputs, names, t0)
+            from .array_run import run_array  # the array executor's job side (device decode/encode routing)
+
+            results, found = run_array(self, ctx, sctx, job, shared, outputs, names)
         else:
+            image, found = self.decode_cpu(ctx, sctx, job)
             results = self._run_vips(ctx, sctx, image, shared, outputs, names, t0)
         first = results[0]
         return {**{k: first[k] for k in ("dst", "width", "height", "format", "bytes")}, "pipeline": p.name,
                 "outputs": results, **({"analysis": found} if found is not None else {})}
+
+    def decode_cpu(self, ctx: JobContext, sctx: StepContext, job: Decoding,
+                   facts: bool = True) -> tuple[pyvips.Image, Any]:
+        """The job's one libvips decode (shrink-on-load, oriented) and its analysis facts (None if none)."""
+        image = decoder.decode(job.source, job.size, fail_on=job.fail_on, orient=job.orient, frames=job.animated,
+                               head=job.head, metadata=job.metadata, loaded=sctx.loaded)
+        wanted = job.facts if facts else ()
+        if job.size is not None or wanted:  # the facts read the decoded image too: decode it once, into memory
+            # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
+            image = decoder.materialise(image, sctx, "decode")
+        found = analysis.of_decoded(image, job.source, wanted, oriented=job.orient,
+                                    timings=ctx.timings) if wanted else None
+        return image, found
 
     def _run_vips(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, shared: list[Resolved],
                   outputs: list[_Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
@@ -140,69 +162,33 @@ class Runner:
         results: list[dict[str, Any]] = []
         for out in outputs:
             image = base
-            steps = ([(_resize_def(), out.resize)] if out.resize else []) + out.steps
+            steps = ([(resize_def(), out.resize)] if out.resize else []) + out.steps
             for step, options in steps:
                 sctx.check_deadline(step.name)
                 image = apply(image, step, options, sctx)
             if len(out.encodes) > 1:
                 image = decoder.materialise(image, sctx, "processing")  # shared by this size's encodes
             for enc in out.encodes:
-                results.append(self._encode(ctx, sctx, image, enc, names[len(results)]))
+                results.append(self.encode_output(ctx, sctx, image, enc, names[len(results)]))
         return results
 
-    def _run_array(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, shared: list[Resolved],
-                   outputs: list[_Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
-        """Upload once, every step on the backend's array module (one batcher call), encode on this thread."""
-        backend = ctx.backend
-        xp = backend.xp  # type: ignore[attr-defined]
-        keep_profile = any(step is COLOUR and o["profile"] == "keep" for step, o in shared)
-        # The array executor's pixels are 8-bit sRGB or grey: ICC / CMYK / 16-bit conversions happen here, on
-        # the CPU, with the colour step's code (colour: keep keeps 8-bit RGB as it is, profile attached later).
-        as_is = image.format == "uchar" and image.interpretation in ("srgb", "b-w", "rgb")
-        pixels = image if as_is and (keep_profile or image.interpretation != "rgb") else to_srgb(image)
-        page_height = frames.page_height(pixels) if frames.is_animated(pixels) else None
-        host = arrays.from_vips(decoder.materialise(pixels, sctx, "decode"))
-        ctx.timings["decode"] = (time.perf_counter() - t0) * 1000
-        for step, options in shared + [s for out in outputs for s in out.steps]:
-            if step is WATERMARK and options["opacity"] > 0:
-                sctx.read(options["src"])  # store I/O here, on the job thread, not in the batch
-        sctx.kernels = getattr(backend, "kernels", None)
-        resize = _resize_def()
-
-        def work() -> list[tuple[Any, int | None, tuple[str, ...]]]:
-            t1 = time.perf_counter()
-            base = array_executor.run_steps(xp, shared, array_executor.Frames(arrays.upload(xp, host),
-                                                                              page_height), sctx)
-            done = []
-            for out in outputs:
-                steps = ([(resize, out.resize)] if out.resize else []) + out.steps
-                res = array_executor.run_steps(xp, steps, base, sctx)
-                done.append((arrays.download(arrays.to_uint8(xp, res.img)), res.page_height, sctx.keep))
-            ctx.timings["array"] = (time.perf_counter() - t1) * 1000
-            return done
-
-        t1 = time.perf_counter()
-        processed = backend.run_array(work)  # type: ignore[attr-defined]
-        ctx.timings["queue_and_array"] = (time.perf_counter() - t1) * 1000
-        results: list[dict[str, Any]] = []
-        for out, (host_out, ph, keep) in zip(outputs, processed, strict=True):
-            encoded = array_executor.to_encoder(host_out, ph, image, keep, sctx)
-            for enc in out.encodes:
-                results.append(self._encode(ctx, sctx, encoded, enc, names[len(results)]))
-        return results
-
-    def _encode(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: dict[str, Any],
+    def encode_output(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: dict[str, Any],
                 name: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         sctx.check_deadline("encode")
         t0 = time.perf_counter()
         data, quality = encode(image, enc, sctx)
         ctx.timings["encode"] = ctx.timings.get("encode", 0.0) + (time.perf_counter() - t0) * 1000
-        out = encoded_size(image, enc["format"])
+        width, height = encoded_size(image, enc["format"])
+        return self.store(ctx, data, width, height, enc, name, quality)
+
+    def store(self, ctx: JobContext, data: bytes, width: int, height: int, enc: dict[str, Any],
+              name: tuple[str, dict[str, Any]], quality: int | None = None) -> dict[str, Any]:
+        """Write one encoded output under its name: the output's result entry."""
         template, values = name
-        values = {**values, "width": values["width"] or out[0], "height": values["height"] or out[1]}
+        values = {**values, "width": values["width"] or width, "height": values["height"] or height}
         url = naming.render(template, values)
         ctx.write(url, data, enc["format"])
-        result = {"dst": url, "width": out[0], "height": out[1], "format": enc["format"], "bytes": len(data)}
+        result = {"dst": url, "width": width, "height": height, "format": enc["format"], "bytes": len(data)}
         if enc["max_bytes"]:
             result["quality"] = quality
         return result
@@ -213,7 +199,7 @@ def encoded_size(image: pyvips.Image, fmt: str) -> tuple[int, int]:
     return image.width, frames.page_height(image)
 
 
-def _resize_def() -> StepDef:
+def resize_def() -> StepDef:
     from .steps import STEPS
 
     return STEPS["resize"]

@@ -19,6 +19,7 @@ import numpy as np
 from ...config import ConfigError
 from ...contract import ResizeSpec
 from ...cpus import available_cpus
+from ...engine import device_io
 from ...errors import ImgworkerError, InternalError, Unavailable
 from ...geometry import plan
 from ...limits import Limits
@@ -51,6 +52,12 @@ class GpuBackend:
     here; "always": the same, but a missing encoder is a ConfigError at start; "never": libvips.
     oom_fallback: "cpu" (an image that cannot fit even alone is resized by the numpy path) or "retry"
     (it fails with a retryable UNAVAILABLE error).
+    jpeg_decoder / jpeg_encoder: the device JPEG codecs pipeline jobs use (engine/device_io.py); default the
+    CuPy engine's nvImageCodec BatchDecoder and JpegEncoder. Any object with their interface may be given
+    (``decode(list[bytes]) -> (list[array | None], ms)``, ``encode(images, qualities) -> (list[bytes | None],
+    ms)``), e.g. a CPU JPEG codec on NumPy to exercise the routing without a GPU; gpu_decode / gpu_encode
+    still decide which files and outputs take them. Plain resize jobs use the engine's own codecs (the NumPy
+    engine has none: a JPEG routed to it comes back refused and libvips decodes it, as in the tests).
     """
 
     name = "gpu"
@@ -73,6 +80,8 @@ class GpuBackend:
         name: str | None = None,
         decoders: int = 1,
         batch_single: bool = False,
+        jpeg_decoder: Any = None,
+        jpeg_encoder: Any = None,
     ) -> None:
         if gpu_decode not in GPU_DECODE:
             raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE)}, got {gpu_decode!r}")
@@ -104,9 +113,11 @@ class GpuBackend:
             self.engine = self.cpu_engine
         else:
             raise ValueError(f"xp must be numpy or cupy, got {xp!r}")
-        self.gpu_decode = gpu_decode if getattr(self.engine, "decoder", None) is not None else "never"
+        self._jpeg_decoder = jpeg_decoder if jpeg_decoder is not None else getattr(self.engine, "decoder", None)
+        self._jpeg_encoder = jpeg_encoder if jpeg_encoder is not None else getattr(self.engine, "encoder", None)
+        self.gpu_decode = gpu_decode if self._jpeg_decoder is not None else "never"
         self.hardware_jpeg = self.gpu_decode != "never" and detect.hardware_jpeg()
-        self.gpu_encode = gpu_encode if getattr(self.engine, "encoder", None) is not None else "never"
+        self.gpu_encode = gpu_encode if self._jpeg_encoder is not None else "never"
         if gpu_encode == "always" and self.gpu_encode == "never":
             raise ConfigError(
                 "gpu_encode='always': nvImageCodec's GPU JPEG encoder is not usable here (install "
@@ -134,8 +145,19 @@ class GpuBackend:
         """The CuPy resize RawKernels (None on NumPy: resample.py's gathers)."""
         return getattr(self.engine, "kernels", None)
 
+    @property
+    def device_decoder(self) -> Any:
+        """The JPEG decoder pipeline jobs' device decodes use (None: every pipeline job decodes on the CPU)."""
+        return self._jpeg_decoder if self.gpu_decode != "never" else None
+
+    @property
+    def device_encoder(self) -> Any:
+        """The JPEG encoder pipeline jobs' device encodes use (None: every encode on the CPU)."""
+        return self._jpeg_encoder if self.gpu_encode != "never" else None
+
     def run_array(self, work: Callable[[], Any]) -> Any:
-        """Run a pipeline job's array stage on the batch thread; its result or its exception."""
+        """Run a pipeline job's array stage on the batch thread; its result or its exception. ``work`` may be
+        a device_io.ArrayWork carrying a JPEG: the batch decodes those first, in one decoder call."""
         return self.array_batcher.submit(work)
 
     def _run_array_batch(self, works: Sequence[Callable[[], Any]]) -> list[Any]:
@@ -143,6 +165,7 @@ class GpuBackend:
         lock = getattr(self.engine, "_lock", None)
         out: list[Any] = []
         with lock if lock is not None else _nullcontext():
+            device_io.decode_batch(self.device_decoder, works)  # the batch's device JPEGs, one call
             for slot, work in enumerate(works):
                 try:
                     if streams:
@@ -175,7 +198,7 @@ class GpuBackend:
             shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
         gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
         item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
-        route = self._gpu_decode_route(info.loader, shrink, source)
+        route = self.gpu_decode_route(info.loader, shrink, source)
         if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
         else:
@@ -185,8 +208,9 @@ class GpuBackend:
         item.timings["decode"] = (time.perf_counter() - t0) * 1000
         return item
 
-    def _gpu_decode_route(self, loader: str, shrink: int, source: bytes) -> str | None:
-        """None: decode on the GPU; "off": GPU decode not wanted here; else why the policy refused it."""
+    def gpu_decode_route(self, loader: str, shrink: int, source: bytes) -> str | None:
+        """None: decode on the GPU; "off": GPU decode not wanted here; else why the policy refused it.
+        The one routing policy, for resize jobs and pipeline jobs (pipeline/array_run.py) alike."""
         if self.gpu_decode == "never" or loader != "jpeg":
             return "off"
         if self.gpu_decode == "auto" and not self.hardware_jpeg and shrink > 2:

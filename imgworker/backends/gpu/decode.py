@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ...engine.device_io import GpuDecodeRefused  # one exception for resize and pipeline jobs
 from ...engine.orientation import orient
 from . import detect
 
@@ -39,10 +40,6 @@ STRICT_FAIL_ON = ("error", "warning")
 SEQUENTIAL_HUFFMAN = (0xC0, 0xC1)  # SOF0 baseline, SOF1 extended sequential: the hardware engines' share
 _NOT_SOF = (0xC4, 0xC8, 0xCC)  # DHT, JPG (reserved), DAC share the 0xC0-0xCF range with the SOFn markers
 _FRAME_NAMES = {0xC2: "progressive", 0xC3: "lossless"}
-
-
-class GpuDecodeRefused(Exception):
-    """nvImageCodec could not decode this file: the backend decodes it with libvips instead."""
 
 
 def scan_is_clean(source: bytes) -> bool:

@@ -46,31 +46,47 @@ class JpegEncoder:
         self.cp, self.mod = cp, mod
         self.encoder = mod.Encoder()
         self.stream = cp.cuda.Stream(non_blocking=True)
-        self._params: dict[int, Any] = {}
+        self._params: dict[tuple[int, bool], Any] = {}
+        # Progressive JPEGs (pipelines' ``progressive: true``): None until tried, False where this
+        # nvImageCodec's JpegEncodeParams has no ``progressive`` (those outputs then stay with libvips).
+        self.progressive: bool | None = None
 
-    def params(self, quality: int) -> Any:
-        p = self._params.get(quality)
+    def params(self, quality: int, progressive: bool = False) -> Any:
+        p = self._params.get((quality, progressive))
         if p is None:
             mod = self.mod
             css = mod.ChromaSubsampling.CSS_420 if quality < SUBSAMPLE_BELOW_Q else mod.ChromaSubsampling.CSS_444
-            p = self._params[quality] = mod.EncodeParams(
+            if progressive:
+                try:
+                    jpeg = mod.JpegEncodeParams(optimized_huffman=True, progressive=True)
+                except (TypeError, AttributeError):
+                    self.progressive = False
+                    raise
+                self.progressive = True
+            else:
+                jpeg = mod.JpegEncodeParams(optimized_huffman=True)
+            p = self._params[(quality, progressive)] = mod.EncodeParams(
                 quality_type=mod.QualityType.QUALITY,
                 quality_value=float(quality),
                 chroma_subsampling=css,
-                jpeg_encode_params=mod.JpegEncodeParams(optimized_huffman=True),
+                jpeg_encode_params=jpeg,
             )
         return p
 
-    def encode(self, images: Sequence[Any], qualities: Sequence[int]) -> tuple[list[bytes | None], float]:
-        """Encode C-contiguous (H, W, 3) uint8 device arrays, one call per quality: (bytes or None, ms).
+    def encode(self, images: Sequence[Any], qualities: Sequence[int],
+               progressive: Sequence[bool] | None = None) -> tuple[list[bytes | None], float]:
+        """Encode C-contiguous (H, W, 3) uint8 device arrays, one call per (quality, progressive): (bytes or
+        None, ms). Raises TypeError if progressive is asked for and this nvImageCodec cannot write it.
 
         The arrays must be ready (the caller synchronised the streams that wrote them)."""
         t0 = time.perf_counter()
         out: list[bytes | None] = [None] * len(images)
-        for q in sorted(set(qualities)):
-            idx = [i for i, iq in enumerate(qualities) if iq == q]
+        modes = list(progressive) if progressive is not None else [False] * len(images)
+        for key in sorted(set(zip(qualities, modes, strict=True))):
+            idx = [i for i, k in enumerate(zip(qualities, modes, strict=True)) if k == key]
             batch = [images[i] for i in idx]
-            streams = self.encoder.encode(batch, "jpeg", params=self.params(q), cuda_stream=self.stream.ptr)
+            params = self.params(*key)
+            streams = self.encoder.encode(batch, "jpeg", params=params, cuda_stream=self.stream.ptr)
             self.stream.synchronize()
             for i, s in zip(idx, streams, strict=True):
                 out[i] = None if s is None else stream_bytes(s)
