@@ -32,7 +32,20 @@ from . import (
     bench_thumbor,
     report,
 )
-from .harness import BASELINE, CORPUS, PEERS, PHOTOS, REPO, THUMB, W2048, Row, Workload, corpus_photos, pick
+from .harness import (
+    BASELINE,
+    CORPUS,
+    PEERS,
+    PHOTOS,
+    REPO,
+    THUMB,
+    W2048,
+    Row,
+    Workload,
+    corpus_photos,
+    pick,
+    settle,
+)
 
 SETUP = REPO / "benchmarks" / "setup_peers.sh"
 PROGRESSIVE_FROM = (pick("kleiber_*_baseline.jpg"), pick("dragonfly_*_baseline.jpg"))
@@ -105,7 +118,7 @@ def guarded(engine: str, workload: str, fn: Callable[[], Row]) -> Row:
 
 def engines(wl: Workload, procs: int, secs: float, concurrency: int, roots: list[str], peer_skip: str | None
             ) -> list[tuple[str, Callable[[], Row]]]:
-    # Equal threads per core first: one job in flight per process, like every peer; the default C as its own row.
+    # Equal threads per core first: one job running per process, like every peer; the default C as its own row.
     out: list[tuple[str, Callable[[], Row]]] = []
     for c in dict.fromkeys((1, concurrency)):
         name = f"{report.E2E} (C={c})"
@@ -128,9 +141,10 @@ def peer(mod: Any, wl: Workload, procs: int, secs: float, why: str | None) -> Ca
 
 
 def measure_workload(wl: Workload, procs: int, secs: float, concurrency: int, roots: list[str], rounds: int,
-                     peer_skip: str | None) -> list[Row]:
+                     peer_skip: str | None, settle_s: float = 0.0) -> list[Row]:
     """Every engine ``rounds`` times, the order reversed each round (so a load swing from other work on the
-    machine hits all engines alike); each engine's best round is kept."""
+    machine hits all engines alike); each engine's best round is kept. Before each cell, wait up to
+    ``settle_s`` for the load average to drop below the quiet mark (the previous cell's own load decays)."""
     todo = engines(wl, procs, secs, concurrency, roots, peer_skip)
     best: dict[str, Row] = {}
     for r in range(rounds):
@@ -138,9 +152,10 @@ def measure_workload(wl: Workload, procs: int, secs: float, concurrency: int, ro
             old = best.get(name)
             if old is not None and old.skipped and not old.skipped.startswith("failed"):
                 continue  # not installed / disabled: the same answer every round
-            started = os.getloadavg()[0]  # other work on the machine: recorded per cell, marked above 0.5
+            started, waited = settle(settle_s)  # other work on the machine: recorded per cell, marked above 0.5
             row = guarded(name, wl.name, fn)
             row.extra["rounds"] = rounds
+            row.extra["settle_s"] = waited
             row.extra["load_before"] = round(started, 2)
             row.extra["busy"] = started > report.QUIET_LOAD
             if old is None or (row.images_per_s or 0) > (old.images_per_s or 0):
@@ -156,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     corpus_photos()  # a plain message, not a traceback, where the full-size corpus is missing
     procs = args.processes or os.cpu_count() or 1
     secs = args.seconds or (0.5 if args.quick else 4.0)
+    settle_s = args.settle if args.settle is not None else (0.0 if args.quick else 120.0)
     rounds = args.rounds or (1 if args.quick else 2)
     if not args.no_peers and not (PEERS / "status.json").exists():
         print("benchmarks: installing peers (benchmarks/setup_peers.sh) ...", flush=True)
@@ -164,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "load_before": load(),
         "processes": procs, "seconds_per_cell": secs, "rounds": rounds, "concurrency": args.concurrency,
+        "settle_s": settle_s,
         "command": "python -m benchmarks run" + (" " + " ".join(args.argv) if args.argv else ""),
         "versions": versions(not args.no_peers),
     }
@@ -181,11 +198,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {row.workload:28} {row.engine:36} {figs}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-src-") as tmp:
-        for wl in workloads(args.quick, Path(tmp)):
+        every = workloads(args.quick, Path(tmp))
+        unknown = [o for o in args.only or [] if not any(o in w.name for w in every) and o not in ("colour", "noop")]
+        if unknown:
+            sys.exit(f"--only {unknown}: no such workload; names: {[w.name for w in every]}, colour, noop")
+        for wl in every:
             if args.only and not any(o in wl.name for o in args.only):
                 continue
             print(f"{wl.name} ({len(wl.files)} files) load {load()}", flush=True)
-            for row in measure_workload(wl, procs, secs, args.concurrency, [str(CORPUS), tmp], rounds, peer_skip):
+            for row in measure_workload(wl, procs, secs, args.concurrency, [str(CORPUS), tmp], rounds, peer_skip,
+                                        settle_s):
                 add(row)
         if not args.quick and not args.only:
             photos = next(w for w in workloads(False, Path(tmp)) if w.name == "thumb512 photos")
@@ -241,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--concurrency", type=int, default=2, help="imgworker jobs in flight per process")
     r.add_argument("--seconds", type=float, default=0.0, help="measured seconds per cell (default 4, quick 0.5)")
     r.add_argument("--rounds", type=int, default=0, help="rounds per cell, best kept (default 2, quick 1)")
-    r.add_argument("--only", action="append", help="run only workloads whose name contains this (repeatable)")
+    r.add_argument("--only", action="append",
+                   help="run only workloads whose name contains this (repeatable: any match runs; "
+                        "'colour' and 'noop' select those checks)")
+    r.add_argument("--settle", type=float, default=None, metavar="S",
+                   help="before each cell, wait up to S seconds for the 1-minute load average to drop below "
+                        "0.5 (default 120, --quick 0; 0 disables); the load it started at is recorded either way")
     r.add_argument("--json", help="also write the results as JSON here")
     r.add_argument("--doc", default=str(REPO / "docs" / "performance.md"), help="markdown file to update")
     r.add_argument("--no-doc", action="store_true", help="do not touch the markdown file")

@@ -1,9 +1,9 @@
 """Peer: thumbor (PyPI, its default Pillow engine) over HTTP with its file loader, one process per core.
 
 thumbor forks ``--processes N`` servers on one port; the client keeps 2 requests per process in flight over
-keep-alive connections (as imgworker's client keeps N*C jobs in flight). Installed by setup_peers.sh into
-benchmarks/.peers/venv. Pillow does no colour management of CMYK JPEGs and thumbor drops alpha to black for
-JPEG output: bench_colour shows the difference.
+keep-alive connections (as imgworker's client keeps one job queued per worker process). Installed by
+setup_peers.sh into benchmarks/.peers/venv. Pillow does no colour management of CMYK JPEGs and thumbor drops
+alpha to black for JPEG output: bench_colour shows the difference.
 """
 
 from __future__ import annotations

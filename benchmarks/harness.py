@@ -149,6 +149,30 @@ def tree_rss_mb(pids: Sequence[int]) -> tuple[float, float]:
     return (round(sum(kbs) / 1024, 1), round(max(kbs) / 1024, 1)) if kbs else (0.0, 0.0)
 
 
+QUIET_LOAD = 0.5  # a cell that starts with the 1-minute load average above this is marked BUSY
+
+
+def load1() -> float:
+    """The 1-minute load average, from /proc/loadavg (os.getloadavg where that is missing)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+
+
+def settle(max_s: float, quiet: float = QUIET_LOAD, poll_s: float = 2.0) -> tuple[float, float]:
+    """Wait until the 1-minute load average drops below ``quiet``, at most ``max_s`` seconds (0: no wait):
+    the previous cell's own processes still weigh on the average for a minute after they end.
+    Returns (load when the wait ended, seconds waited); the caller marks the cell BUSY if it is still high."""
+    t0 = time.monotonic()
+    now = load1()
+    while now >= quiet and time.monotonic() - t0 < max_s:
+        time.sleep(min(poll_s, max(0.0, max_s - (time.monotonic() - t0))))
+        now = load1()
+    return now, round(time.monotonic() - t0, 1)
+
+
 def loop_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """One libvips thread per process: the process count is the parallelism, for every engine alike."""
     env = dict(os.environ)
