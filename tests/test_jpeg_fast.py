@@ -132,6 +132,26 @@ def test_resize_output_matches_the_libvips_path(kind: str, box: tuple[int, int],
     assert psnr(pixels(fast), pixels(ref)) >= 45
 
 
+@pytest.mark.parametrize("colour", ["srgb", "b-w"])
+@pytest.mark.parametrize("box", [(512, 384), (200, 150), (37, 500), (3, 2), (1200, 900), (2000, 1000)])
+def test_plain_resize_after_the_fast_decode_is_thumbnail_image_pixel_for_pixel(jpeg: bytes, colour: str,
+                                                                               box: tuple[int, int],
+                                                                               monkeypatch) -> None:
+    """No profile and nothing to turn: load_jpeg_resized resizes without thumbnail_image, same pixels (and
+    upscales the same way)."""
+    data = jpeg if colour == "srgb" else bytes(pyvips.Image.jpegload_buffer(jpeg).colourspace("b-w")
+                                               .jpegsave_buffer(Q=90))
+    info = cpu.probe(data, Limits())
+    with monkeypatch.context() as m:
+        m.setattr(pyvips.Image, "thumbnail_image", lambda *a, **k: pytest.fail("took thumbnail_image"), raising=False)
+        got = cpu.load_jpeg_resized(data, (info.width, info.height), box, fail_on="warning").copy_memory()
+    shrink = cpu.jpeg_shrink(info.width, info.height, *box)
+    ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(box[0], height=box[1], size="force")  # type: ignore[union-attr]
+    assert (got.width, got.height) == box == (ref.width, ref.height)
+    assert got.interpretation == ref.interpretation
+    assert psnr(pixels(got), pixels(ref)) == math.inf
+
+
 # --- EXIF orientation and ICC -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -165,6 +165,7 @@ def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, in
     shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
     # libjpeg-turbo in one call where that is exact (the same pixels); libvips' jpegload for the rest.
     image = None if cmyk or metadata else jpeg_fast.decode_scaled(source, shrink, orientation=orientation)
+    fast = image is not None
     if image is None:
         image = pyvips.Image.jpegload_buffer(source, shrink=shrink, fail_on=fail_on, access="sequential")
     if loaded is not None:
@@ -174,6 +175,12 @@ def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, in
         # CMYK pixels instead and colour-transform only the small result with the embedded profile.
         image = image.resize(size[0] / image.width, vscale=size[1] / image.height)
         return image.icc_transform("srgb", embedded=True, input_profile="cmyk", intent="relative")
+    if fast and image.get_typeof("icc-profile-data") == 0 and (orientation == 1 or not rotate):
+        # Nothing for thumbnail_image to do but resize (no profile, no turn, 8-bit sRGB/grey): the same kernel
+        # and pixels without its checks and extra pipeline stage (~0.5 ms of a 512 px thumbnail).
+        resized = image.resize(size[0] / image.width, vscale=size[1] / image.height)
+        if (resized.width, resized.height) == size:
+            return resized
     return image.thumbnail_image(size[0], height=size[1], size="force", no_rotate=not rotate)
 
 
