@@ -23,7 +23,7 @@ def make_work(op: dict[str, Any], out_dir: str) -> Any:
     from imgworker import app
     from imgworker.backends.cpu import CpuBackend
 
-    for name in ("limit_malloc_arenas", "release_big_buffers"):  # the worker process's own memory settings
+    for name in ("limit_malloc_arenas", "keep_job_buffers"):  # the worker process's own memory settings
         if hasattr(app, name):
             getattr(app, name)()
     from imgworker.contract import ResizeSpec

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import __version__, budget, health, metrics
+from .app import trim_heap
 from .backends.base import Backend
 from .batch import BatchRunner
 from .config import WorkerConfig
@@ -35,6 +36,7 @@ from .notify import Notifier
 from .service import Service, error_result
 from .stores import Stores
 
+IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed
 log = logging.getLogger("imgworker.worker")
 
 BASE_FUNCTION = "resize"
@@ -197,6 +199,7 @@ class WorkerProcess:
         self.job_end = JobEnd(config, stores, client_id)  # failed-job records, callbacks
         self.runner.prechecks.append(self.job_end.policy.precheck)
         self.abandoned = 0  # jobs handed back to gearmand when the drain deadline passed
+        self.jobs_started = 0  # for the heartbeat's idle trim
         self._stopping = 0
         self._stopped = asyncio.Event()
 
@@ -210,6 +213,7 @@ class WorkerProcess:
     def _handler(self, function: str, pipeline: str | None) -> Callable[[Job], Any]:
         async def handle(job: Job) -> bytes:
             started = time.perf_counter()
+            self.jobs_started += 1
             payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every use below reads this
             metrics.IN_FLIGHT.inc()
             try:
@@ -305,9 +309,18 @@ class WorkerProcess:
         self._stopped.set()
 
     async def _heartbeat(self) -> None:
-        """Stamp the heartbeat /healthz reads; a prefork child whose supervisor died drains and exits."""
+        """Stamp the heartbeat /healthz reads; a prefork child whose supervisor died drains and exits; the heap
+        kept for the next job goes back to the OS after IDLE_TRIM_S seconds without one."""
+        idle, trimmed, seen = 0, True, self.jobs_started
         while True:
             metrics.tick()
+            if self.gearman.in_flight or self.jobs_started != seen:  # a job between two beats counts too
+                idle, trimmed, seen = 0, False, self.jobs_started
+            elif not trimmed:
+                idle += 1
+                if idle >= IDLE_TRIM_S:
+                    trim_heap()
+                    trimmed = True
             if self.out_of_fds:
                 self._check_fds()
             if self.parent_pid is not None and os.getppid() != self.parent_pid and not self._stopping:
