@@ -22,7 +22,7 @@ from typing import Any
 from imgworker.gearman import Client
 
 from .bench_imgworker import Service
-from .harness import CORPUS
+from .harness import CORPUS, load1
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -71,8 +71,7 @@ async def drive(address: str, body: bytes, seconds: float, pids: dict[str, int])
         return {"jobs": n, "wall_ms_per_job": round(wall / n * 1000, 2), "worker_threads_cpu_ms": per_thread,
                 "gearmand_cpu_ms": round((cpu_s(f"/proc/{pids['gearmand']}/stat") - gearmand0) / n * 1000, 2),
                 "client_cpu_ms": round((time.process_time() - client0) / n * 1000, 2),
-                "stage_ms_mean": stages, "errors": sum(1 for r in results if not r.get("ok")),
-                "load_before": os.getloadavg()[0]}
+                "stage_ms_mean": stages, "errors": sum(1 for r in results if not r.get("ok"))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     src = args.file.resolve()
-    load = os.getloadavg()[0]
+    load = load1()
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as out, Service(1, 1, [str(src.parent), out]) as svc:
         body = json.dumps({"src": src.as_uri(), "dst": Path(out, "a.jpg").as_uri(), "width": 512,
                            "height": 512}).encode()

@@ -108,13 +108,8 @@ def limit_malloc_arenas() -> None:
 
     Must run before job threads start: arenas already created stay. benchmarks/memory_bench.py measures it.
     """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, macOS): nothing to tune
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _glibc("mallopt", -8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
 
 
 def keep_job_buffers() -> None:
@@ -131,12 +126,10 @@ def keep_job_buffers() -> None:
     libvips' operation cache only holds references to old sources in a worker (no job repeats an operation
     on the same buffer): off.
     """
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-        libc = ctypes.CDLL("libc.so.6")
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-            libc.mallopt(-3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
-        if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-            libc.mallopt(-1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
     import pyvips
 
     pyvips.cache_set_max(0)
@@ -144,8 +137,13 @@ def keep_job_buffers() -> None:
 
 def trim_heap() -> None:
     """Hand the heap glibc keeps for the next job (keep_job_buffers) back to the OS: malloc_trim(0)."""
+    _glibc("malloc_trim", 0)
+
+
+def _glibc(function: str, *args: int) -> None:
+    """``function(*args)`` from glibc; nothing where the C library is another (musl, macOS): nothing to tune."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
 
 
 def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None = None) -> int:
