@@ -16,6 +16,7 @@ from imgworker.backends import cpu
 from imgworker.backends.cpu import CpuBackend
 from imgworker.contract import ResizeSpec
 from imgworker.errors import DecodeFailed, LimitExceeded
+from imgworker.geometry import plan
 from imgworker.limits import Limits
 
 LEVELS = ("none", "truncated", "error", "warning")
@@ -149,6 +150,28 @@ def test_plain_resize_after_the_fast_decode_is_thumbnail_image_pixel_for_pixel(j
     ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(box[0], height=box[1], size="force")  # type: ignore[union-attr]
     assert (got.width, got.height) == box == (ref.width, ref.height)
     assert got.interpretation == ref.interpretation
+    assert psnr(pixels(got), pixels(ref)) == math.inf
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+@pytest.mark.parametrize("box", [(512, 512), (100, 60)])
+def test_turned_plain_resize_is_thumbnail_image_pixel_for_pixel(jpeg: bytes, orientation: int,
+                                                                box: tuple[int, int], monkeypatch) -> None:
+    """An EXIF turn without a profile: resized as stored, then turned in memory; thumbnail_image's pixels."""
+    src = pyvips.Image.jpegload_buffer(jpeg, shrink=2).copy()
+    src.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    data = bytes(src.jpegsave_buffer(Q=90))
+    info = cpu.probe(data, Limits())
+    geo = plan(info.width, info.height, box[0], box[1], "inside", Limits())
+    size = (geo.resize_w, geo.resize_h)
+    with monkeypatch.context() as m:
+        m.setattr(pyvips.Image, "thumbnail_image", lambda *a, **k: pytest.fail("took thumbnail_image"), raising=False)
+        got = cpu.load_jpeg_resized(data, (info.width, info.height), size, fail_on="warning",
+                                    orientation=orientation).copy_memory()
+    shrink = cpu.jpeg_shrink(info.width, info.height, *size)
+    ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(size[0], height=size[1], size="force")  # type: ignore[union-attr]
+    assert (got.width, got.height) == size == (ref.width, ref.height)
+    assert "orientation" not in got.get_fields()  # turned, and the tag gone, as thumbnail_image leaves it
     assert psnr(pixels(got), pixels(ref)) == math.inf
 
 
