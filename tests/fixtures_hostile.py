@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fixtures_reliability import WorkerProc
+from fixtures_reliability import NamedWorker
 
 from imgworker.gearman import GearmanError, SyncClient
 
@@ -56,4 +56,4 @@ def load() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[0]
 
 
-__all__ = ["REPO", "WorkerProc", "code", "job", "load", "open_fds", "vm_hwm_kb", "vm_rss_kb"]
+__all__ = ["REPO", "NamedWorker", "code", "job", "load", "open_fds", "vm_hwm_kb", "vm_rss_kb"]

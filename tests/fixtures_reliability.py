@@ -1,23 +1,21 @@
 """Fixtures for the reliability, access and fuzz tests: real worker processes, admin polling, tiny images.
 
-A ``WorkerProc`` is a real ``imgworker worker`` subprocess (one process, CPU backend) with its log in a file,
-so a test can SIGKILL it mid-job, read its log, and measure its peak RSS (VmHWM).
+A ``NamedWorker`` is tests/workerproc.py's real ``imgworker worker`` subprocess (one process, CPU backend) with
+a client id, so a test can SIGKILL it mid-job, read its log, and measure its peak RSS (VmHWM).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from workerproc import REPO, WorkerProc
 
 from imgworker.gearman import FunctionStatus, WorkerInfo
 from imgworker.gearman import status as _admin_status
@@ -25,7 +23,8 @@ from imgworker.gearman import workers as _admin_workers
 from imgworker.gearmand import Gearmand
 
 __all__ = [
-    "WorkerProc",
+    "REPO",
+    "NamedWorker",
     "admin_status",
     "admin_workers",
     "fixed_port_gearmand",
@@ -34,8 +33,6 @@ __all__ = [
     "wait_for",
     "worker_factory",
 ]
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def fixed_port_gearmand(**kw: Any) -> Gearmand:
@@ -76,8 +73,9 @@ def function_status(server: str, name: str) -> FunctionStatus | None:
     return next((f for f in admin_status(server) if f.name == name), None)
 
 
-class WorkerProc:
-    """One ``imgworker worker --processes 1`` subprocess."""
+class NamedWorker(WorkerProc):
+    """A ``WorkerProc`` (one process, CPU backend, 5 s drain) with a gearmand client id, so that a test finds
+    it among several in admin ``workers``, and its peak RSS (VmHWM) remembered across kills and restarts."""
 
     def __init__(
         self,
@@ -90,35 +88,15 @@ class WorkerProc:
         env: dict[str, str] | None = None,
         extra: Sequence[str] = (),
     ) -> None:
-        self.servers = list(servers)
+        super().__init__(servers, roots, "--backend", "cpu", "--client-id", name, "--drain-timeout", "5", *extra,
+                         env=env, concurrency=concurrency, log_path=log_path)
         self.name = name
-        self.log_path = log_path
-        cmd = [sys.executable, "-m", "imgworker", "worker", "--processes", "1", "--backend", "cpu",
-               "--concurrency", str(concurrency), "--client-id", name, "--drain-timeout", "5", *extra]
-        for s in self.servers:
-            cmd += ["--server", s]
-        for r in roots:
-            cmd += ["--root", str(r)]
-        self.cmd = cmd
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("IMGWORKER_")}
-        self.env.update(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss_kb = 0
 
-    def start(self) -> WorkerProc:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, cwd=REPO, start_new_session=True)
+    def start(self, *, wait_for: str | None = None, timeout: float = 30.0) -> NamedWorker:
+        """Started; registration is ``wait_ready``'s (by client id), so a test can start several at once."""
+        super().start(wait_for=wait_for, timeout=timeout)
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def registered(self, server: str | None = None, function: str = "resize") -> bool:
         servers = [server] if server else self.servers
@@ -126,10 +104,10 @@ class WorkerProc:
             any(w.client_id == self.name and function in w.functions for w in admin_workers(s)) for s in servers
         )
 
-    def wait_ready(self, timeout: float = 30.0, server: str | None = None) -> WorkerProc:
+    def wait_ready(self, timeout: float = 30.0, server: str | None = None) -> NamedWorker:
         def ready() -> bool:
-            if not self.alive:
-                raise AssertionError(f"worker {self.name} exited early:\n{self.log_text()[-3000:]}")
+            if not self.alive():
+                raise AssertionError(f"worker {self.name} exited early:\n{self.log()[-3000:]}")
             return self.registered(server)
 
         wait_for(ready, timeout, 0.1, f"worker {self.name} to register")
@@ -137,7 +115,7 @@ class WorkerProc:
 
     def sample_rss(self) -> int:
         """Peak RSS (VmHWM, KiB) of the live process, remembered across restarts of this object."""
-        if self.alive:
+        if self.alive():
             try:
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
@@ -148,45 +126,27 @@ class WorkerProc:
 
     def kill(self) -> None:
         """SIGKILL: the crash case (no drain, no goodbye to gearmand)."""
-        if self.alive:
-            self.sample_rss()
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.sample_rss()
+        super().kill()
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.alive:
-            self.sample_rss()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        self.sample_rss()
+        return super().stop(timeout)
 
     def completed_lines(self, needle: str) -> list[str]:
         """The worker's per-job log lines whose src/dst mention ``needle``."""
-        return [ln for ln in self.log_text().splitlines() if "job function=" in ln and needle in ln]
+        return [ln for ln in self.log().splitlines() if "job function=" in ln and needle in ln]
 
 
 @pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., NamedWorker]]:
     """Start real worker processes; all are stopped (SIGTERM, then SIGKILL) at test end."""
-    started: list[WorkerProc] = []
+    started: list[NamedWorker] = []
 
     def make(servers: Sequence[str], roots: Sequence[str | os.PathLike[str]], *, start: bool = True,
-             **kw: Any) -> WorkerProc:
+             **kw: Any) -> NamedWorker:
         name = kw.pop("name", f"w{len(started)}-{os.getpid()}")
-        w = WorkerProc(servers, roots, tmp_path / f"{name}.log", name=name, **kw)
+        w = NamedWorker(servers, roots, tmp_path / f"{name}.log", name=name, **kw)
         started.append(w)
         return w.start() if start else w
 

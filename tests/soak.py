@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fixtures_reliability import WorkerProc, fixed_port_gearmand, function_status, make_tiny_image
+from fixtures_reliability import NamedWorker, fixed_port_gearmand, function_status, make_tiny_image
 
 PEERS = Path(__file__).resolve().parent / "peers"
 FORMATS = ("jpg", "png", "webp")
@@ -181,7 +181,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         (root / "out" / c).mkdir(parents=True)
     started = time.monotonic()
     server = fixed_port_gearmand(persistent=cfg.durable)
-    workers = [WorkerProc([server.address], [root], base / f"worker{k}.log", name=f"soak-w{k}",
+    workers = [NamedWorker([server.address], [root], base / f"worker{k}.log", name=f"soak-w{k}",
                           concurrency=cfg.concurrency).start() for k in range(cfg.workers)]
     clients: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -213,7 +213,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
     return report
 
 
-def _chaos(cfg: SoakConfig, report: SoakReport, server: Any, workers: list[WorkerProc],
+def _chaos(cfg: SoakConfig, report: SoakReport, server: Any, workers: list[NamedWorker],
            clients: dict[str, subprocess.Popen[bytes]], plan: dict[str, list[dict[str, Any]]], started: float) -> None:
     """Kill a worker (any but worker 0) every ``kill_every`` s and restart it; SIGKILL gearmand once while the
     background queue is long, and restart it (the durable queue must keep every background job; an in-memory

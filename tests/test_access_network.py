@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_reliability import WorkerProc, make_tiny_image
+from fixtures_reliability import NamedWorker, make_tiny_image
 
 from imgworker.gearman import SyncClient
 from imgworker.gearmand import Gearmand
@@ -62,7 +62,7 @@ def submit_all(server: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_network_sources_are_refused_and_never_fetched(server: Gearmand, http_server: int,
-                                                        worker_factory: Callable[..., WorkerProc],
+                                                        worker_factory: Callable[..., NamedWorker],
                                                         tmp_path: Path) -> None:
     root = tmp_path / "root"
     src = make_tiny_image(root / "in" / "ok.png")
@@ -87,7 +87,7 @@ def test_network_sources_are_refused_and_never_fetched(server: Gearmand, http_se
     assert "not allowed" in results[0]["error"]["message"]
 
 
-def test_no_credentials_in_logs_or_results(server: Gearmand, worker_factory: Callable[..., WorkerProc],
+def test_no_credentials_in_logs_or_results(server: Gearmand, worker_factory: Callable[..., NamedWorker],
                                            tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_tiny_image(root / "in" / "ok.png")
@@ -109,7 +109,7 @@ def test_no_credentials_in_logs_or_results(server: Gearmand, worker_factory: Cal
     results = submit_all(server.address, jobs)
     assert all(not r["ok"] for r in results), results
     w.stop()
-    text = w.log_text() + json.dumps(results)
+    text = w.log() + json.dumps(results)
     assert "job function=resize" in text  # the log was written and read
     for secret in (ENV_SECRET, ENV_KEY_ID, URL_SECRET):
         assert secret not in text, f"{secret!r} leaked into the worker log or a result"

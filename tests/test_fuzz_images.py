@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pyvips
 from corpus import BAD, photo
-from fixtures_reliability import WorkerProc
+from fixtures_reliability import NamedWorker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -152,7 +152,7 @@ def server() -> Iterator[Gearmand]:
         yield g
 
 
-def test_a_sample_through_the_real_worker(server: Gearmand, worker_factory: Callable[..., WorkerProc],
+def test_a_sample_through_the_real_worker(server: Gearmand, worker_factory: Callable[..., NamedWorker],
                                           fuzz_root: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     """Mutants and the corpus bad files through a worker process: every job answers with a documented code,
     the worker stays up in bounded memory, and a good job after them succeeds."""
@@ -183,7 +183,7 @@ def test_a_sample_through_the_real_worker(server: Gearmand, worker_factory: Call
             assert code == "ok" or (code in ERROR_CODES and code != "INTERNAL"), result
             codes[code] = codes.get(code, 0) + 1
         assert code == "ok", "the good job after the hostile ones must succeed"
-    assert w.alive and "Traceback" not in w.log_text()
+    assert w.alive() and "Traceback" not in w.log()
     assert w.sample_rss() < WORKER_RSS_LIMIT_MIB * 1024, f"worker peak RSS {w.sample_rss() // 1024} MiB"
     assert len(codes) >= 3, codes  # the sample exercised several failure paths, not one
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from fixtures_hostile import WorkerProc, code, job, open_fds
+from fixtures_hostile import NamedWorker, code, job, open_fds
 from fixtures_reliability import make_tiny_image, wait_for
 
 from imgworker.gearman import SyncClient
@@ -69,7 +69,7 @@ def run_all(server: str, jobs: list[dict[str, object]], timeout: float = 60) -> 
 
 
 def test_a_worker_out_of_file_descriptors_stops_taking_jobs_and_goes_red(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path) -> None:
+        server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path) -> None:
     """Before: it kept taking jobs and failed every one (STORE_FAILED: Too many open files); /healthz 200.
     After: one job fails, the rest go to the healthy worker, /healthz is 503 until descriptors are free."""
     root = tmp_path / "root"
@@ -94,14 +94,14 @@ def test_a_worker_out_of_file_descriptors_stops_taking_jobs_and_goes_red(
     wait_for(lambda: health(port)[0] == 200, 10, 0.2, "the worker to find descriptors free again")
     b.stop()
     assert code(job(server.address, jobs[0])) == "ok"  # served by a again
-    assert "out of file descriptors" in a.log_text()
+    assert "out of file descriptors" in a.log()
 
 
 # --- 2: a payload over the packet limit ----------------------------------------------------------------------
 
 
 def test_a_job_over_the_packet_limit_is_answered_once_and_the_worker_keeps_serving(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path) -> None:
+        server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path) -> None:
     """Before: the worker dropped the connection, reconnected at once, got the same job again: ~3,000
     reconnects/s and the job never answered. After: LIMIT_EXCEEDED once, no reconnect."""
     root = tmp_path / "root"
@@ -117,8 +117,8 @@ def test_a_job_over_the_packet_limit_is_answered_once_and_the_worker_keeps_servi
     assert code(result) == "LIMIT_EXCEEDED", result
     assert "packet limit" in result["error"]["message"]
     assert code(job(server.address, jobs[0])) == "ok"
-    lost = len(re.findall(r"connection lost|protocol error", w.log_text()))
-    assert lost == 0, w.log_text()[-2000:]
+    lost = len(re.findall(r"connection lost|protocol error", w.log()))
+    assert lost == 0, w.log()[-2000:]
 
 
 # --- 4: slots held by work past its time limit ---------------------------------------------------------------
@@ -142,7 +142,7 @@ def long_png(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     return big, time.monotonic() - t0
 
 
-def _killed_at_the_deadline(server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path,
+def _killed_at_the_deadline(server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path,
                             long_png: tuple[Path, float], function: str, extra: list[str]) -> None:
     root = tmp_path / "root"
     big = long_png[0]
@@ -159,12 +159,12 @@ def _killed_at_the_deadline(server: Gearmand, worker_factory: Callable[..., Work
     elapsed = time.monotonic() - started
     assert code(result) == "TIMEOUT", (result, elapsed, decode_s)
     assert elapsed < decode_s, (elapsed, decode_s)  # stopped, not run to its end
-    assert "overran" not in w.log_text()  # answered by the job itself, not by the runner's backstop
+    assert "overran" not in w.log()  # answered by the job itself, not by the runner's backstop
     assert not (root / "out" / "k.png").exists()
 
 
 def test_a_plain_resize_past_its_limit_stops_at_the_deadline(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path,
+        server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path,
         long_png: tuple[Path, float]) -> None:
     """Before: the job ran to its end (ok after several times its limit; its thread busy all along).
     After: TIMEOUT at the deadline, the thread stopped by libvips' set_kill."""
@@ -172,7 +172,7 @@ def test_a_plain_resize_past_its_limit_stops_at_the_deadline(
 
 
 def test_a_pipeline_past_its_limit_stops_at_the_deadline(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path,
+        server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path,
         long_png: tuple[Path, float]) -> None:
     """The pipeline engine's decode is killed at the deadline too (pipeline/decode.materialise: kill_at on the
     loader's image). Before: its "eval" handler ran once per output tile, so the job ran to its end."""
@@ -183,7 +183,7 @@ def test_a_pipeline_past_its_limit_stops_at_the_deadline(
 
 
 def test_a_worker_whose_slots_are_all_stuck_takes_no_jobs_and_goes_red(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path) -> None:
+        server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path) -> None:
     """Before: 2 of 8 small jobs sat behind the stuck one for 50 s while an idle worker ran the others in
     30 ms; /healthz stayed 200. After: the stuck worker takes none until its thread ends; /healthz 503."""
     root = tmp_path / "root"
@@ -238,7 +238,7 @@ def silent_store() -> Iterator[int]:
 
 
 def test_a_store_that_never_answers_fails_the_job_in_time_and_the_next_job_runs(
-        server: Gearmand, worker_factory: Callable[..., WorkerProc], tmp_path: Path, silent_store: int) -> None:
+        server: Gearmand, worker_factory: Callable[..., NamedWorker], tmp_path: Path, silent_store: int) -> None:
     """Before (--job-timeout 5, one slot): the next 18 ms job waited 99 s. After: the S3 job fails within its
     limit (timeouts sized to the time left) and the next job runs at once."""
     root = tmp_path / "root"
@@ -254,5 +254,5 @@ def test_a_store_that_never_answers_fails_the_job_in_time_and_the_next_job_runs(
     assert code(out[0]) in ("STORE_FAILED", "TIMEOUT"), out[0]
     assert code(out[1]) == "ok"
     assert elapsed < 5 + 5, elapsed  # the limit, plus a generous margin for a loaded machine
-    assert "never retrieved" not in w.log_text()
+    assert "never retrieved" not in w.log()
     assert open_fds(w.pid) < 200

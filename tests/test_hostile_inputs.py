@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pyvips
-from fixtures_hostile import REPO, WorkerProc, code, job, open_fds, vm_hwm_kb
+from fixtures_hostile import REPO, NamedWorker, code, job, open_fds, vm_hwm_kb
 from fixtures_reliability import make_tiny_image
 
 from imgworker.gearmand import Gearmand
@@ -32,7 +32,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     log = tmp_path_factory.mktemp("hostile-log") / "worker.log"
     with Gearmand() as server:
         # S3 enabled (an endpoint nobody answers on: these jobs are refused before any request).
-        worker = WorkerProc([server.address], [root], log, name="hostile-inputs", concurrency=2,
+        worker = NamedWorker([server.address], [root], log, name="hostile-inputs", concurrency=2,
                             extra=["--pipelines", str(REPO / "pipelines"), "--s3-endpoint", "http://127.0.0.1:9",
                                    "--s3-bucket", "bucket", "--s3-max-attempts", "1"],
                             env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
@@ -53,7 +53,7 @@ def resize(env: dict[str, Any], **payload: Any) -> dict[str, Any]:
 
 def test_a_directory_as_src_is_a_clear_error_and_leaks_no_descriptor(env: dict[str, Any]) -> None:
     """Before: INTERNAL (IsADirectoryError) and one fd leaked per job (60 jobs: +60 fds)."""
-    worker: WorkerProc = env["worker"]
+    worker: NamedWorker = env["worker"]
     assert code(resize(env)) == "ok"  # warm: the first job opens libraries' files
     before = open_fds(worker.pid)
     src = (env["root"] / "in" / "adir").as_uri()
@@ -71,7 +71,7 @@ def test_a_directory_as_src_is_a_clear_error_and_leaks_no_descriptor(env: dict[s
 def test_a_dst_template_with_a_format_spec_is_refused_before_any_allocation(env: dict[str, Any],
                                                                              field: str) -> None:
     """Before: ``{stem:>500000000}`` x4 took the worker to 6 GB; here 50 MB x4 (+400 MB before the fix)."""
-    worker: WorkerProc = env["worker"]
+    worker: NamedWorker = env["worker"]
     root: Path = env["root"]
     peak = vm_hwm_kb(worker.pid)
     dst = f"file://{root}/out/" + field * 4
@@ -95,7 +95,7 @@ def test_a_plain_dst_template_still_works(env: dict[str, Any]) -> None:
 @pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x1b", "\x00", "\u2028", "\x85"])
 def test_control_characters_in_urls_are_refused_and_never_logged_raw(env: dict[str, Any], char: str) -> None:
     """Before: ``\\n`` in src forged a log line; ``\\t`` in dst was dropped by urlsplit (another file written)."""
-    worker: WorkerProc = env["worker"]
+    worker: NamedWorker = env["worker"]
     root: Path = env["root"]
     forged = "job function=resize outcome=ok FORGED"
     r1 = resize(env, src=(root / "in" / "ok.png").as_uri() + char + forged)
@@ -104,8 +104,8 @@ def test_control_characters_in_urls_are_refused_and_never_logged_raw(env: dict[s
     assert "control character" in r1["error"]["message"]
     assert not any(p.name.startswith("ct") for p in (root / "out").iterdir())
     assert not any(line.startswith(forged) or line.startswith(forged.split(" ")[0] + " function=resize outcome=ok F")
-                   for line in worker.log_text().splitlines())
-    assert forged not in "\n".join(ln for ln in worker.log_text().splitlines() if not ln.startswith("20")
+                   for line in worker.log().splitlines())
+    assert forged not in "\n".join(ln for ln in worker.log().splitlines() if not ln.startswith("20")
                                    and "job function=" not in ln[:40])
 
 
@@ -139,7 +139,7 @@ def test_deeply_nested_json_is_a_bad_request_result_not_work_fail(env: dict[str,
 ])
 def test_credentials_in_a_url_never_reach_a_result_or_the_log(env: dict[str, Any], url: str) -> None:
     """Before: ``invalid bucket name 'KEY:SECRET'`` in the result; a password with @, space or quote in the log."""
-    worker: WorkerProc = env["worker"]
+    worker: NamedWorker = env["worker"]
     for payload in ({"src": url}, {"dst": url}, {"src": url, "notify": "nobody_listens"}):
         result = resize(env, **payload)
         assert code(result) == "BAD_REQUEST", result
@@ -147,7 +147,7 @@ def test_credentials_in_a_url_never_reach_a_result_or_the_log(env: dict[str, Any
     pipeline = job(env["server"], {"src": (env["root"] / "in" / "ok.png").as_uri(), "watermark": url,
                                    "dst": (env["root"] / "out" / "wm.jpg").as_uri()}, function="product_zoom")
     assert code(pipeline) in ("BAD_REQUEST", "FORBIDDEN_PATH") and SECRET not in json.dumps(pipeline)
-    assert SECRET not in worker.log_text()
+    assert SECRET not in worker.log()
 
 
 # --- 12: the smaller ones ------------------------------------------------------------------------------------

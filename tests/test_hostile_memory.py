@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import pyvips
-from fixtures_hostile import REPO, WorkerProc, code, job, vm_hwm_kb
+from fixtures_hostile import REPO, NamedWorker, code, job, vm_hwm_kb
 from fixtures_reliability import make_tiny_image
 
 from imgworker import budget
@@ -56,7 +56,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        worker = WorkerProc([server.address], [root], log, name="memory", concurrency=2,
+        worker = NamedWorker([server.address], [root], log, name="memory", concurrency=2,
                             extra=["--memory-budget", str(BUDGET_MIB), "--metrics-port", str(port),
                                    "--pipelines", str(REPO / "pipelines")])
         worker.start().wait_ready()
@@ -81,7 +81,7 @@ def test_a_job_over_the_memory_budget_is_refused_before_decoding(env: dict[str, 
                                                                   params: dict[str, Any], function: str) -> None:
     """Before: decoded (interlaced 16-bit PNG, progressive CMYK), encoded (1x1 upscaled to AVIF) or kept every
     frame (GIF through `web`): at full scale 1.6 GB, 1.6 GB, 2.5 GB, 4.2 GB."""
-    worker: WorkerProc = env["worker"]
+    worker: NamedWorker = env["worker"]
     peak = vm_hwm_kb(worker.pid)
     result = run(env, src, function, **params)
     assert code(result) == "LIMIT_EXCEEDED", result
@@ -91,7 +91,7 @@ def test_a_job_over_the_memory_budget_is_refused_before_decoding(env: dict[str, 
 
 def test_two_jobs_that_fit_only_one_at_a_time_run_one_after_the_other(env: dict[str, Any]) -> None:
     """Each needs ~52 MiB of a 96 MiB budget: both succeed, the second after the first (one waits)."""
-    worker: WorkerProc = env["worker"]
+    worker: NamedWorker = env["worker"]
     results: list[dict[str, Any]] = [{}, {}]
 
     def one(i: int) -> None:
@@ -103,7 +103,7 @@ def test_two_jobs_that_fit_only_one_at_a_time_run_one_after_the_other(env: dict[
     for t in threads:
         t.join(60)
     assert [code(r) for r in results] == ["ok", "ok"], results
-    assert "job waits for memory" in worker.log_text()
+    assert "job waits for memory" in worker.log()
 
 
 def test_the_budget_and_memory_in_use_are_in_the_metrics(env: dict[str, Any]) -> None:

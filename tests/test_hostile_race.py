@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyvips
-from fixtures_hostile import WorkerProc, code, job
+from fixtures_hostile import NamedWorker, code, job
 from fixtures_reliability import make_tiny_image
 
 from imgworker.gearmand import Gearmand
@@ -54,7 +54,7 @@ def swapper(name: Path, outside: Path, stop: threading.Event) -> threading.Threa
 
 
 def test_swapping_a_directory_for_a_link_never_reaches_outside_the_root(
-        tmp_path: Path, worker_factory: Callable[..., WorkerProc]) -> None:
+        tmp_path: Path, worker_factory: Callable[..., NamedWorker]) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     make_tiny_image(root / "in" / "sw" / "x.png", size=64)  # inside: 64x64
     outside.mkdir()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyvips
 from corpus import photo
-from fixtures_reliability import WorkerProc, fixed_port_gearmand, function_status, make_tiny_image, wait_for
+from fixtures_reliability import NamedWorker, fixed_port_gearmand, function_status, make_tiny_image, wait_for
 
 from imgworker import Client
 from imgworker.client import default_unique
@@ -40,8 +40,8 @@ def _dst(job: dict[str, Any]) -> Path:
     return Path(job["dst"].removeprefix("file://"))
 
 
-def _crash_with_work_in_flight(server: Gearmand, worker_factory: Callable[..., WorkerProc],
-                               tmp_path: Path) -> tuple[WorkerProc, dict[str, Any], list[dict[str, Any]]]:
+def _crash_with_work_in_flight(server: Gearmand, worker_factory: Callable[..., NamedWorker],
+                               tmp_path: Path) -> tuple[NamedWorker, dict[str, Any], list[dict[str, Any]]]:
     """One worker (one job at a time) runs the slow job while QUEUED more wait; then gearmand is SIGKILLed and
     the worker is left to finish the slow job on its own."""
     root, slow, small = _jobs(tmp_path)
@@ -61,7 +61,7 @@ def _crash_with_work_in_flight(server: Gearmand, worker_factory: Callable[..., W
 
 
 def test_sigkill_with_queued_and_running_jobs_loses_nothing_and_a_replay_rewrites_identical_bytes(
-    worker_factory: Callable[..., WorkerProc], tmp_path: Path
+    worker_factory: Callable[..., NamedWorker], tmp_path: Path
 ) -> None:
     with fixed_port_gearmand() as server:
         assert server.queue_file is not None
@@ -83,11 +83,11 @@ def test_sigkill_with_queued_and_running_jobs_loses_nothing_and_a_replay_rewrite
         image.avg()  # every pixel decodes: whole, not truncated
     assert len(w.completed_lines("/out/")) == QUEUED + 2
     assert all("outcome=ok" in line for line in w.completed_lines("/out/"))
-    assert w.alive
+    assert w.alive()
 
 
 def test_in_memory_queue_loses_the_same_jobs_so_clients_must_resubmit(
-    worker_factory: Callable[..., WorkerProc], tmp_path: Path
+    worker_factory: Callable[..., NamedWorker], tmp_path: Path
 ) -> None:
     """The control: same crash, ``persistent=False`` (gearmand's own default). The queued jobs are gone; the
     resubmission policy (resubmit by unique id until the destination exists) brings them back."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures_reliability import WorkerProc, make_tiny_image, wait_for
+from fixtures_reliability import NamedWorker, make_tiny_image, wait_for
 
 from imgworker import Client
 from imgworker import gearmand as local
@@ -51,7 +51,7 @@ def test_enable_keepalive_sets_the_socket_options() -> None:
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == dead_after_ms * 1000
 
 
-def test_worker_and_client_connections_keep_alive(worker_factory: Callable[..., WorkerProc], tmp_path: Path) -> None:
+def test_worker_and_client_connections_keep_alive(worker_factory: Callable[..., NamedWorker], tmp_path: Path) -> None:
     if shutil.which("ss") is None:
         pytest.fail("ss missing (apt-get install iproute2)")
     root = tmp_path / "root"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from corpus import photo
-from fixtures_reliability import WorkerProc, function_status, make_tiny_image, wait_for
+from fixtures_reliability import NamedWorker, function_status, make_tiny_image, wait_for
 
 from imgworker import Client
 from imgworker.client import default_unique
@@ -44,7 +44,7 @@ def _submit_in_threads(server: str, payload: dict[str, Any], n: int) -> tuple[li
     return threads, results
 
 
-def test_duplicates_coalesce_while_no_worker_is_running(server: Gearmand, worker_factory: Callable[..., WorkerProc],
+def test_duplicates_coalesce_while_no_worker_is_running(server: Gearmand, worker_factory: Callable[..., NamedWorker],
                                                        tmp_path: Path) -> None:
     src = make_tiny_image(tmp_path / "in" / "a.png")
     payload = {"src": src.as_uri(), "dst": (tmp_path / "out" / "a.webp").as_uri(), "width": 32}
@@ -61,12 +61,13 @@ def test_duplicates_coalesce_while_no_worker_is_running(server: Gearmand, worker
     assert len(w.completed_lines("a.webp")) == 1, "the worker must run a coalesced job once"
 
 
-def test_duplicates_coalesce_while_the_worker_is_busy(server: Gearmand, worker_factory: Callable[..., WorkerProc],
+def test_duplicates_coalesce_while_the_worker_is_busy(server: Gearmand, worker_factory: Callable[..., NamedWorker],
                                                       tmp_path: Path) -> None:
     src = make_tiny_image(tmp_path / "in" / "a.png")
     w = worker_factory([server.address], [tmp_path, SOURCE.parent], concurrency=1).wait_ready()
-    slow = {"src": SOURCE.as_uri(), "dst": (tmp_path / "out" / "slow.jpg").as_uri(), "width": 4000,
-            "height": 4000, "fit": "fill"}  # a few seconds of work: the duplicates queue behind it
+    # An AV1 encode of 16 MP: ~3 s of work (a JPEG of that size is ~0.4 s, too short to check the queue behind it).
+    slow = {"src": SOURCE.as_uri(), "dst": (tmp_path / "out" / "slow.avif").as_uri(), "width": 4000,
+            "height": 4000, "fit": "fill", "format": "avif"}
     busy, _ = _submit_in_threads(server.address, slow, 1)
     wait_for(lambda: getattr(function_status(server.address, "resize"), "running", 0) == 1, 20, 0.02, "busy")
     payload = {"src": src.as_uri(), "dst": (tmp_path / "out" / "b.png").as_uri(), "width": 32}
@@ -84,7 +85,7 @@ def test_duplicates_coalesce_while_the_worker_is_busy(server: Gearmand, worker_f
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "avif"])
 def test_a_rerun_overwrites_atomically_with_identical_bytes(server: Gearmand,
-                                                            worker_factory: Callable[..., WorkerProc],
+                                                            worker_factory: Callable[..., NamedWorker],
                                                             tmp_path: Path, fmt: str) -> None:
     src = make_tiny_image(tmp_path / "in" / "a.jpg", size=256, fmt="jpeg")
     dst = tmp_path / "out" / f"a.{fmt}"

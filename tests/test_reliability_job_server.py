@@ -62,11 +62,11 @@ def test_worker_reconnects_with_backoff_and_reregisters(server: Gearmand, worker
     w.wait_ready(timeout=30)
     with Client([server.address], timeout=30) as client:
         assert client.run("resize", _job(root, 0)).ok
-    delays = [float(d) for d in re.findall(r"connect failed .*; retry in ([0-9.]+)s", w.log_text())]
-    assert len(delays) >= 3, w.log_text()[-2000:]
+    delays = [float(d) for d in re.findall(r"connect failed .*; retry in ([0-9.]+)s", w.log())]
+    assert len(delays) >= 3, w.log()[-2000:]
     # Exponential backoff with jitter in [0.5, 1] x 0.1 * 2^n: each delay is at least the previous one.
     assert delays == sorted(delays) and delays[-1] > delays[0], delays
-    assert w.alive
+    assert w.alive()
 
 
 def test_foreground_client_gets_clear_error_on_server_loss_and_can_resubmit(
@@ -131,7 +131,7 @@ def _two_servers(g1: Gearmand, g2: Gearmand, worker_factory: Callable[..., Worke
         assert client.run("resize", _job(root, 50)).ok
     for i in range(51):
         assert pyvips.Image.new_from_file(str(root / "out" / f"{i}.jpg")).width == 32
-    assert all(w.alive for w in workers)
+    assert all(w.alive() for w in workers)
 
 
 def resubmit_missing(client: Client, jobs: list[dict[str, Any]]) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pyvips
 from corpus import photo
-from fixtures_reliability import WorkerProc, function_status, wait_for
+from fixtures_reliability import NamedWorker, function_status, wait_for
 
 from imgworker import Client
 from imgworker.errors import Unavailable
@@ -72,8 +72,8 @@ def server(tmp_path: Path) -> Iterator[Gearmand]:
 
 
 def _start_killed_job(
-    server: Gearmand, make_worker: Callable[..., WorkerProc], root: Path, submit: Callable[[dict[str, Any]], Any]
-) -> tuple[WorkerProc, dict[str, Any], Any]:
+    server: Gearmand, make_worker: Callable[..., NamedWorker], root: Path, submit: Callable[[dict[str, Any]], Any]
+) -> tuple[NamedWorker, dict[str, Any], Any]:
     """Start worker A, submit the slow job, SIGKILL A while it runs; returns (A, payload, submit's value)."""
     a = make_worker([server.address], [root, SOURCE.parent], name="victim").wait_ready()
     payload = {"src": SOURCE.as_uri(), "dst": (root / "out" / "big.jpg").as_uri(), **SLOW}
@@ -90,7 +90,7 @@ class _Zero:
     queued = 0
 
 
-def test_foreground_job_survives_worker_sigkill(server: Gearmand, worker_factory: Callable[..., WorkerProc],
+def test_foreground_job_survives_worker_sigkill(server: Gearmand, worker_factory: Callable[..., NamedWorker],
                                                 tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "out").mkdir(parents=True)
@@ -124,7 +124,7 @@ def test_foreground_job_survives_worker_sigkill(server: Gearmand, worker_factory
     assert leftover_parts(dst.parent) == []
 
 
-def test_background_job_survives_worker_sigkill(server: Gearmand, worker_factory: Callable[..., WorkerProc],
+def test_background_job_survives_worker_sigkill(server: Gearmand, worker_factory: Callable[..., NamedWorker],
                                                 tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "out").mkdir(parents=True)
@@ -147,7 +147,7 @@ def test_background_job_survives_worker_sigkill(server: Gearmand, worker_factory
     assert_whole_image(dst, 4000, 4000)
 
 
-def test_job_retries_cap_turns_a_poison_job_into_a_clear_error(worker_factory: Callable[..., WorkerProc],
+def test_job_retries_cap_turns_a_poison_job_into_a_clear_error(worker_factory: Callable[..., NamedWorker],
                                                                  tmp_path: Path) -> None:
     """With ``gearmand --job-retries 1`` a job whose worker dies is dropped, and the foreground client gets a
     clear, retryable error instead of the job killing worker after worker forever."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fixtures_reliability import REPO, WorkerProc, function_status, make_tiny_image, wait_for
+from fixtures_reliability import REPO, NamedWorker, function_status, make_tiny_image, wait_for
 
 from imgworker.gearmand import Gearmand
 
@@ -56,7 +56,7 @@ def test_two_sources_one_destination_is_refused_before_submitting(server: Gearma
 
 
 def test_keep_extension_gives_each_source_its_own_output(server: Gearmand, src: Path, tmp_path: Path,
-                                                         worker_factory: Callable[..., WorkerProc]) -> None:
+                                                         worker_factory: Callable[..., NamedWorker]) -> None:
     worker_factory([server.address], [tmp_path]).wait_ready()
     out = tmp_path / "out"
     proc = submit("--server", server.address, "--width", "16", "--format", "webp", "--keep-extension",
@@ -69,7 +69,7 @@ def test_keep_extension_gives_each_source_its_own_output(server: Gearmand, src: 
 
 
 def test_exit_codes_tell_failed_jobs_from_no_server(server: Gearmand, src: Path, tmp_path: Path,
-                                                    worker_factory: Callable[..., WorkerProc]) -> None:
+                                                    worker_factory: Callable[..., NamedWorker]) -> None:
     worker_factory([server.address], [tmp_path]).wait_ready()
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     some_failed = submit("--server", server.address, "--width", "16", f"{src}/", str(tmp_path / "out"))

@@ -1,4 +1,5 @@
-"""A real imgworker worker process for tests: start, wait until registered, stop, kill, read its log."""
+"""A real imgworker worker process for tests: start, wait until registered, signal, stop, SIGKILL mid-job, read
+its log. tests/fixtures_reliability.py adds a named worker (client id, peak RSS, per-job log lines) on top."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class WorkerProc:
         env: dict[str, str] | None = None,
         processes: int = 1,
         concurrency: int = 2,
+        log_path: Path | None = None,
     ) -> None:
         self.servers = list(servers)
         cmd = [
@@ -54,13 +56,15 @@ class WorkerProc:
         self.cmd = cmd + list(args)
         base = {k: v for k, v in os.environ.items() if not k.startswith("IMGWORKER_")}
         self.env = {**base, "PYTHONPATH": str(REPO), **(env or {})}
-        self.log_path = Path(tempfile.mkstemp(prefix="imgworker-", suffix=".log")[1])
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="imgworker-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_for: str | None = "resize", timeout: float = 30.0) -> WorkerProc:
         with self.log_path.open("ab") as log:
+            # Own session: a terminal's Ctrl-C reaches the test, not the workers (they get SIGTERM at the end).
             self.proc = subprocess.Popen(
-                self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL
+                self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL, cwd=REPO,
+                start_new_session=True,
             )
         if wait_for:
             self.wait_registered(wait_for, timeout=timeout)
@@ -77,7 +81,10 @@ class WorkerProc:
         raise TimeoutError(f"worker did not register {function!r} in {timeout} s:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     @property
     def pid(self) -> int:
