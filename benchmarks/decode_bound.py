@@ -29,10 +29,6 @@ from .harness import BASELINE, CORPUS, load1
 
 
 def measure(files: list[Path], rounds: int) -> dict[str, Any]:
-    import math
-
-    import simplejpeg
-
     from imgworker.app import keep_job_buffers
     from imgworker.backends.cpu import CpuBackend
     from imgworker.contract import ResizeSpec
@@ -40,11 +36,12 @@ def measure(files: list[Path], rounds: int) -> dict[str, Any]:
     from imgworker.stores.base import WriteOptions
     from imgworker.stores.file import FileStore
 
-    from .bench_decode import shrink_plan
+    from .bench_decode import make_work, shrink_plan
     from .harness import THUMB, Workload
 
     keep_job_buffers()  # the worker's heap settings
     plan = shrink_plan(Workload("thumb512 baseline-jpeg", THUMB, tuple(map(str, files)), jpeg_only=True))
+    decode = make_work("simplejpeg", plan)  # the decode-limit row's own call
     backend, spec = CpuBackend(), ResizeSpec(width=THUMB.width, height=THUMB.height, quality=THUMB.quality)
     limits = Limits()
     times: dict[str, dict[str, list[float]]] = {f.name: {"decode": [], "backend": [], "io": []} for f in files}
@@ -52,10 +49,9 @@ def measure(files: list[Path], rounds: int) -> dict[str, Any]:
         store = FileStore([str(files[0].parent), out])
         for k in range(rounds + 1):
             for f in files:
-                w, h, s = plan[str(f)]
                 data = store.read(f.as_uri(), max_bytes=limits.max_source_bytes)
                 t0 = time.perf_counter()
-                simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=math.ceil(w / s), min_height=math.ceil(h / s))
+                decode(str(f), data)
                 t1 = time.perf_counter()
                 jpeg = backend.resize(data, spec, limits).data
                 t2 = time.perf_counter()
