@@ -4,7 +4,7 @@
 #   sharp   (npm, bundled libvips)        -> benchmarks/.peers/node
 #   simplejpeg (PyPI, libjpeg-turbo)      -> benchmarks/.peers/venv (the JPEG decode limit)
 # Idempotent: re-running only installs what is missing. Each part may fail alone; the benchmark prints why
-# a peer is skipped (python -m benchmarks run reads .peers/status.json written here).
+# a peer is skipped (python -m benchmarks.suite run reads .peers/status.json written here).
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 peers="$here/.peers"

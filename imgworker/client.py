@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import InternalError, Unavailable, error_from_dict
-from .gearman import ConnectionLost, GearmanError, JobStatus, SyncClient
+from imgworker.core.errors import InternalError, Unavailable, error_from_dict
+from imgworker.gearman import ConnectionLost, GearmanError, JobStatus, SyncClient
 
 Priority = Literal["normal", "high", "low"]
 

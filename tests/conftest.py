@@ -1,7 +1,28 @@
-"""Shared fixtures. Each area keeps its fixtures in its own module, imported here so every test sees them."""
+"""Shared fixtures and the suite's markers.
 
-from fixtures_core import *  # noqa: F403
-from fixtures_gearman import *  # noqa: F403
-from fixtures_pipeline import *  # noqa: F403
-from fixtures_reliability import *  # noqa: F403
-from fixtures_s3 import *  # noqa: F403
+The folder a test lives in is its kind, and its marker: ``unit`` (one module, no job server or worker process;
+``./dev test -m unit`` runs them alone in under a minute), ``integration`` (real gearmand, workers, clients,
+S3 server), ``reliability`` (faults, kills, hostile input), ``deploy`` (images, manifests, autoscaling), ``fuzz``
+and ``gpu`` (code that runs on the device; the tests that need one are marked ``gpu`` too and deselected here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support.fixtures_core import *  # noqa: F403
+from support.fixtures_gearman import *  # noqa: F403
+from support.fixtures_pipeline import *  # noqa: F403
+from support.fixtures_reliability import *  # noqa: F403
+from support.fixtures_s3 import *  # noqa: F403
+
+TESTS = Path(__file__).resolve().parent
+KINDS = ("unit", "integration", "reliability", "deploy", "fuzz")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))

@@ -13,10 +13,10 @@ from typing import Any
 
 import pyvips
 
-from ..errors import BadRequest
-from . import blurhash, dominant, phash, thumbhash
-from .meta import describe
-from .small import Small, prepare
+from imgworker.analysis import blurhash, dominant, phash, thumbhash
+from imgworker.analysis.meta import describe
+from imgworker.analysis.small import Small, prepare
+from imgworker.core.errors import BadRequest
 
 # Pixel facts: name -> function of the small image. ``meta`` is the header fact (no pixels).
 PIXEL_FACTS: dict[str, Callable[[Small], Any]] = {
@@ -34,7 +34,7 @@ def parse_analyze(value: Any, where: str = "'analyze'") -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadRequest(f"{where} must be a list of facts from {', '.join(FACTS)}; got {value!r}")
-    from ..contract import suggest
+    from imgworker.core.contract import suggest
 
     for name in value:
         if name not in FACTS:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyvips
 
-from .. import heif
+from imgworker.imaging import heif
 
 _SWAPS_SIDES = {5, 6, 7, 8}
 _SPACES = {"srgb": "srgb", "rgb16": "srgb", "b-w": "grey", "grey16": "grey", "cmyk": "cmyk", "lab": "lab",
@@ -99,7 +99,7 @@ def describe(source: bytes) -> dict[str, Any]:
         make = _exif_text(image, fields, "exif-ifd0-Make")
         model = _exif_text(image, fields, "exif-ifd0-Model")
     except pyvips.Error as exc:
-        from ..backends.cpu import _translate
+        from imgworker.backends.cpu import _translate
 
         raise _translate(exc, "source") from None
     for key, value in (("date", date), ("make", make), ("model", model)):

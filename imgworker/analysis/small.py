@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
-from .phash import SIZE as PHASH_SIZE
-from .thumbhash import MAX_SIDE
+from imgworker.analysis.phash import SIZE as PHASH_SIZE
+from imgworker.analysis.thumbhash import MAX_SIDE
 
 _NUMPY_MAX_SIDE = 800  # above this, libvips shrinks first (block means in NumPy cost O(pixels))
 

@@ -2,7 +2,7 @@
 
 Backends (cpu: libvips, gpu: CuPy) implement the same small interface and share one contract test suite
 (tests/test_backend_contract.py): the same request gives the same image within a tolerance on either.
-A backend translates its library's errors into imgworker.errors (DecodeFailed, UnsupportedImage, ...).
+A backend translates its library's errors into imgworker.core.errors (DecodeFailed, UnsupportedImage, ...).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..contract import ResizeSpec
-from ..limits import Limits
+from imgworker.core.contract import ResizeSpec
+from imgworker.core.limits import Limits
 
 
 @dataclass(slots=True)

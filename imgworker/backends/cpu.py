@@ -14,16 +14,18 @@ from typing import Any
 
 import pyvips
 
-from .. import analysis, budget, heif, jpeg_fast
-from ..contract import ResizeSpec
-from ..engine.encode import PLAIN, save
-from ..engine.orientation import SWAPS_SIDES, shown
-from ..errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
-from ..formats import RESIZE_FORMATS, SOURCE_LOADERS, SOURCE_NAMES
-from ..geometry import Geometry, plan
-from ..limits import Limits
-from .base import Rendered
-from .kill import kill_at
+from imgworker import analysis
+from imgworker.arrays.encode import PLAIN, save
+from imgworker.arrays.orientation import SWAPS_SIDES, shown
+from imgworker.backends.base import Rendered
+from imgworker.core.contract import ResizeSpec
+from imgworker.core.errors import DecodeFailed, ImgworkerError, JobTimeout, LimitExceeded, UnsupportedImage
+from imgworker.core.formats import RESIZE_FORMATS, SOURCE_LOADERS, SOURCE_NAMES
+from imgworker.core.geometry import Geometry, plan
+from imgworker.core.limits import Limits
+from imgworker.imaging import heif, jpeg_fast
+from imgworker.imaging.kill import kill_at
+from imgworker.worker import budget
 
 FAIL_ON = ("none", "truncated", "error", "warning")
 NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")

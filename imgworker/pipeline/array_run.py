@@ -23,22 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 import pyvips
 
-from ..analysis import needs_pixels
-from ..analysis.info import facts_of_source
-from ..backends.cpu import jpeg_shrink
-from ..engine import arrays, device_io
-from ..engine import executor as array_executor
-from ..formats import DEFAULT_QUALITY
-from . import decode as decoder
-from . import frames
-from .steps.colour import STEP as COLOUR
-from .steps.colour import to_srgb
-from .steps.watermark import STEP as WATERMARK
+from imgworker.analysis import needs_pixels
+from imgworker.arrays import device_io
+from imgworker.arrays import executor as array_executor
+from imgworker.arrays import image as arrays
+from imgworker.backends.cpu import jpeg_shrink
+from imgworker.core.formats import DEFAULT_QUALITY
+from imgworker.jobs.info import facts_of_source
+from imgworker.pipeline import decode as decoder
+from imgworker.pipeline import frames
+from imgworker.pipeline.steps.colour import STEP as COLOUR
+from imgworker.pipeline.steps.colour import to_srgb
+from imgworker.pipeline.steps.watermark import STEP as WATERMARK
 
 if TYPE_CHECKING:
-    from ..service import JobContext
-    from .context import StepContext
-    from .run import Decoding, Resolved, Runner, _Output
+    from imgworker.jobs.service import JobContext
+    from imgworker.pipeline.context import StepContext
+    from imgworker.pipeline.run import Decoding, Resolved, Runner, _Output
 
 log = logging.getLogger("imgworker.pipeline")
 
@@ -111,7 +112,7 @@ def _run(runner: Runner, ctx: JobContext, sctx: StepContext, job: Decoding, imag
          jpeg: device_io.DeviceJpeg | None, shared: list[Resolved], outputs: list[_Output],
          names: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every step on the backend's array module (one batcher call), then the writes on this thread."""
-    from .run import resize_def
+    from imgworker.pipeline.run import resize_def
 
     backend: Any = ctx.backend  # a GpuBackend (xp, run_array, kernels, device_encoder)
     xp = backend.xp

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..engine.deadline import check as check_deadline
-from ..limits import Limits
+from imgworker.arrays.deadline import check as check_deadline
+from imgworker.core.limits import Limits
 
 if TYPE_CHECKING:
-    from ..service import JobContext
+    from imgworker.jobs.service import JobContext
 
 
 @dataclass

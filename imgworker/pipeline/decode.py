@@ -16,15 +16,15 @@ from typing import Any
 
 import pyvips
 
-from .. import heif
-from ..backends.cpu import NO_SHRINK_ON_LOAD, _translate, load_jpeg_resized, probe
-from ..backends.kill import kill_at
-from ..engine import orientation
-from ..errors import JobTimeout, LimitExceeded
-from ..limits import Limits
-from .context import StepContext
-from .steps import StepDef
-from .steps import resize as resize_step
+from imgworker.arrays import orientation
+from imgworker.backends.cpu import NO_SHRINK_ON_LOAD, _translate, load_jpeg_resized, probe
+from imgworker.core.errors import JobTimeout, LimitExceeded
+from imgworker.core.limits import Limits
+from imgworker.imaging import heif
+from imgworker.imaging.kill import kill_at
+from imgworker.pipeline.context import StepContext
+from imgworker.pipeline.steps import StepDef
+from imgworker.pipeline.steps import resize as resize_step
 
 ANIMATED_LOADERS = ("gif", "webp")
 DECODE_KERNEL = "lanczos3"  # what libvips thumbnail resamples with; another kernel needs a full decode

@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
-from ..analysis import parse_analyze
-from ..errors import BadRequest
-from .model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
-from .outputs_spec import OUTPUT_KEYS, _line, read_outputs
-from .steps import ENCODE, STEPS, Opt, OptionError, StepDef
-from .steps.base import hint
+from imgworker.analysis import parse_analyze
+from imgworker.core.errors import BadRequest
+from imgworker.pipeline.model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
+from imgworker.pipeline.outputs_spec import OUTPUT_KEYS, _line, read_outputs
+from imgworker.pipeline.steps import ENCODE, STEPS, Opt, OptionError, StepDef
+from imgworker.pipeline.steps.base import hint
 
 TOP_KEYS = ("name", "description", "timeout", "backends", "animation", "params", "steps", "outputs", "dst_template",
             "analyze")

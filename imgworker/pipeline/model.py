@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..contract import suggest
-from ..errors import BadRequest
-from .steps import Opt, OptionError, StepDef
+from imgworker.core.contract import suggest
+from imgworker.core.errors import BadRequest
+from imgworker.pipeline.steps import Opt, OptionError, StepDef
 
 # Job keys every pipeline accepts besides its parameters.
 FOCAL = Opt("point", None)

@@ -10,8 +10,8 @@ import string
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from ..contract import suggest
-from ..errors import BadRequest
+from imgworker.core.contract import suggest
+from imgworker.core.errors import BadRequest
 
 VARIABLES = ("stem", "name", "ext", "format", "width", "height", "label", "index")
 

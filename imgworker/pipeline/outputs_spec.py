@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from .model import OutputSpec, Param, StepSpec
-from .steps import ENCODE, STEPS, StepDef
+from imgworker.pipeline.model import OutputSpec, Param, StepSpec
+from imgworker.pipeline.steps import ENCODE, STEPS, StepDef
 
 MAX_OUTPUTS = 32
 OUTPUT_KEYS = ("resize", "steps", "encode", "label")

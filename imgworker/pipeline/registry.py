@@ -11,9 +11,9 @@ import logging
 import os
 from collections.abc import Mapping
 
-from .loader import check_backend, load_file, serves_as
-from .model import Pipeline, PipelineError, Problem
-from .run import Runner
+from imgworker.pipeline.loader import check_backend, load_file, serves_as
+from imgworker.pipeline.model import Pipeline, PipelineError, Problem
+from imgworker.pipeline.run import Runner
 
 log = logging.getLogger("imgworker.pipeline")
 

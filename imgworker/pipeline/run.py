@@ -2,7 +2,7 @@
 between steps (and inside libvips evaluations, see decode.materialise).
 
 Two executors: ``vips`` (CPU workers: every step's libvips implementation) and ``array`` (gpu and numpy
-workers: the backend's array module through its batcher, imgworker/engine/executor.py; the job side, with
+workers: the backend's array module through its batcher, imgworker/arrays/executor.py; the job side, with
 its device JPEG decode/encode routing, is pipeline/array_run.py). Which one is the backend's ``executor``
 attribute; both share the plan, the one decode, the names, the encoder and the writes.
 """
@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import pyvips
 
-from .. import analysis, budget
-from ..errors import BadRequest
-from ..formats import EXTENSIONS
-from . import decode as decoder
-from . import frames, naming
-from .context import StepContext
-from .model import Pipeline
-from .steps import StepDef
-from .steps.auto_orient import STEP as AUTO_ORIENT
-from .steps.encode import encode
+from imgworker import analysis
+from imgworker.core.errors import BadRequest
+from imgworker.core.formats import EXTENSIONS
+from imgworker.pipeline import decode as decoder
+from imgworker.pipeline import frames, naming
+from imgworker.pipeline.context import StepContext
+from imgworker.pipeline.model import Pipeline
+from imgworker.pipeline.steps import StepDef
+from imgworker.pipeline.steps.auto_orient import STEP as AUTO_ORIENT
+from imgworker.pipeline.steps.encode import encode
+from imgworker.worker import budget
 
 if TYPE_CHECKING:
-    from ..service import JobContext
+    from imgworker.jobs.service import JobContext
 
 log = logging.getLogger("imgworker.pipeline")
 Resolved = tuple[StepDef, dict[str, Any]]
@@ -64,7 +65,7 @@ def apply(image: pyvips.Image, step: StepDef, options: dict[str, Any], ctx: Step
 
 
 class Runner:
-    """A loaded pipeline as the service runs it (imgworker.service.PipelineRunner)."""
+    """A loaded pipeline as the service runs it (imgworker.jobs.service.PipelineRunner)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -129,7 +130,9 @@ class Runner:
         job = Decoding(source, head, size, orient, animated, str(getattr(ctx.backend, "fail_on", "warning")),
                        metadata, facts, t0)
         if getattr(ctx.backend, "executor", "vips") == "array":
-            from .array_run import run_array  # the array executor's job side (device decode/encode routing)
+            from imgworker.pipeline.array_run import (
+                run_array,  # the array executor's job side (device decode/encode routing)
+            )
 
             results, found = run_array(self, ctx, sctx, job, shared, outputs, names)
         else:
@@ -200,6 +203,6 @@ def encoded_size(image: pyvips.Image, fmt: str) -> tuple[int, int]:
 
 
 def resize_def() -> StepDef:
-    from .steps import STEPS
+    from imgworker.pipeline.steps import STEPS
 
     return STEPS["resize"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..contract import check_url
-from ..errors import BadRequest, ForbiddenPath
-from .base import CONTENT_TYPES, Store, WriteOptions
-from .file import FileStore
+from imgworker.core.contract import check_url
+from imgworker.core.errors import BadRequest, ForbiddenPath
+from imgworker.stores.base import CONTENT_TYPES, Store, WriteOptions
+from imgworker.stores.file import FileStore
 
 __all__ = ["CONTENT_TYPES", "FileStore", "Store", "Stores", "WriteOptions"]
 

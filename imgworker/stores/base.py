@@ -1,7 +1,7 @@
 """The store interface: where sources are read from and results written to.
 
 A store is synchronous (jobs run it in worker threads, off the Gearman I/O loop). Implementations translate
-their library's errors into imgworker.errors at this boundary, and never put credentials in messages.
+their library's errors into imgworker.core.errors at this boundary, and never put credentials in messages.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..formats import CONTENT_TYPES
+from imgworker.core.formats import CONTENT_TYPES
 
 __all__ = ["CONTENT_TYPES", "Store", "WriteOptions"]
 
@@ -24,7 +24,7 @@ class WriteOptions:
 
 @runtime_checkable
 class Store(Protocol):
-    """What every store (file://, s3://) implements; tests/test_store_contract.py holds its shared tests."""
+    """What every store (file://, s3://) implements; tests/integration/test_store_contract.py holds its shared tests."""
 
     scheme: str
 

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..errors import BadRequest, ForbiddenPath, LimitExceeded, SourceNotFound, StoreFailed
-from .base import WriteOptions
-from .file_walk import Walker, os_error
+from imgworker.core.errors import BadRequest, ForbiddenPath, LimitExceeded, SourceNotFound, StoreFailed
+from imgworker.stores.base import WriteOptions
+from imgworker.stores.file_walk import Walker, os_error
 
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

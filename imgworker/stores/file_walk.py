@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..errors import ForbiddenPath, SourceNotFound, StoreFailed
+from imgworker.core.errors import ForbiddenPath, SourceNotFound, StoreFailed
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 MAX_LINKS = 40  # as the kernel's own limit: a loop of links is refused, not walked forever

@@ -13,13 +13,13 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LimitExceeded, StoreFailed
-from .base import WriteOptions
-from .s3_budget import DeadlineClients
-from .s3_url import AllowList, S3Url, parse_s3_url
+from imgworker.core.errors import LimitExceeded, StoreFailed
+from imgworker.stores.base import WriteOptions
+from imgworker.stores.s3_budget import DeadlineClients
+from imgworker.stores.s3_url import AllowList, S3Url, parse_s3_url
 
 if TYPE_CHECKING:
-    from ..config import WorkerConfig
+    from imgworker.core.config import WorkerConfig
 
 __all__ = ["S3Store", "list_objects"]
 
@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 
 
 def _errors() -> Any:
-    from . import s3_errors  # imports botocore: only once an S3Store exists
+    from imgworker.stores import s3_errors  # imports botocore: only once an S3Store exists
 
     return s3_errors
 
@@ -54,13 +54,13 @@ class S3Store:
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> S3Store:
-        from ..config import ConfigError
+        from imgworker.core.config import ConfigError
 
         try:
             import boto3  # noqa: F401
         except ImportError:
             raise ConfigError("s3:// needs boto3: pip install 'imgworker[s3]'") from None
-        from .s3_client import make_client
+        from imgworker.stores.s3_client import make_client
 
         try:
             allow = AllowList(config.s3_buckets)
@@ -185,7 +185,7 @@ class S3Store:
 
 def list_objects(prefix_url: str) -> Iterator[str]:
     """Object URLs under an ``s3://bucket/prefix/`` (client side, e.g. ``imgworker submit``)."""
-    from .s3_client import make_client
+    from imgworker.stores.s3_client import make_client
 
     loc = parse_s3_url(prefix_url, allow_empty_key=True)
     store = S3Store(make_client(), [loc.bucket])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from botocore import exceptions as bx
 
-from ..errors import ForbiddenPath, ImgworkerError, SourceNotFound, StoreFailed
+from imgworker.core.errors import ForbiddenPath, ImgworkerError, SourceNotFound, StoreFailed
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _FORBIDDEN = {

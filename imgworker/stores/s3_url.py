@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import BadRequest, ForbiddenPath
+from imgworker.core.errors import BadRequest, ForbiddenPath
 
 # Lenient on purpose (S3-compatible servers allow underscores and capitals); still rejects slashes, spaces.
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")

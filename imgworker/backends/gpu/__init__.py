@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ...cpus import available_cpus
-from .backend import GpuBackend
-from .batcher import MicroBatcher
-from .detect import GpuUnavailable, gpu_available, require_gpu
+from imgworker.backends.gpu.backend import GpuBackend
+from imgworker.backends.gpu.batcher import MicroBatcher
+from imgworker.backends.gpu.detect import GpuUnavailable, gpu_available, require_gpu
+from imgworker.core.cpus import available_cpus
 
 __all__ = ["GpuBackend", "GpuUnavailable", "MicroBatcher", "create_backend", "gpu_available", "require_gpu"]
 

@@ -16,21 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from ...config import ConfigError
-from ...contract import ResizeSpec
-from ...cpus import available_cpus
-from ...engine import device_io
-from ...errors import ImgworkerError, InternalError, Unavailable
-from ...geometry import plan
-from ...limits import Limits
-from ..base import Rendered
-from ..cpu import FAIL_ON, probe
-from ..cpu import jpeg_shrink as cpu_jpeg_shrink
-from . import codec, decode, detect
-from .batcher import MicroBatcher, run_shrinking
-from .decode import GpuDecodeRefused, frame_refusal, gpu_refusal
-from .encode import GPU_ENCODE, Encoded, JpegEncoder
-from .engine import CupyEngine, NumpyEngine, Prepared, Result
+from imgworker.arrays import device_io
+from imgworker.backends.base import Rendered
+from imgworker.backends.cpu import FAIL_ON, probe
+from imgworker.backends.cpu import jpeg_shrink as cpu_jpeg_shrink
+from imgworker.backends.gpu import codec, decode, detect
+from imgworker.backends.gpu.batcher import MicroBatcher, run_shrinking
+from imgworker.backends.gpu.decode import GpuDecodeRefused, frame_refusal, gpu_refusal
+from imgworker.backends.gpu.encode import GPU_ENCODE, Encoded, JpegEncoder
+from imgworker.backends.gpu.engine import CupyEngine, NumpyEngine, Prepared, Result
+from imgworker.core.config import ConfigError
+from imgworker.core.contract import ResizeSpec
+from imgworker.core.cpus import available_cpus
+from imgworker.core.errors import ImgworkerError, InternalError, Unavailable
+from imgworker.core.geometry import plan
+from imgworker.core.limits import Limits
 
 Item = tuple[bytes, ResizeSpec, Limits]
 _nullcontext = contextlib.nullcontext

@@ -14,10 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
-from ... import heif, jpeg_fast
-from ...engine import arrays
-from ...geometry import Geometry
-from ..cpu import _translate, encode, to_srgb8
+from imgworker.arrays import image as arrays
+from imgworker.backends.cpu import _translate, encode, to_srgb8
+from imgworker.core.geometry import Geometry
+from imgworker.imaging import heif, jpeg_fast
 
 __all__ = ["decode", "encode", "encode_array", "jpeg_shrink", "shrink_option"]
 

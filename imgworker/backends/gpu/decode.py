@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ...engine.device_io import GpuDecodeRefused  # one exception for resize and pipeline jobs
-from ...engine.orientation import orient
-from . import detect
+from imgworker.arrays.device_io import GpuDecodeRefused  # one exception for resize and pipeline jobs
+from imgworker.arrays.orientation import orient
+from imgworker.backends.gpu import detect
 
 __all__ = [
     "BatchDecoder", "DecoderLayout", "GpuDecodeRefused", "frame_refusal", "frame_type", "gpu_refusal", "orient",

@@ -6,7 +6,7 @@ import importlib
 from functools import lru_cache
 from typing import Any
 
-from ...config import ConfigError
+from imgworker.core.config import ConfigError
 
 INSTALL_HINT = (
     "install imgworker[gpu] (CuPy for CUDA 12 drivers) or imgworker[gpu-cuda13] (CuPy for CUDA 13 drivers); "

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ...contract import ResizeSpec
-from ...geometry import Geometry
-from . import decode, resample
-from .encode import Encoded, JpegEncoder
+from imgworker.arrays import resample
+from imgworker.backends.gpu import decode
+from imgworker.backends.gpu.encode import Encoded, JpegEncoder
+from imgworker.core.contract import ResizeSpec
+from imgworker.core.geometry import Geometry
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
 Result = npt.NDArray[np.uint8] | Encoded  # resized pixels (encoded on the CPU) or a GPU-encoded JPEG
@@ -112,7 +113,7 @@ class CupyEngine:
         encoder: JpegEncoder | None = None,
         layout: decode.DecoderLayout | None = None,
     ) -> None:
-        from . import kernels
+        from imgworker.backends.gpu import kernels
 
         self.cp = self.xp = cp
         self.kernel = kernel

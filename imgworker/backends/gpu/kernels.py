@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .resample import Band, band
+from imgworker.arrays.resample import Band, band
 
 _SOURCE = r"""
 template <typename T> __device__ __forceinline__ float load(T v) { return (float)v; }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import (
+from imgworker.pipeline.steps import (
     auto_orient,
     blur,
     colour,
@@ -21,7 +21,7 @@ from . import (
     trim,
     watermark,
 )
-from .base import Opt, OptionError, StepDef
+from imgworker.pipeline.steps.base import Opt, OptionError, StepDef
 
 __all__ = ["ENCODE", "STEPS", "Opt", "OptionError", "StepDef"]
 

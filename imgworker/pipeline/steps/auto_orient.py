@@ -12,8 +12,8 @@ from typing import Any
 
 import pyvips
 
-from ...engine.orientation import orient
-from .base import StepDef, flag
+from imgworker.arrays.orientation import orient
+from imgworker.pipeline.steps.base import StepDef, flag
 
 
 def orientation(image: pyvips.Image) -> int:

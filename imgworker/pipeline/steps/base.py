@@ -7,7 +7,7 @@ whose options change nothing returns its input object itself and costs nothing, 
 - ``array(xp, img, options, ctx) -> img``: the array executor, written once against an array module ``xp``
   (CuPy on the GPU, NumPy as its reference and for ``--backend numpy``). ``img`` is (H, W, C), C = 1 grey,
   2 grey + alpha, 3 sRGB, 4 sRGB + alpha (alpha last), uint8 or float32 with values 0-255; see
-  imgworker/engine/arrays.py. A step returns the dtype it was given (float results of a uint8 input are
+  imgworker/arrays/image.py. A step returns the dtype it was given (float results of a uint8 input are
   rounded) unless documented.
 
 ``ctx`` is the job's StepContext (deadline, focal point, metadata to keep, extra inputs such as a watermark).
@@ -21,9 +21,9 @@ from typing import Any
 
 import pyvips
 
-# The option kinds live in imgworker/options.py (one validation path with resize jobs); steps import them here.
-from ...options import Opt, OptionError, choice, colour, flag, integer, number
-from ...options import suggest as hint
+# The option kinds live in imgworker/core/options.py (one validation path with resize jobs); steps import them here.
+from imgworker.core.options import Opt, OptionError, choice, colour, flag, integer, number
+from imgworker.core.options import suggest as hint
 
 __all__ = ["GRAVITIES", "KERNELS", "SMART", "Opt", "OptionError", "StepDef", "choice", "colour", "flag", "hint",
            "integer", "number"]

@@ -7,8 +7,9 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays, filters
-from .base import StepDef, number
+from imgworker.arrays import filters
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, number
 
 MIN_SIGMA = 0.3  # below this a Gaussian changes nothing visible
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays
-from .base import StepDef, choice
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, choice
 
 
 def to_srgb(image: pyvips.Image) -> pyvips.Image:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pyvips
 
-from . import gravity
-from .base import StepDef, choice, integer
+from imgworker.pipeline.steps import gravity
+from imgworker.pipeline.steps.base import StepDef, choice, integer
 
 
 def _size(o: Mapping[str, Any], width: int, height: int) -> tuple[int, int]:

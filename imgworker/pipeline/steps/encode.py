@@ -10,13 +10,13 @@ from typing import Any
 
 import pyvips
 
-from ...engine.encode import save
-from ...errors import LimitExceeded
-from ...formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
-from .. import frames
-from .base import StepDef, choice, colour, flag, integer
-from .colour import to_srgb
-from .metadata import keep_flags
+from imgworker.arrays.encode import save
+from imgworker.core.errors import LimitExceeded
+from imgworker.core.formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
+from imgworker.pipeline import frames
+from imgworker.pipeline.steps.base import StepDef, choice, colour, flag, integer
+from imgworker.pipeline.steps.colour import to_srgb
+from imgworker.pipeline.steps.metadata import keep_flags
 
 _QUALITY_STEPS = 6  # bisection rounds for max_bytes: quality to within ~1 of the best that fits
 

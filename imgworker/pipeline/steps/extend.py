@@ -7,8 +7,8 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays
-from .base import StepDef, choice, colour, integer
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, choice, colour, integer
 
 MODES = ("background", "copy", "mirror", "repeat")
 # libvips' embed modes as numpy/cupy pad modes ("mirror" repeats the edge pixel: numpy's "symmetric").

@@ -7,8 +7,8 @@ from typing import Any
 
 import pyvips
 
-from ...errors import BadRequest
-from .base import StepDef, integer
+from imgworker.core.errors import BadRequest
+from imgworker.pipeline.steps.base import StepDef, integer
 
 
 def region(o: Mapping[str, Any], width: int, height: int) -> tuple[int, int, int, int] | None:

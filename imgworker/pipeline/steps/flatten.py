@@ -7,8 +7,8 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays
-from .base import StepDef, colour
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, colour
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyvips
 
-from .base import StepDef, choice
+from imgworker.pipeline.steps.base import StepDef, choice
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:

@@ -1,7 +1,7 @@
 """Where a crop window goes: the 9 gravities, libvips smart crop, detected faces, or the job's focal point.
 
 ``crop`` is the vips executor, ``crop_array`` the array one: both place the window with the same rules
-(``window`` for everything but the smart crops, which are imgworker/engine/smartcrop.py on the array).
+(``window`` for everything but the smart crops, which are imgworker/arrays/smartcrop.py on the array).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pyvips
 
-from ...errors import InternalError
-from .base import GRAVITIES, SMART
+from imgworker.core.errors import InternalError
+from imgworker.pipeline.steps.base import GRAVITIES, SMART
 
 POSITIONS = GRAVITIES + SMART
 _FACE_SIDE = 640  # faces are found on a copy this size: plenty for Haar cascades, and fast
@@ -60,7 +60,7 @@ def window(position: str, size: tuple[int, int], w: int, h: int, ctx: Any) -> tu
 
 def crop_array(xp: Any, img: Any, w: int, h: int, position: str, ctx: Any) -> Any:
     """The array executor's crop of (H, W, C) ``img`` to w x h at ``position``."""
-    from ...engine import smartcrop
+    from imgworker.arrays import smartcrop
 
     size = (int(img.shape[1]), int(img.shape[0]))
     w, h = min(w, size[0]), min(h, size[1])
@@ -83,8 +83,8 @@ def crop_array(xp: Any, img: Any, w: int, h: int, position: str, ctx: Any) -> An
 
 def face_box_array(xp: Any, img: Any) -> tuple[int, int, int, int] | None:
     """Faces are found on the CPU from a small copy (<= 640 px), resized on the array and downloaded."""
-    from ...backends.gpu import resample
-    from ...engine import arrays, colour
+    from imgworker.arrays import colour, resample
+    from imgworker.arrays import image as arrays
 
     h, w = int(img.shape[0]), int(img.shape[1])
     scale = min(1.0, _FACE_SIDE / max(w, h))

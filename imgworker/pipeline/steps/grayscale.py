@@ -7,8 +7,9 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays, colour
-from .base import StepDef, flag
+from imgworker.arrays import colour
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, flag
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyvips
 
-from .base import Opt, StepDef
+from imgworker.pipeline.steps.base import Opt, StepDef
 
 KEEP = ("copyright", "exif", "icc", "xmp", "iptc", "all")
 _COPYRIGHT = ("exif-ifd0-Copyright", "exif-ifd0-Artist")

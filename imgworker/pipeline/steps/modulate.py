@@ -7,8 +7,9 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays, colour
-from .base import StepDef, number
+from imgworker.arrays import colour
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, number
 
 
 def _noop(o: Mapping[str, Any]) -> bool:

@@ -1,6 +1,6 @@
 """resize: sharp's fit modes (inside, outside, cover, contain, fill), kernel, without_enlargement, dpr.
 
-The array executor resamples with imgworker/backends/gpu/resample.py's banded kernels (the CuPy RawKernels
+The array executor resamples with imgworker/arrays/resample.py's banded kernels (the CuPy RawKernels
 of kernels.py on the GPU), premultiplied when there is alpha, as libvips.
 """
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import pyvips
 
-from ...backends.cpu import pad
-from ...contract import FITS
-from ...engine import arrays
-from ...geometry import Geometry, plan
-from . import gravity
-from .base import KERNELS, StepDef, choice, colour, flag, integer, number
+from imgworker.arrays import image as arrays
+from imgworker.backends.cpu import pad
+from imgworker.core.contract import FITS
+from imgworker.core.geometry import Geometry, plan
+from imgworker.pipeline.steps import gravity
+from imgworker.pipeline.steps.base import KERNELS, StepDef, choice, colour, flag, integer, number
 
 SIDE = 16_384
 
@@ -51,7 +51,7 @@ def resample(image: pyvips.Image, w: int, h: int, kernel: str) -> pyvips.Image:
 
 def resample_array(xp: Any, img: Any, w: int, h: int, kernel: str, kernels: Any = None) -> Any:
     """The array executor's resample; ``kernels`` (CuPy RawKernels, kernels.py) when on the GPU."""
-    from ...backends.gpu import resample as banded
+    from imgworker.arrays import resample as banded
 
     if (w, h) == (int(img.shape[1]), int(img.shape[0])):
         return img
@@ -79,7 +79,7 @@ def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
 
 
 def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
-    from ...backends.gpu import resample as banded
+    from imgworker.arrays import resample as banded
 
     geo = target(int(img.shape[1]), int(img.shape[0]), o, ctx.limits)
     if geo is None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays
-from .base import StepDef, colour, number
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, colour, number
 
 
 def _background(o: Mapping[str, Any], channels: int) -> tuple[float, ...]:

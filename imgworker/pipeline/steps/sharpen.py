@@ -12,8 +12,9 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays, colour, filters
-from .base import StepDef, number
+from imgworker.arrays import colour, filters
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, number
 
 Y2, Y3 = 10.0, 20.0  # libvips' defaults: the most a pixel is lightened / darkened
 

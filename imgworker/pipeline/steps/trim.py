@@ -11,8 +11,9 @@ from typing import Any
 
 import pyvips
 
-from ...engine import arrays, filters
-from .base import StepDef, number
+from imgworker.arrays import filters
+from imgworker.arrays import image as arrays
+from imgworker.pipeline.steps.base import StepDef, number
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:

@@ -11,12 +11,13 @@ from typing import Any
 
 import pyvips
 
-from ...backends.cpu import probe
-from ...engine import arrays, colour
-from ...errors import BadRequest, ImgworkerError
-from ...limits import Limits
-from .base import GRAVITIES, Opt, StepDef, choice, number
-from .gravity import offsets
+from imgworker.arrays import colour
+from imgworker.arrays import image as arrays
+from imgworker.backends.cpu import probe
+from imgworker.core.errors import BadRequest, ImgworkerError
+from imgworker.core.limits import Limits
+from imgworker.pipeline.steps.base import GRAVITIES, Opt, StepDef, choice, number
+from imgworker.pipeline.steps.gravity import offsets
 
 
 def _overlay(data: bytes, width: int, opacity: float, limits: Limits) -> pyvips.Image:

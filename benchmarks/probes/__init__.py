@@ -1,0 +1,1 @@
+"""Narrow questions about one part (how close to the decode limit; which JPEG binding)."""

@@ -1,0 +1,1 @@
+"""imgworker's own service figures: end to end, per stage, stores, job servers, memory."""

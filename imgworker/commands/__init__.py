@@ -1,0 +1,2 @@
+"""One module per imgworker command, named after it; cli lists them.
+"""

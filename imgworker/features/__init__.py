@@ -1,0 +1,2 @@
+"""What happens around a job: callbacks, completion notices, failed-job records, the end-of-job hooks.
+"""

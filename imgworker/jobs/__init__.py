@@ -1,0 +1,2 @@
+"""What one job does: its context and the runners for resize, info, pipeline and batch jobs.
+"""

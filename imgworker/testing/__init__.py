@@ -1,0 +1,2 @@
+"""Helpers to run imgworker's parts locally: a throwaway gearmand for tests, benchmarks and the demo.
+"""

@@ -1,0 +1,2 @@
+"""The worker process: Gearman job loop, supervisor, hybrid CPU+GPU nodes, memory budget, health and metrics.
+"""

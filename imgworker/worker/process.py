@@ -1,0 +1,296 @@
+"""Assemble a worker from its config, and run one process or a prefork group of them.
+
+One process per core is the fastest model for libvips thumbnails (a single JPEG decode is serial, and
+``VIPS_CONCURRENCY=1`` per process avoids threads fighting over cores); ``--concurrency`` jobs in flight per
+process let store I/O overlap with image work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from imgworker.backends.base import Backend
+from imgworker.core.config import ConfigError, WorkerConfig
+from imgworker.stores import FileStore, Store, Stores
+
+log = logging.getLogger("imgworker")
+
+
+def build_backend(config: WorkerConfig) -> Backend:
+    from imgworker.backends.cpu import CpuBackend
+
+    if config.backend == "cpu":
+        return CpuBackend(fail_on=config.fail_on)
+    if config.backend == "numpy":
+        from imgworker.backends.gpu import create_backend
+
+        return create_backend(config, numpy=True)
+    try:
+        from imgworker.backends import gpu
+    except ImportError:
+        gpu = None  # type: ignore[assignment]
+    if config.backend == "gpu":
+        if gpu is None:
+            raise ConfigError("--backend gpu: this build has no GPU backend")
+        return gpu.create_backend(config)  # raises ConfigError naming the extra when no device works
+    if gpu is not None and getattr(gpu, "gpu_available", lambda: False)():
+        return gpu.create_backend(config)
+    return CpuBackend(fail_on=config.fail_on)
+
+
+def build_stores(config: WorkerConfig) -> Stores:
+    stores: dict[str, Store] = {"file": FileStore(config.roots)}
+    if config.s3_buckets:
+        from imgworker.stores.s3 import S3Store
+
+        stores["s3"] = S3Store.from_config(config)
+    return stores_from(stores)
+
+
+def stores_from(stores: dict[str, Store]) -> Stores:
+    return Stores(stores)
+
+
+def backend_name(config: WorkerConfig) -> str:
+    """The backend a worker of this config would get, checked without building it (no CUDA context)."""
+    if config.backend in ("cpu", "numpy"):
+        return config.backend
+    try:
+        from imgworker.backends import gpu
+    except ImportError:
+        if config.backend == "gpu":
+            raise ConfigError("--backend gpu: this build has no GPU backend") from None
+        return "cpu"
+    if config.backend == "gpu":
+        gpu.require_gpu()  # raises ConfigError naming the extra when no device works
+        return "gpu"
+    return "gpu" if gpu.gpu_available() else "cpu"
+
+
+def build_pipelines(config: WorkerConfig, backend: str) -> Any:
+    if config.pipelines is None:
+        return None
+    from imgworker.pipeline import PipelineError, PipelineSet
+
+    try:
+        return PipelineSet.load(config.pipelines, backend=backend)
+    except PipelineError as exc:  # the worker refuses to start; each line is file:line: problem and fix
+        raise ConfigError(f"pipelines in {config.pipelines} do not load:\n{exc}") from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s pid=%(process)d %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # pyvips forwards libvips' per-operation g_info chatter at INFO (~15 lines per job): keep it at debug only.
+    logging.getLogger("pyvips").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double
+BIG_BUFFER = 32 * 2**20  # allocations from here on get their own mapping (glibc's largest mmap threshold)
+HEAP_KEEP = 64 * 2**20  # freed heap kept for the next job before glibc trims it
+
+
+def limit_malloc_arenas() -> None:
+    """mallopt(M_ARENA_MAX, 2) unless MALLOC_ARENA_MAX is set (glibc then applied the operator's value).
+
+    Must run before job threads start: arenas already created stay. benchmarks/service/memory.py measures it.
+    """
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _glibc("mallopt", -8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
+
+
+def keep_job_buffers() -> None:
+    """Keep a job's big buffers in the heap for the next job (up to HEAP_KEEP freed), and no libvips cache.
+
+    Each job allocates the same few big buffers (the source, libjpeg's coefficient planes for a progressive
+    JPEG: ~40 MB at 13 MP, the decoded frame). Handed back to the OS at every free, as glibc does past its
+    mmap threshold, every job pays the kernel to fault and zero them again: 15-25 % of a progressive
+    thumbnail, 5-15 % of a mixed workload. So: a fixed M_MMAP_THRESHOLD of 32 MiB (glibc's highest; fixed,
+    so the threshold does not drift) and an M_TRIM_THRESHOLD of HEAP_KEEP, unless MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_TRIM_THRESHOLD_ are set (glibc then applied the operator's values). Cost, measured with 2 job
+    threads on the corpus: peak RSS +16 % (187 -> 217 MiB; w2048 167 -> 193), and ~200 MiB held between
+    jobs, which ``trim_heap`` hands back once the process is idle (docs/operations.md, "Memory on long runs").
+    libvips' operation cache only holds references to old sources in a worker (no job repeats an operation
+    on the same buffer): off.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
+    import pyvips
+
+    pyvips.cache_set_max(0)
+
+
+def trim_heap() -> None:
+    """Hand the heap glibc keeps for the next job (keep_job_buffers) back to the OS: malloc_trim(0)."""
+    _glibc("malloc_trim", 0)
+
+
+def _glibc(function: str, *args: int) -> None:
+    """``function(*args)`` from glibc; nothing where the C library is another (musl, macOS): nothing to tune."""
+    with contextlib.suppress(OSError, AttributeError):
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
+
+
+def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None = None) -> int:
+    """Run a single worker process in the foreground (the prefork group's children run this too)."""
+    limit_malloc_arenas()
+    keep_job_buffers()
+    os.environ.setdefault("VIPS_CONCURRENCY", "1")
+    setup_logging(config.log_level)
+    from imgworker.worker.runner import WorkerProcess
+
+    backend = build_backend(config)
+    stores = build_stores(config)
+    pipelines = build_pipelines(config, backend.name)
+    process = WorkerProcess(config, backend, stores, pipelines, serve_http=not child, parent_pid=parent_pid)
+    code = asyncio.run(process.run())
+    if process.abandoned or process.runner.busy_threads:
+        # Job threads past the drain deadline (or past their time limit) cannot be cancelled and would
+        # block interpreter exit; gearmand has already handed their jobs to other workers or they were answered.
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _child(config: WorkerConfig, parent_pid: int) -> None:
+    # Own process group: a terminal's Ctrl-C reaches only the supervisor, which forwards it once; a
+    # second copy would end the drain at once.
+    os.setpgrp()
+    sys.exit(run_one(config, child=True, parent_pid=parent_pid))
+
+
+def _serve_children_metrics(config: WorkerConfig) -> Any:
+    """Prefork: children write metrics to PROMETHEUS_MULTIPROC_DIR; this process serves them all."""
+    from imgworker.worker import health
+
+    path = os.environ.get(health.MULTIPROC_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):  # stale files from an earlier run would haunt the sums
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    else:
+        os.environ[health.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imgworker-metrics-")
+    checks = health.WorkerChecks()
+    return health.HealthServer(
+        config.metrics_host, config.metrics_port, healthz=checks.healthz, readyz=checks.readyz
+    ).start()
+
+
+RESTART_FIRST_S = 0.5  # delay before restarting a child that crashed
+RESTART_MAX_S = 60.0  # cap of the doubling: a child that crashes at start is retried once a minute
+RESTART_STABLE_S = 60.0  # a child that ran this long before it died starts the doubling again
+
+
+class RestartBackoff:
+    """Capped exponential backoff for one child slot: 0.5 s, 1 s, 2 s ... 60 s while it keeps crashing soon
+    after its start, back to 0.5 s once a child ran RESTART_STABLE_S. A crash loop (bad node, broken mount,
+    a poison job grabbed at every start) then costs one spawn a minute, not two a second."""
+
+    def __init__(self) -> None:
+        self.crashes = 0
+
+    def delay(self, uptime: float) -> float:
+        self.crashes = 1 if uptime >= RESTART_STABLE_S else self.crashes + 1
+        return min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** (self.crashes - 1))
+
+
+def run(config: WorkerConfig) -> int:
+    """``imgworker worker``: one process, or a supervised group that restarts children that crash.
+
+    A GPU worker's group also holds CPU-backend children on the cores its GPU processes leave (hybrid.py).
+    """
+    from imgworker.worker import hybrid
+
+    # Resolving "auto"/"gpu" probes CUDA (no context); cpu and numpy need no probe.
+    resolved = config.backend if config.backend in ("cpu", "numpy") else backend_name(config)
+    layout = hybrid.plan(config, resolved)
+    slots = hybrid.child_configs(config, layout)
+    n = len(slots)
+    if n == 1:
+        return run_one(config)
+    setup_logging(config.log_level)
+    # Children are fresh interpreters (spawn): glibc reads this at their start.
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))
+    server = _serve_children_metrics(config) if config.metrics_port else None
+    # Fail fast in the parent for config that every child would reject (no device, bad pipelines...),
+    # without building a backend here: a GPU one would hold a CUDA context the parent never uses.
+    build_pipelines(config, resolved)
+    if layout.hybrid:
+        build_pipelines(config, "cpu")
+    stores = build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
+    from imgworker.features.job_end import open_records
+
+    open_records(config, stores)  # so does a --failed-jobs prefix outside the roots / buckets
+    ctx = multiprocessing.get_context("spawn")
+    children: list[Any] = []
+    started_at: list[float] = []
+    backoff = [RestartBackoff() for _ in range(n)]
+    restart_at: dict[int, float] = {}  # slot -> when its replacement starts
+    stopping = False
+
+    def start_child(slot: int) -> Any:
+        proc = ctx.Process(target=_child, args=(slots[slot], os.getpid()), daemon=False)
+        proc.start()
+        return proc
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        # SIGHUP only reloads pipelines in each child; SIGTERM/SIGINT drain them.
+        stopping = stopping or signum != signal.SIGHUP
+        for proc in children:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
+    children.extend(start_child(i) for i in range(n))
+    started_at.extend(time.monotonic() for _ in range(n))
+    if layout.hybrid:
+        log.info("supervising %d worker processes: %d %s + %d cpu (hybrid node, %d CPUs, %d CPU threads per %s "
+                 "process)", n, layout.main, layout.backend, layout.cpu, layout.cpus, layout.main_threads,
+                 layout.backend)
+    else:
+        log.info("supervising %d worker processes", n)
+    while True:
+        alive = [p for p in children if p.is_alive()]
+        if stopping and not alive:
+            break
+        now = time.monotonic()
+        for i, proc in enumerate(children):
+            if stopping or proc.is_alive():
+                continue
+            if i not in restart_at:  # newly dead: plan its restart (without blocking the other slots)
+                delay = backoff[i].delay(now - started_at[i])
+                restart_at[i] = now + delay
+                log.warning("worker process %s exited with %s; restarting it in %.1f s (crash %d in a row)",
+                            proc.pid, proc.exitcode, delay, backoff[i].crashes)
+                if server is not None and proc.pid is not None:
+                    from imgworker.worker.health import child_exited
+
+                    child_exited(proc.pid)
+            elif now >= restart_at[i]:
+                del restart_at[i]
+                children[i] = start_child(i)
+                started_at[i] = time.monotonic()
+        time.sleep(0.1)
+    if server is not None:
+        server.stop()
+    codes = [p.exitcode for p in children]
+    return 0 if all(c == 0 for c in codes) else 1

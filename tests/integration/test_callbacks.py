@@ -1,0 +1,439 @@
+"""HTTP callbacks end to end: a real gearmand, a real worker process, real HTTP servers receiving the POSTs
+(one that answers 200, one that answers 500 first, one that hangs, one that redirects), the PHP and Node
+receivers in examples/ verifying real signatures, and hosts outside the allow-list refused before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support.corpus import photo
+from support.workerproc import REPO, WorkerProc
+
+from imgworker.core.config import ConfigError, load
+from imgworker.core.contract import parse_request
+from imgworker.core.errors import BadRequest, ForbiddenPath
+from imgworker.core.limits import Limits
+from imgworker.features.callbacks import SIGNATURE_HEADER, CallbackPolicy, CallbackSender, Delivery, parse_target
+from imgworker.gearman import SyncClient
+from imgworker.testing.gearmand import Gearmand
+
+SECRET = "cb-TEST-secret-9f3e1d7c"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Receiver:
+    """A local HTTP server in a thread; ``mode``: ok, fail_first (500 once per path), hang, redirect."""
+
+    mode: str
+    port: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Receiver:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                seen = [r for r in owner.requests if r["path"] == self.path]
+                owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if owner.mode == "hang":
+                    owner.release.wait(60)
+                    return
+                if owner.mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                elif owner.mode == "fail_first" and not seen:
+                    self.send_response(500)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def for_path(self, path: str, n: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = [r for r in self.requests if r["path"] == path]
+            if len(got) >= n:
+                return got
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.mode} receiver: {n} request(s) for {path} not seen in {timeout} s")
+
+    def stop(self) -> None:
+        self.release.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class Env:
+    gearmand: Gearmand
+    worker: WorkerProc
+    root: Path
+    ok: Receiver
+    flaky: Receiver
+    hang: Receiver
+    redirect: Receiver
+    php_port: int
+    node_port: int
+    metrics_port: int
+    client: SyncClient
+    n: int = 0
+
+    def payload(self, callback: str | None, **extra: Any) -> dict[str, Any]:
+        self.n += 1
+        src = extra.pop("src", photo("dragonfly").as_uri())
+        body = {"src": src, "dst": (self.root / "out" / f"cb{self.n}.jpg").as_uri(), "width": 64,
+                "id": f"job-{self.n}", **extra}
+        if callback is not None:
+            body["callback"] = callback
+        return body
+
+    def run(self, payload: dict[str, Any], function: str = "resize") -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.client.submit(function, json.dumps(payload).encode(), timeout=60))
+        return result
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / "failed").glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("cbroot")
+    (root / "out").mkdir()
+    (root / "failed").mkdir()
+    ok, flaky, hang, redirect = (Receiver(m).start() for m in ("ok", "fail_first", "hang", "redirect"))
+    php_port, node_port, metrics_port = free_port(), free_port(), free_port()
+    allow = [f"127.0.0.1:{r.port}" for r in (ok, flaky, hang, redirect)] + [
+        f"127.0.0.1:{php_port}", f"localhost:{node_port}"]
+    args = ["--failed-jobs", (root / "failed").as_uri(), "--callback-timeout", "1", "--callback-tries", "3",
+            "--retry-backoff", "0.05", "--concurrency", "2", "--metrics-port", str(metrics_port),
+            "--metrics-host", "127.0.0.1", "--pipelines", str(REPO / "pipelines")]
+    for a in allow:
+        args += ["--callback-allow", a]
+    with Gearmand() as g:
+        worker = WorkerProc([g.address], [root, photo("dragonfly").parent], *args,
+                            env={"IMGWORKER_CALLBACK_SECRET": SECRET})
+        with worker, SyncClient([g.address]) as client:
+            yield Env(g, worker, root, ok, flaky, hang, redirect, php_port, node_port, metrics_port, client)
+    for r in (ok, flaky, hang, redirect):
+        r.stop()
+
+
+def signature(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_success_posts_signed_result(env: Env) -> None:
+    payload = env.payload(env.ok.url("/done?upload=7"))
+    result = env.run(payload)
+    assert result["ok"] is True
+    (req,) = env.ok.for_path("/done?upload=7")
+    assert req["headers"]["Content-Type"] == "application/json"
+    assert req["headers"][SIGNATURE_HEADER] == signature(req["body"])
+    body = json.loads(req["body"])
+    assert body["ok"] is True and body["id"] == payload["id"] and body["dst"] == payload["dst"]
+    assert body["function"] == "resize" and body["width"] == 64
+    assert SECRET not in env.worker.log()
+
+
+def test_failure_posts_error(env: Env) -> None:
+    payload = env.payload(env.ok.url("/failed"), src=(env.root / "missing.jpg").as_uri())
+    result = env.run(payload)
+    assert result["error"]["code"] == "SOURCE_NOT_FOUND"
+    (req,) = env.ok.for_path("/failed")
+    body = json.loads(req["body"])
+    assert body["ok"] is False and body["error"]["code"] == "SOURCE_NOT_FOUND" and body["id"] == payload["id"]
+    assert req["headers"][SIGNATURE_HEADER] == signature(req["body"])
+
+
+def test_pipeline_job_calls_back_and_is_refused_alike(env: Env) -> None:
+    payload = env.payload(env.ok.url("/avatar"), size=64)
+    del payload["width"]
+    assert env.run(payload, "avatar")["ok"] is True
+    (req,) = env.ok.for_path("/avatar")
+    body = json.loads(req["body"])
+    assert body["ok"] is True and body["pipeline"] == "avatar" and body["function"] == "avatar"
+    assert req["headers"][SIGNATURE_HEADER] == signature(req["body"])
+    refused = {**payload, "callback": f"http://127.0.0.2:{env.ok.port}/avatar", "dst": payload["dst"] + ".2.webp"}
+    assert env.run(refused, "avatar")["error"]["code"] == "FORBIDDEN_PATH"
+    assert not Path(refused["dst"][len("file://"):]).exists()
+
+
+def test_server_error_is_retried(env: Env) -> None:
+    assert env.run(env.payload(env.flaky.url("/flaky")))["ok"] is True
+    first, second = env.flaky.for_path("/flaky", n=2)
+    assert first["body"] == second["body"]  # the same signed body, sent again after the 500
+    assert second["headers"][SIGNATURE_HEADER] == signature(second["body"])
+
+
+def test_hanging_callback_blocks_nothing_then_gives_up(env: Env) -> None:
+    before = len(env.records())
+    hanging = env.payload(env.hang.url("/hang"))
+    assert env.run(hanging)["ok"] is True  # the job's own result is unchanged
+    env.hang.for_path("/hang")  # the receiver holds this connection open
+    # Meanwhile other jobs and their callbacks go through (4 sender threads; one is stuck).
+    for i in range(3):
+        assert env.run(env.payload(env.ok.url(f"/while-hanging-{i}")))["ok"] is True
+        env.ok.for_path(f"/while-hanging-{i}")
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and len(env.records()) == before:
+        time.sleep(0.2)
+    records = [r for r in env.records() if r["kind"] == "callback"]
+    rec = next(r for r in records if r["payload"].get("id") == hanging["id"])
+    assert rec["error"]["code"] == "UNAVAILABLE" and rec["attempts"] == 3
+    assert "TimeoutError" in rec["callback"]["reason"] or "timeout" in rec["callback"]["reason"].lower()
+    assert len(env.hang.for_path("/hang", n=3)) == 3  # every try reached the server: tries, not a crash
+
+
+def test_redirect_is_not_followed(env: Env) -> None:
+    assert env.run(env.payload(env.redirect.url("/moved")))["ok"] is True
+    assert len(env.redirect.for_path("/moved")) == 1
+    deadline = time.monotonic() + 20
+    rec = None
+    while rec is None and time.monotonic() < deadline:
+        rec = next((r for r in env.records() if r["kind"] == "callback" and "/moved" in r["callback"]["url"]), None)
+        time.sleep(0.1)
+    assert rec is not None and rec["callback"]["reason"] == "HTTP 302" and rec["attempts"] == 1
+    time.sleep(0.5)
+    assert len([r for r in env.redirect.requests if r["path"] == "/moved"]) == 1  # no second try
+
+
+@pytest.mark.parametrize(
+    "make_url, code",
+    [
+        (lambda e: f"http://127.0.0.1:{e.ok.port + 1 if e.ok.port < 65535 else 1}/x", "FORBIDDEN_PATH"),
+        (lambda e: f"http://127.0.0.2:{e.ok.port}/x", "FORBIDDEN_PATH"),
+        (lambda e: f"http://[::1]:{e.ok.port}/x", "FORBIDDEN_PATH"),
+        (lambda e: "http://169.254.169.254/latest/meta-data/", "FORBIDDEN_PATH"),
+        (lambda e: f"http://localhost:{e.ok.port}/x", "FORBIDDEN_PATH"),  # resolves to loopback, not listed
+        (lambda e: f"http://2130706433:{e.ok.port}/x", "FORBIDDEN_PATH"),  # 127.0.0.1 as one number
+        (lambda e: f"http://user:pw@127.0.0.1:{e.ok.port}/x", "BAD_REQUEST"),
+        (lambda e: f"ftp://127.0.0.1:{e.ok.port}/x", "BAD_REQUEST"),
+        (lambda e: "file:///etc/passwd", "BAD_REQUEST"),
+        (lambda e: 42, "BAD_REQUEST"),
+    ],
+)
+def test_callback_not_allowed_is_refused_before_work(env: Env, make_url: Any, code: str) -> None:
+    payload = env.payload(make_url(env))
+    before = len(env.ok.requests)
+    result = env.run(payload)
+    assert result["ok"] is False and result["error"]["code"] == code, result
+    assert not Path(payload["dst"][len("file://"):]).exists()  # refused before any work
+    time.sleep(0.2)
+    assert len(env.ok.requests) == before
+
+
+def test_php_receiver_verifies_real_callback(env: Env, tmp_path: Path) -> None:
+    log = tmp_path / "php.log"
+    php = subprocess.Popen(
+        ["php", "-S", f"127.0.0.1:{env.php_port}", str(REPO / "examples" / "callback_receiver.php")],
+        env={**os.environ, "CALLBACK_SECRET": SECRET, "CALLBACK_LOG": str(log)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(env.php_port)
+        payload = env.payload(f"http://127.0.0.1:{env.php_port}/hook")
+        assert env.run(payload)["ok"] is True
+        line = _wait_line(log)
+        assert line == {"id": payload["id"], "ok": True, "code": "ok", "verified": True}
+        # The same receiver refuses a body whose signature does not match (a forged callback).
+        assert _post(env.php_port, b'{"ok":true,"id":"forged"}', signature(b"something else")) == 401
+        assert _post(env.php_port, b'{"ok":true,"id":"forged"}', None) == 401
+        assert len(log.read_text().splitlines()) == 1
+    finally:
+        php.terminate()
+        php.wait(10)
+
+
+def test_node_receiver_verifies_real_callback(env: Env, tmp_path: Path) -> None:
+    log = tmp_path / "node.log"
+    node = subprocess.Popen(
+        ["node", str(REPO / "examples" / "node" / "callback_receiver.js"), str(env.node_port), "127.0.0.1"],
+        env={**os.environ, "CALLBACK_SECRET": SECRET, "CALLBACK_LOG": str(log)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(env.node_port)
+        # Allowed as localhost:PORT: the worker resolves the name once and connects to that address.
+        payload = env.payload(f"http://localhost:{env.node_port}/hook", src=(env.root / "nope.jpg").as_uri())
+        assert env.run(payload)["error"]["code"] == "SOURCE_NOT_FOUND"
+        assert _wait_line(log) == {"id": payload["id"], "ok": False, "code": "SOURCE_NOT_FOUND", "verified": True}
+        assert _post(env.node_port, b'{"ok":true}', signature(b'{"ok":false}')) == 401
+        assert len(log.read_text().splitlines()) == 1
+    finally:
+        node.terminate()
+        node.wait(10)
+
+
+def test_metrics_count_callbacks_and_records(env: Env) -> None:
+    """Runs after the tests above in this module: their sent, failed and given-up callbacks are counted."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{env.metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("imgworker_callbacks_total", outcome="sent") >= 8
+    assert value("imgworker_callbacks_total", outcome="failed") >= 5  # 500 once, 3 hangs, 1 redirect
+    assert value("imgworker_callbacks_total", outcome="given_up") >= 2  # the hang and the redirect
+    written = value("imgworker_failed_job_records_total", result="written")
+    assert written == len(env.records()) and written >= 3
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def _wait_line(path: Path, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return dict(json.loads(path.read_text().splitlines()[0]))
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} stayed empty")
+
+
+def _post(port: int, body: bytes, sig: str | None) -> int:
+    headers = {"Content-Type": "application/json", **({SIGNATURE_HEADER: sig} if sig else {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/hook", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+# --- one module at a time: the contract, the allow-list, the sender's address pinning ----------------------
+
+
+def test_contract_accepts_callback_on_resize_and_pipeline_jobs() -> None:
+    job = {"src": "file:///in/a.jpg", "dst": "file:///out/a.jpg", "width": 10, "callback": "https://h.example/cb"}
+    assert parse_request(json.dumps(job).encode(), Limits()).callback == "https://h.example/cb"
+    piped = parse_request(json.dumps({**job, "quality": 70}).encode(), Limits(), pipeline="thumbs")
+    assert piped.callback == "https://h.example/cb" and "callback" not in piped.overrides
+    with pytest.raises(BadRequest, match="callback"):
+        parse_request(json.dumps({**job, "callback": "javascript:alert(1)"}).encode(), Limits())
+    with pytest.raises(BadRequest, match="did you mean 'callback'"):
+        parse_request(json.dumps({**{k: v for k, v in job.items() if k != "callback"}, "calback": "x"}).encode(),
+                      Limits())
+
+
+def test_policy_matches_host_and_port_exactly() -> None:
+    policy = CallbackPolicy(["hooks.example.com", "127.0.0.1:8080", "[::1]:9000"])
+    assert policy.check("https://HOOKS.example.com./cb").port == 443
+    assert policy.check("http://hooks.example.com/cb").port == 80
+    assert policy.check("http://[::1]:9000/").host == "::1"
+    for url in ("https://hooks.example.com:8443/", "http://127.0.0.1:8081/", "http://evil.hooks.example.com/",
+                "http://hooks.example.com.evil.net/", "http://[::1]:9001/", "http://[fe80::1]:9000/"):
+        with pytest.raises(ForbiddenPath):
+            policy.check(url)
+    with pytest.raises(ForbiddenPath, match="not enabled"):
+        CallbackPolicy([]).check("http://127.0.0.1:8080/")
+    with pytest.raises(ValueError):
+        CallbackPolicy(["http://x/"])
+    assert str(parse_target("http://h:1/p?token=abc")) == "http://h:1/p"  # logs never show the query
+
+
+def test_sender_resolves_once_and_pins_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name is resolved once per delivery; the retry after a 500 goes to that address even if DNS changes."""
+    receiver = Receiver("fail_first").start()
+    calls: list[str] = []
+    real = socket.getaddrinfo
+
+    def fake_getaddrinfo(host: str, *args: Any, **kw: Any) -> Any:
+        calls.append(host)
+        # First answer: the receiver. Any later answer would point at a port nobody listens on.
+        target = "127.0.0.1" if len(calls) == 1 else "127.0.0.3"
+        return real(target, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    policy = CallbackPolicy([f"hooks.test:{receiver.port}"])
+    sender = CallbackSender(policy, SECRET, tries=3, timeout=2, backoff=0.01, senders=1)
+    try:
+        target = policy.check(f"http://hooks.test:{receiver.port}/pinned")
+        assert sender.deliver(Delivery(target, b'{"ok":true}', "resize", b"{}", "u1")) is True
+        first, second = receiver.for_path("/pinned", n=2)
+        assert calls == ["hooks.test"]
+        assert first["headers"]["Host"] == f"hooks.test:{receiver.port}"
+        assert second["headers"][SIGNATURE_HEADER] == signature(b'{"ok":true}')
+    finally:
+        sender.close(1)
+        receiver.stop()
+
+
+def test_config_validates_the_new_options() -> None:
+    cfg = load(environ={"IMGWORKER_CALLBACK_ALLOW": "hooks.example.com, 127.0.0.1:8080",
+                        "IMGWORKER_CALLBACK_SECRET": SECRET, "IMGWORKER_RETRIES": "0"})
+    assert cfg.callback_allow == ["hooks.example.com", "127.0.0.1:8080"] and cfg.retries == 0
+    assert SECRET not in repr(cfg)  # the key never reaches a log line through the config's repr
+    for bad, message in [
+        ({"IMGWORKER_CALLBACK_ALLOW": "hooks.example.com"}, "IMGWORKER_CALLBACK_SECRET"),
+        ({"IMGWORKER_CALLBACK_ALLOW": "http://hooks.example.com/", "IMGWORKER_CALLBACK_SECRET": "k"}, "HOST:PORT"),
+        ({"IMGWORKER_FAILED_JOBS": "/srv/failed"}, "file:/// or s3://"),
+        ({"IMGWORKER_RETRIES": "-1"}, "--retries"),
+        ({"IMGWORKER_CALLBACK_TRIES": "0"}, "--callback-tries"),
+        ({"IMGWORKER_CALLBACK_ALOW": "x"}, "did you mean IMGWORKER_CALLBACK_ALLOW"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(environ=bad)
+
+
+def test_an_allowed_name_resolving_to_link_local_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **kw: real("169.254.169.254", *a, **kw))
+    given_up: list[str] = []
+    policy = CallbackPolicy(["hooks.test:80"])
+    sender = CallbackSender(policy, SECRET, tries=3, timeout=1, backoff=0.01, senders=1,
+                            give_up=lambda d, reason, tries: given_up.append(f"{tries}: {reason}"))
+    try:
+        target = policy.check("http://hooks.test/cb")
+        assert sender.deliver(Delivery(target, b"{}", "resize", b"{}", "u2")) is False
+        assert given_up == ["1: hooks.test resolves to 169.254.169.254, which callbacks may not reach"]
+    finally:
+        sender.close(1)
