@@ -110,7 +110,7 @@ def test_faces_box_finds_a_planted_face(pl_photos):
 
     assert cv2.data.haarcascades  # the models ship inside opencv-python
     small = pyvips.Image.new_from_file(str(photo("dragonfly"))).resize(0.25)
-    assert face_box(small) is None
+    assert face_box(small, (small.width, small.height)) is None
 
 
 def test_crop_and_extract(run_pipeline, tmp_path, pl_photos):
