@@ -165,40 +165,8 @@ class DeviceArray:
     __bool__ = _refuse("bool()")
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._a.shape)
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._a.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self._a.ndim
-
-    @property
-    def size(self) -> int:
-        return int(self._a.size)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self._a.nbytes)
-
-    @property
-    def itemsize(self) -> int:
-        return int(self._a.itemsize)
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        return tuple(self._a.strides)
-
-    @property
     def T(self) -> DeviceArray:
         return DeviceArray(self._a.T)
-
-    @property
-    def flags(self) -> Any:
-        return self._a.flags
 
     def __len__(self) -> int:
         return len(self._a)
@@ -267,6 +235,8 @@ for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and_", 
     setattr(DeviceArray, f"__i{_dunder}__", _inplace(_name))
 for _name in ("lt", "le", "eq", "ne", "gt", "ge"):
     setattr(DeviceArray, f"__{_name}__", _binary(_name))
+for _name in ("shape", "dtype", "ndim", "size", "nbytes", "itemsize", "strides", "flags"):  # plain attributes
+    setattr(DeviceArray, _name, property(lambda self, n=_name: getattr(self._a, n)))
 
 
 class Ufunc:
