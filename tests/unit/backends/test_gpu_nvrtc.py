@@ -38,7 +38,8 @@ def compile_for(arch: str, source: str, options: tuple[str, ...], names: tuple[s
     from cupy._core import core
     from cupy.cuda import compiler
 
-    monkeypatch.setenv("CUPY_CACHE_DIR", str(cache))
+    # An empty kernel cache, so that NVRTC compiles now (CuPy's disk cache would hand back an earlier cubin).
+    monkeypatch.setattr(compiler, "_kernel_cache_backend", compiler._DiskKernelCacheBackend(str(cache)))
     monkeypatch.setattr(compiler, "_get_arch", lambda: arch)  # the device's compute capability
     monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc", lambda a=None: (f"-arch=sm_{a or arch}", "cubin"))
     seen: list[tuple[tuple[str, ...], Any, Any]] = []
