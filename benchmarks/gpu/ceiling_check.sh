@@ -10,7 +10,7 @@
 #   GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python CEILING_ARGS="--fake --images 2 --gpu-images 2 --procs 1 \
 #     --rounds 1 --layouts 1:1:2:off" bash benchmarks/gpu/ceiling_check.sh
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 OUT="${OUT:-/tmp/gpu_ceiling_out}"
 . benchmarks/gpu/env.sh  # PY, PYTHONPATH, the corpus, wheels from .whl/
 

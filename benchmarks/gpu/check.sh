@@ -11,7 +11,7 @@
 #   GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python BENCH_IMAGES=4 BENCH_GPU_IMAGES=6 \
 #     BENCH_ARGS="--fake --procs 2 --gpu-threads 4 --gpu-procs 1,2 --sizes 512" bash benchmarks/gpu/check.sh
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 OUT="${OUT:-/tmp/gpu_check_out}"
 . benchmarks/gpu/env.sh  # PY, PYTHONPATH, the corpus, wheels from .whl/
 # The resize kernels, the GPU decode and encode: ~25 tests, the RawModule and ~20 CuPy kernels to compile cold.

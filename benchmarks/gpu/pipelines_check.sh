@@ -12,7 +12,7 @@
 # Without a GPU (checks the script only): GPU_CHECK_NO_INSTALL=1 PYTHON=.venv/bin/python BENCH_ARGS="--numpy
 #   --jobs 4 --procs 1" SKIP_TESTS=1 bash benchmarks/gpu/pipelines_check.sh
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 OUT="${OUT:-/tmp/gpu_pipelines_out}"
 . benchmarks/gpu/env.sh  # PY, PYTHONPATH, the corpus, wheels from .whl/
 export VIPS_CONCURRENCY=1

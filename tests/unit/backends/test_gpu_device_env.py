@@ -89,6 +89,8 @@ def test_every_step_is_bounded_and_the_script_fits_one_device_call(script: str) 
     runs = [line for line in text.splitlines() if "-m pytest" in line]
     assert runs and all("$GPU_TESTS" in r and "--timeout" in r and "-m gpu" in r for r in runs), runs
     assert "tests/test_gpu_" not in text  # the layout before tests/gpu/: that glob selects nothing now
+    cd = re.search(r'^cd "\$\(dirname "\$0"\)/([^"]*)"', (REPO / script).read_text(), re.M)
+    assert cd and ((REPO / script).parent / cd.group(1)).resolve() == REPO, f"{script} must cd to the repo root"
 
 
 def collect(nodes: list[str]) -> tuple[int, str]:
