@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pyvips
 
-    from imgworker.backends.cpu import jpeg_shrink
     from imgworker.imaging import jpeg_fast
+    from imgworker.imaging.load import jpeg_shrink
 
     pyvips.cache_set_max(0)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -22,9 +22,9 @@ def shrink_plan(workload: Workload) -> dict[str, list[int]]:
     """file -> [stored width, stored height, shrink], with the worker's own shrink rule."""
     import pyvips
 
-    from imgworker.backends.cpu import jpeg_shrink
     from imgworker.core.geometry import plan
     from imgworker.core.limits import Limits
+    from imgworker.imaging.load import jpeg_shrink
 
     out: dict[str, list[int]] = {}
     for path in workload.files:

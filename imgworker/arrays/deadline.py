@@ -1,4 +1,4 @@
-"""The one deadline check of a job: service.JobContext (reads, writes) and pipeline.StepContext (steps,
+"""The one deadline check of a job: pipeline.context.JobContext (reads, writes) and pipeline.StepContext (steps,
 encodes) both call it with the job's single deadline (a pipeline's ``timeout`` narrows it for both)."""
 
 from __future__ import annotations

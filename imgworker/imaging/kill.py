@@ -17,6 +17,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pyvips
+
+from imgworker.core.errors import JobTimeout
+from imgworker.imaging.errors import translate
+
 
 class _Watchdog:
     def __init__(self) -> None:
@@ -74,3 +79,16 @@ def kill_at(deadline: float, *images: Any) -> Iterator[list[Any]]:
         yield watched
     finally:
         WATCHDOG.cancel(token)
+
+
+def evaluate(image: pyvips.Image, deadline: float, stage: str = "decode",
+             watched: list[Any] | None = None) -> pyvips.Image:
+    """``image`` computed into memory, stopped at ``deadline`` (time.monotonic()) with JobTimeout: libvips'
+    kill flag is set on ``image`` and on every image in ``watched`` (the loader's, which does the work)."""
+    with kill_at(deadline, image, *(watched or ())):
+        try:
+            return image.copy_memory()
+        except pyvips.Error as exc:
+            if time.monotonic() > deadline:
+                raise JobTimeout(f"job passed its time limit during {stage}") from None
+            raise translate(exc, "source") from None

@@ -1,6 +1,6 @@
 """The built-in pipelines every worker serves: ``resize`` (a plain resize job) and ``info`` (facts, no write).
 
-They are runners like the YAML pipelines' (imgworker.jobs.service.PipelineRunner), so the service has one path:
+They are runners like the YAML pipelines' (imgworker.pipeline.context.PipelineRunner), so the service has one path:
 payload -> runner -> result. ``resize`` is one output through the backend's executor for a whole resize
 (``Backend.resize``): on the CPU that is the fast path (header probe -> plan -> shrink-on-load -> geometry ->
 encode, libvips stopped at the deadline), on a GPU worker its batched hardware decode, CUDA resize and
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from imgworker.jobs.info import facts_of_source, run_info
-
-if TYPE_CHECKING:
-    from imgworker.jobs.service import JobContext
+from imgworker.analysis.source import facts_of_source
+from imgworker.jobs.info import run_info
+from imgworker.pipeline.context import JobContext
 
 RESIZE = "resize"
 INFO = "info"
@@ -30,11 +29,9 @@ class ResizePipeline:
     name = RESIZE
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
-        from imgworker.jobs.service import refuse_overwriting_source
-
         request = ctx.request
         assert request.resize is not None
-        refuse_overwriting_source(request.src, request.dst)
+        ctx.refuse_overwriting_source(request.dst)  # before any work; write() does not check it again
         ctx.stores.for_url(request.dst).check(request.dst, write=True)
         source = ctx.read_source()
         ctx.check_deadline("decode")

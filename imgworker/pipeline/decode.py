@@ -3,7 +3,7 @@
 A JPEG decodes at 1/2, 1/4 or 1/8 scale and WebP at any scale when the result is at least the size the
 pipeline needs, which is most of the cost saved: so the decoder targets the first resize when only
 scale-invariant steps come before it, or else the largest output when the outputs are the only resizes.
-JPEGs take the CPU backend's smallest-scale decode (``load_jpeg_resized``), not libvips thumbnail's choice,
+JPEGs take the smallest-scale decode (``load_jpeg_resized``, imaging/load.py), not libvips thumbnail's choice,
 which keeps a factor of 2 spare (a 20 MP photo would decode at full size for a 1024-2048 px target).
 """
 
@@ -16,12 +16,13 @@ from typing import Any
 
 import pyvips
 
-from imgworker.arrays import orientation
-from imgworker.backends.cpu import NO_SHRINK_ON_LOAD, _translate, load_jpeg_resized, probe
 from imgworker.core.errors import JobTimeout, LimitExceeded
 from imgworker.core.limits import Limits
-from imgworker.imaging import heif
+from imgworker.imaging import heif, orientation
+from imgworker.imaging.errors import translate
 from imgworker.imaging.kill import kill_at
+from imgworker.imaging.load import NO_SHRINK_ON_LOAD, load_jpeg_resized
+from imgworker.imaging.probe import probe
 from imgworker.pipeline.context import StepContext
 from imgworker.pipeline.steps import StepDef
 from imgworker.pipeline.steps import resize as resize_step
@@ -44,7 +45,7 @@ class Header:
 
 
 def header(source: bytes, limits: Limits) -> Header:
-    """Header-only open (milliseconds): refuse bombs before any pixel is decoded (the CPU backend's probe)."""
+    """Header-only open (milliseconds): refuse bombs before any pixel is decoded (imaging/probe.py)."""
     info = probe(source, limits)
     width, height = orientation.shown(info.width, info.height, info.orientation)  # back to as stored
     return Header(width, height, info.orientation, info.pages, info.loader, info.cmyk)
@@ -114,7 +115,7 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
             return image.thumbnail_image(size[0], height=size[1], size="force", no_rotate=not orient)
         return image.autorot() if orient else image
     except pyvips.Error as exc:
-        raise _translate(exc, "source") from None
+        raise translate(exc, "source") from None
 
 
 def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Image:
@@ -129,4 +130,4 @@ def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Ima
     except pyvips.Error as exc:
         if time.monotonic() > ctx.deadline:
             raise JobTimeout(f"job passed its time limit of {ctx.timeout_s:g} s during {stage}") from None
-        raise _translate(exc, "source") from None
+        raise translate(exc, "source") from None

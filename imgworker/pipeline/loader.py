@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from imgworker.analysis import parse_analyze
+from imgworker.core.contract import parse_analyze
 from imgworker.core.errors import BadRequest
 from imgworker.pipeline.model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
 from imgworker.pipeline.outputs_spec import OUTPUT_KEYS, _line, read_outputs

@@ -9,6 +9,8 @@ imported late only hides a cycle or a cost); (d) an ``importlib.import_module`` 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +22,10 @@ PACKAGE = ROOT / "imgworker"
 # The layers, top to bottom: a module may import its own package and the packages of the rows below its own;
 # packages that share a row may not import each other. Why this order (it differs from "analysis / backends"
 # as one row because the code says so): the CPU backend computes a job's facts from the pixels it decoded
-# (backends/cpu.py asks analysis for them), so analysis sits below backends; arrays, imaging and stores are
-# each a toolbox of their own (NumPy/CuPy arrays; libvips; object stores) and know nothing of each other;
-# core is the contract and its types, standard library only, under everything.
+# (backends/cpu.py asks analysis for them), so analysis sits below backends; the array engine hands its pixels
+# to libvips to encode them with the metadata the job keeps (arrays/executor.py), so arrays sits above
+# imaging; imaging (libvips) and stores know nothing of each other; core is the contract and its types,
+# standard library only, under everything.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"commands"}),
     frozenset({"worker"}),
@@ -31,7 +34,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"pipeline"}),
     frozenset({"backends"}),
     frozenset({"analysis"}),
-    frozenset({"arrays", "imaging", "stores"}),
+    frozenset({"arrays"}),
+    frozenset({"imaging", "stores"}),
     frozenset({"core"}),
 )
 
@@ -295,6 +299,14 @@ def test_imports_follow_the_layers(graph: tuple[dict[str, tuple[Path, bool]], li
     assert broken == [], "imports against the layer rule:\n" + "\n".join(broken)
 
 
+def test_core_is_standard_library_only(graph: tuple[dict[str, tuple[Path, bool]], list[Import]]) -> None:
+    _, found = graph
+    bad = sorted({f"{imp.where}: {imp.source} imports {imp.target}" for imp in found
+                  if layer_of(imp.source) == "core" and not imp.target.startswith("imgworker")
+                  and imp.target not in sys.stdlib_module_names and imp.target != "__future__"})
+    assert bad == [], "core/ imports beyond the standard library:\n" + "\n".join(bad)
+
+
 def test_late_imports_only_for_optional_dependencies(
         graph: tuple[dict[str, tuple[Path, bool]], list[Import]]) -> None:
     _, found = graph
@@ -318,6 +330,24 @@ def test_modules_loaded_by_name(graph: tuple[dict[str, tuple[Path, bool]], list[
         elif literal is None and name not in DYNAMIC_IMPORTERS:
             bad.append(f"{where}: {name} loads a module by a computed name (only {DYNAMIC_IMPORTERS} may)")
     assert bad == []
+
+
+# What the layers buy: the client and the client-side CLI never load the image libraries (core is standard
+# library only, and the CLI imports only the command it runs).
+
+HEAVY = ("pyvips", "numpy", "cupy", "imgworker.backends", "imgworker.imaging", "imgworker.pipeline")
+
+
+@pytest.mark.parametrize("code", [
+    "import imgworker.client",
+    "import imgworker.core.contract, imgworker.core.config",
+    "import sys; from imgworker.commands.cli import main; sys.argv[1:] = ['submit', '--help']; main()",
+])
+def test_client_side_loads_no_image_library(code: str) -> None:
+    probe = (f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m.startswith({HEAVY!r})))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # The checker itself, on a small made-up package: each rule must be able to fail.

@@ -15,11 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyvips
 
 from imgworker.arrays import device_io
 from imgworker.backends.base import Rendered
-from imgworker.backends.cpu import FAIL_ON, probe
-from imgworker.backends.cpu import jpeg_shrink as cpu_jpeg_shrink
 from imgworker.backends.gpu import codec, decode, detect
 from imgworker.backends.gpu.batcher import MicroBatcher, run_shrinking
 from imgworker.backends.gpu.decode import GpuDecodeRefused, frame_refusal, gpu_refusal
@@ -31,6 +30,9 @@ from imgworker.core.cpus import available_cpus
 from imgworker.core.errors import ImgworkerError, InternalError, Unavailable
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
+from imgworker.imaging.load import FAIL_ON
+from imgworker.imaging.load import jpeg_shrink as cpu_jpeg_shrink
+from imgworker.imaging.probe import probe
 
 Item = tuple[bytes, ResizeSpec, Limits]
 _nullcontext = contextlib.nullcontext
@@ -220,7 +222,6 @@ class GpuBackend:
         frame = frame_refusal(source)
         if frame is not None:
             return frame
-        import pyvips
 
         return gpu_refusal(source, pyvips.Image.new_from_buffer(source, ""), self.fail_on)
 

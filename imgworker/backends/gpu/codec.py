@@ -15,9 +15,11 @@ import numpy.typing as npt
 import pyvips
 
 from imgworker.arrays import image as arrays
-from imgworker.backends.cpu import _translate, encode, to_srgb8
 from imgworker.core.geometry import Geometry
 from imgworker.imaging import heif, jpeg_fast
+from imgworker.imaging.colour import to_srgb8
+from imgworker.imaging.encode import encode
+from imgworker.imaging.errors import translate
 
 __all__ = ["decode", "encode", "encode_array", "jpeg_shrink", "shrink_option"]
 
@@ -62,7 +64,7 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
         image = fast or pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
         arr: npt.NDArray[np.uint8] = arrays.from_vips(to_srgb(image.autorot()))
     except pyvips.Error as exc:
-        raise _translate(exc, "source") from None
+        raise translate(exc, "source") from None
     return arr
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pyvips
 
-from imgworker.arrays.encode import save
 from imgworker.core.errors import LimitExceeded
 from imgworker.core.formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
+from imgworker.imaging.encode import save
 from imgworker.pipeline import frames
 from imgworker.pipeline.steps.base import StepDef, choice, colour, flag, integer
 from imgworker.pipeline.steps.colour import to_srgb

@@ -11,7 +11,7 @@ from imgworker.backends.cpu import CpuBackend
 from imgworker.core.contract import parse_request
 from imgworker.core.errors import JobTimeout
 from imgworker.core.limits import Limits
-from imgworker.jobs.service import JobContext
+from imgworker.pipeline.context import JobContext
 from imgworker.pipeline.loader import parse
 from imgworker.pipeline.run import Runner
 from imgworker.stores import FileStore, Stores
