@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from imgworker.core.contract import ResizeSpec
+from imgworker.core.deadline import Deadline
 from imgworker.core.limits import Limits
 
 
@@ -32,6 +33,7 @@ class Rendered:
 class Backend(Protocol):
     name: str
 
-    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
-        """Decode ``source``, auto-orient, convert to sRGB, resize per ``spec`` and encode."""
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Rendered:
+        """Decode ``source``, auto-orient, convert to sRGB, resize per ``spec`` and encode, stopping at
+        ``deadline`` (None: ``limits.job_timeout_s`` from now)."""
         ...

@@ -17,6 +17,7 @@ from imgworker import analysis
 from imgworker.backends.base import Rendered
 from imgworker.core import budget
 from imgworker.core.contract import ResizeSpec
+from imgworker.core.deadline import Deadline
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
 from imgworker.imaging.encode import encode
@@ -36,16 +37,16 @@ class CpuBackend:
             raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON)}")
         self.fail_on = fail_on
 
-    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Rendered:
         t0 = time.perf_counter()
+        deadline = deadline or Deadline.after(limits.job_timeout_s)
         info = probe(source, limits)
         geo = plan(info.width, info.height, spec.width, spec.height, spec.fit, limits)
         budget.charge(output_cost(info, geo.final_w, geo.final_h, spec.format))
         loaded: list[Any] = []
         image = load_resized(source, info, geo, self.fail_on, loaded)
-        # Computed into memory so decode errors surface here and stage timings are honest; the job's time limit
-        # (what is left of it: Service passes the remaining time) stops libvips mid-decode.
-        deadline = time.monotonic() + limits.job_timeout_s
+        # Computed into memory so decode errors surface here and stage timings are honest; the job's deadline
+        # stops libvips mid-decode.
         timings: dict[str, float] = {}
         facts = None
         if spec.analyze:  # from the resized pixels, before crop or pad: decoded once, into memory

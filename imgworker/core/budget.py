@@ -21,8 +21,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgworker.core.deadline import time_left
 from imgworker.core.errors import JobTimeout, LimitExceeded
-from imgworker.core.limits import time_left
 
 log = logging.getLogger("imgworker.worker.budget")  # the logger keeps its name: operators filter on it
 

@@ -11,8 +11,6 @@ of steps but would take the hardware decoder away from ``resize@gpu``; hence a r
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from typing import Any
 
 from imgworker.analysis.source import facts_of_source
@@ -35,9 +33,8 @@ class ResizePipeline:
         ctx.stores.for_url(request.dst).check(request.dst, write=True)
         source = ctx.read_source()
         ctx.check_deadline("decode")
-        # The backend bounds its own work by the time left (CPU: libvips set_kill at the deadline).
-        left = replace(ctx.limits, job_timeout_s=max(0.001, ctx.deadline - time.monotonic()))
-        rendered = ctx.backend.resize(source, request.resize, left)
+        # The backend bounds its own work by the job's deadline (CPU: libvips set_kill at it).
+        rendered = ctx.backend.resize(source, request.resize, ctx.limits, ctx.deadline)
         ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
         ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
         ctx.write(request.dst, rendered.data, rendered.format)

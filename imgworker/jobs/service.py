@@ -14,8 +14,9 @@ from typing import Any
 from imgworker.backends.base import Backend
 from imgworker.core import budget
 from imgworker.core.contract import CONTRACT_VERSION, JobRequest, Payload, parse_request
+from imgworker.core.deadline import Deadline, set_running
 from imgworker.core.errors import BadRequest, ImgworkerError, InternalError
-from imgworker.core.limits import Limits, set_job_deadline
+from imgworker.core.limits import Limits
 from imgworker.jobs.builtin import BUILTIN, INFO, RESIZE
 from imgworker.pipeline.context import JobContext, PipelineRunner
 from imgworker.stores import Stores
@@ -57,17 +58,17 @@ class Service:
             return self._handle(payload, pipeline)
 
     def _handle(self, payload: bytes | Payload, pipeline: str | None) -> dict[str, Any]:
-        started = time.monotonic()
-        set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
+        deadline = Deadline.after(self.limits.job_timeout_s)
+        set_running(deadline)  # stores size their timeouts to what is left, the memory budget its waits
         request = parse_request(payload, self.limits, pipeline=pipeline)
         # Check access to both ends before any work, so a forbidden dst costs nothing.
         self.stores.for_url(request.src).check(request.src)
-        ctx = JobContext(request, self.stores, self.backend, self.limits, started + self.limits.job_timeout_s)
+        ctx = JobContext(request, self.stores, self.backend, self.limits, deadline)
         result = self.runner(request).run(ctx)
         result.setdefault("ok", True)
         result["backend"] = self.backend.name
         result["ms"] = {k: round(v, 2) for k, v in ctx.timings.items()}
-        result["ms"]["total"] = round((time.monotonic() - started) * 1000, 2)
+        result["ms"]["total"] = round((time.monotonic() - deadline.started) * 1000, 2)
         result["contract"] = CONTRACT_VERSION
         if request.id is not None:
             result["id"] = request.id

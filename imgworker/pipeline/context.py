@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from imgworker.arrays.deadline import check as check_deadline
 from imgworker.backends.base import Backend
 from imgworker.core.contract import JobRequest
+from imgworker.core.deadline import Deadline
 from imgworker.core.errors import BadRequest
 from imgworker.core.formats import content_type
 from imgworker.core.limits import Limits
@@ -36,18 +36,16 @@ class JobContext:
     stores: Stores
     backend: Backend
     limits: Limits
-    deadline: float
+    deadline: Deadline
     timings: dict[str, float] = field(default_factory=dict)
-    timeout_s: float | None = None  # what ``deadline`` allows (None: the worker's --job-timeout)
     checked: set[str] = field(default_factory=set)  # destinations known not to be the source
 
-    def narrow(self, deadline: float, timeout_s: float) -> None:
+    def narrow(self, limit_s: float) -> None:
         """A pipeline's own ``timeout`` shortens the job's one deadline, writes included."""
-        if deadline < self.deadline:
-            self.deadline, self.timeout_s = deadline, timeout_s
+        self.deadline = self.deadline.narrowed(limit_s)
 
     def check_deadline(self, stage: str) -> None:
-        check_deadline(self.deadline, self.timeout_s or self.limits.job_timeout_s, stage)
+        self.deadline.check(stage)
 
     def read_source(self) -> bytes:
         t0 = time.perf_counter()
@@ -90,8 +88,7 @@ def refuse_overwriting_source(src: str, dst: str) -> None:
 @dataclass
 class StepContext:
     limits: Limits
-    deadline: float
-    timeout_s: float
+    deadline: Deadline  # the job's (JobContext.deadline, narrowed by the pipeline's timeout)
     job: JobContext | None = None
     focal: tuple[float, float] | None = None
     # Metadata the encoder keeps (set by the metadata step): exif, icc, xmp, iptc ("copyright" keeps exif).
@@ -105,7 +102,7 @@ class StepContext:
     loaded: list[Any] = field(default_factory=list)
 
     def check_deadline(self, stage: str) -> None:
-        check_deadline(self.deadline, self.timeout_s, stage)
+        self.deadline.check(stage)
 
     def read(self, url: str) -> bytes:
         """Read an extra input (a watermark) through the job's stores, with the same access checks as src."""

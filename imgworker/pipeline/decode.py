@@ -9,14 +9,13 @@ which keeps a factor of 2 spare (a 20 MP photo would decode at full size for a 1
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyvips
 
-from imgworker.core.errors import JobTimeout, LimitExceeded
+from imgworker.core.errors import LimitExceeded
 from imgworker.core.limits import Limits
 from imgworker.imaging import heif, orientation
 from imgworker.imaging.errors import translate
@@ -128,6 +127,6 @@ def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Ima
         with kill_at(ctx.deadline, watched, *ctx.loaded):
             return watched.copy_memory()
     except pyvips.Error as exc:
-        if time.monotonic() > ctx.deadline:
-            raise JobTimeout(f"job passed its time limit of {ctx.timeout_s:g} s during {stage}") from None
+        if ctx.deadline.passed():
+            raise ctx.deadline.timeout(stage) from None
         raise translate(exc, "source") from None

@@ -47,10 +47,9 @@ class Runner:
     def _resolve(self, ctx: JobContext) -> tuple[StepContext, list[Resolved], list[Output]]:
         p = self.pipeline
         values, focal = p.resolve_params(ctx.request.overrides)
-        timeout = min(ctx.limits.job_timeout_s, p.timeout or ctx.limits.job_timeout_s)
-        started = ctx.deadline - ctx.limits.job_timeout_s
-        sctx = StepContext(ctx.limits, min(ctx.deadline, started + timeout), timeout, ctx, focal)
-        ctx.narrow(sctx.deadline, timeout)  # one deadline: the job's writes keep the pipeline's timeout too
+        if p.timeout:
+            ctx.narrow(p.timeout)  # one deadline: the job's writes keep the pipeline's timeout too
+        sctx = StepContext(ctx.limits, ctx.deadline, ctx, focal)
         shared = [(s.step, s.resolve(values, p.name)) for s in p.steps]
         outputs = [
             Output(

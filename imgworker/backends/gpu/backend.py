@@ -27,6 +27,7 @@ from imgworker.backends.gpu.engine import CupyEngine, NumpyEngine, Prepared, Res
 from imgworker.core.config import ConfigError
 from imgworker.core.contract import ResizeSpec
 from imgworker.core.cpus import available_cpus
+from imgworker.core.deadline import Deadline
 from imgworker.core.errors import ImgworkerError, InternalError, Unavailable
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
@@ -274,7 +275,8 @@ class GpuBackend:
 
     # --- Backend interface ------------------------------------------------------------------------------
 
-    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Rendered:
+        # The batch is not stopped mid-way: a job's deadline is kept by the worker's overrun guard.
         item = self.prepare(source, spec, limits)
         t0 = time.perf_counter()
         try:

@@ -17,7 +17,6 @@ with the wrong strength, a blur with the wrong sigma all fall far below these bo
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from support.corpus import photo
 
 from imgworker.arrays import executor
 from imgworker.arrays import image as arrays
+from imgworker.core.deadline import Deadline
 from imgworker.core.limits import Limits
 from imgworker.pipeline import frames
 from imgworker.pipeline.context import StepContext
@@ -51,7 +51,7 @@ def mark_png() -> bytes:
 
 
 def ctx(mark: bytes, **kw: Any) -> StepContext:
-    c = StepContext(Limits(), time.monotonic() + 60, 60, **kw)
+    c = StepContext(Limits(), Deadline.after(60), **kw)
     c.cache["mem://mark.png"] = mark
     return c
 
