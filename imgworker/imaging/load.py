@@ -13,7 +13,7 @@ import pyvips
 
 from imgworker.core.geometry import Geometry
 from imgworker.imaging import heif, jpeg_fast
-from imgworker.imaging.colour import to_srgb8
+from imgworker.imaging.colour import to_srgb
 from imgworker.imaging.errors import translate
 from imgworker.imaging.orientation import SWAPS_SIDES
 from imgworker.imaging.probe import SourceInfo
@@ -22,28 +22,30 @@ FAIL_ON = ("none", "truncated", "error", "warning")
 NO_SHRINK_ON_LOAD = ("png", "tiff", "gif")
 
 
-def jpeg_shrink(src_w: int, src_h: int, out_w: int, out_h: int) -> int:
-    """The biggest JPEG shrink-on-load (8, 4, 2) that still decodes at least the output size.
+def shrink_on_load(src_w: int, src_h: int, out_w: int, out_h: int, *, spare: int = 1) -> int:
+    """The biggest shrink-on-load (8, 4, 2) that still decodes at least ``spare`` times the output size.
 
-    libvips' thumbnail keeps a factor of 2 above the target (a 20 MP photo to 512 px decodes at 1/4, to
-    2048 px at full size); like sharp's default ``fastShrinkOnLoad`` we decode at the smallest scale that
-    is still no smaller than the output, and let the reduce kernel do the rest: 2-4x less decode work.
+    JPEG (``spare=1``): libvips' thumbnail keeps a factor of 2 above the target (a 20 MP photo to 512 px
+    decodes at 1/4, to 2048 px at full size); like sharp's default ``fastShrinkOnLoad`` we decode at the
+    smallest DCT scale that is still no smaller than the output, and let the reduce kernel do the rest: 2-4x
+    less decode work. WebP (``spare=2``, thumbnail's own rule): its scale-on-load is a block average that adds
+    aliasing, so a factor of two is left for the real (Lanczos) resize.
     """
     factor = min(src_w / out_w, src_h / out_h)
-    return next((s for s in (8, 4, 2) if factor >= s), 1)
+    return next((s for s in (8, 4, 2) if factor >= spare * s), 1)
 
 
 def load_jpeg_resized(source: bytes, shown: tuple[int, int], size: tuple[int, int], *, fail_on: str,
                       cmyk: bool = False, orientation: int = 1, rotate: bool = True,
                       loaded: list[Any] | None = None, metadata: bool = False) -> pyvips.Image:
-    """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``jpeg_shrink``) that covers it.
+    """A JPEG resampled (lanczos3) to ``size``, decoded at the smallest DCT scale (``shrink_on_load``) that covers it.
 
     ``shown`` is the source's size as ``size`` is meant (displayed when ``rotate``); like ``thumbnail``, CMYK
     comes out sRGB (embedded profile, else a generic CMYK one) and other colour spaces as they are. Raises
     pyvips.Error; errors in the pixels surface when the result is evaluated. ``metadata``: the output keeps
     EXIF/XMP/IPTC, which only libvips' jpegload parses (the fast path carries the ICC profile and orientation).
     """
-    shrink = jpeg_shrink(shown[0], shown[1], size[0], size[1])
+    shrink = shrink_on_load(shown[0], shown[1], size[0], size[1])
     # libjpeg-turbo in one call where that is exact (the same pixels); libvips' jpegload for the rest.
     image = None if cmyk or metadata else jpeg_fast.decode_scaled(source, shrink, orientation=orientation)
     fast = image is not None
@@ -93,15 +95,15 @@ def load_resized(source: bytes, info: SourceInfo, geo: Geometry, fail_on: str,
         try:
             src = pyvips.Image.new_from_buffer(source, "", access="sequential", fail_on=fail_on)
             loaded.append(src)
-            return to_srgb8(src.thumbnail_image(geo.resize_w, height=geo.resize_h, size="force"))
+            return to_srgb(src.thumbnail_image(geo.resize_w, height=geo.resize_h, size="force"))
         except pyvips.Error as exc:
             raise translate(exc, "source") from None
     if info.loader == heif.LOADER:
-        return to_srgb8(heif.resized(source, (geo.resize_w, geo.resize_h)))
+        return to_srgb(heif.resized(source, (geo.resize_w, geo.resize_h)))
     if info.loader != "jpeg" or info.pages > 1:
-        return to_srgb8(thumbnail(source, geo, fail_on))
+        return to_srgb(thumbnail(source, geo, fail_on))
     try:
-        return to_srgb8(load_jpeg_resized(source, (info.width, info.height), (geo.resize_w, geo.resize_h),
+        return to_srgb(load_jpeg_resized(source, (info.width, info.height), (geo.resize_w, geo.resize_h),
                                           fail_on=fail_on, cmyk=info.cmyk, orientation=info.orientation,
                                           loaded=loaded))
     except pyvips.Error as exc:

@@ -29,13 +29,13 @@ from imgworker.arrays import device_io
 from imgworker.arrays import executor as array_executor
 from imgworker.arrays import image as arrays
 from imgworker.core.formats import DEFAULT_QUALITY
-from imgworker.imaging.load import jpeg_shrink
+from imgworker.imaging.colour import to_srgb
+from imgworker.imaging.load import shrink_on_load
 from imgworker.pipeline import decode as decoder
 from imgworker.pipeline import frames
 from imgworker.pipeline.context import JobContext, StepContext
 from imgworker.pipeline.outputs import Decoding, Output, Resolved, decode_cpu, encode_output, resize_def, store
 from imgworker.pipeline.steps.colour import STEP as COLOUR
-from imgworker.pipeline.steps.colour import to_srgb
 from imgworker.pipeline.steps.watermark import STEP as WATERMARK
 
 log = logging.getLogger("imgworker.pipeline")
@@ -65,7 +65,7 @@ def decode_route(ctx: JobContext, job: Decoding) -> str | None:
     if needs_pixels(job.facts) and not job.orient:
         return "analysis of the unoriented image"  # facts_of_source reads an oriented thumbnail
     w, h = job.head.shown(job.orient)
-    shrink = jpeg_shrink(w, h, *job.size) if job.size else 1  # the CPU decode's shrink-on-load for this job
+    shrink = shrink_on_load(w, h, *job.size) if job.size else 1  # the CPU decode's shrink-on-load for this job
     why = route(job.head.loader, shrink, job.source)
     return None if why is None else str(why)
 
@@ -100,7 +100,7 @@ def _host_pixels(image: pyvips.Image, shared: list[Resolved], sctx: StepContext)
     # The array executor's pixels are 8-bit sRGB or grey: ICC / CMYK / 16-bit conversions happen here, on
     # the CPU, with the colour step's code (colour: keep keeps 8-bit RGB as it is, profile attached later).
     as_is = image.format == "uchar" and image.interpretation in ("srgb", "b-w", "rgb")
-    pixels = image if as_is and (keep_profile or image.interpretation != "rgb") else to_srgb(image)
+    pixels = image if as_is and (keep_profile or image.interpretation != "rgb") else to_srgb(image, "any")
     page_height = frames.page_height(pixels) if frames.is_animated(pixels) else None
     return arrays.from_vips(decoder.materialise(pixels, sctx, "decode")), page_height
 

@@ -31,8 +31,7 @@ from imgworker.core.deadline import Deadline
 from imgworker.core.errors import ImgworkerError, InternalError, Unavailable
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
-from imgworker.imaging.load import FAIL_ON
-from imgworker.imaging.load import jpeg_shrink as cpu_jpeg_shrink
+from imgworker.imaging.load import FAIL_ON, shrink_on_load
 from imgworker.imaging.probe import probe
 
 Item = tuple[bytes, ResizeSpec, Limits]
@@ -196,9 +195,9 @@ class GpuBackend:
         if info.loader == "jpeg":
             # The CPU backend's rule (decode at the smallest scale still >= the output), so both resample
             # the same decoded pixels.
-            shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
+            shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
-            shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
+            shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h, spare=2)  # WebP
         gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
         item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
         route = self.gpu_decode_route(info.loader, shrink, source)

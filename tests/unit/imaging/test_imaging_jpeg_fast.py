@@ -145,7 +145,7 @@ def test_plain_resize_after_the_fast_decode_is_thumbnail_image_pixel_for_pixel(j
     with monkeypatch.context() as m:
         m.setattr(pyvips.Image, "thumbnail_image", lambda *a, **k: pytest.fail("took thumbnail_image"), raising=False)
         got = load.load_jpeg_resized(data, (info.width, info.height), box, fail_on="warning").copy_memory()
-    shrink = load.jpeg_shrink(info.width, info.height, *box)
+    shrink = load.shrink_on_load(info.width, info.height, *box)
     ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(box[0], height=box[1], size="force")  # type: ignore[union-attr]
     assert (got.width, got.height) == box == (ref.width, ref.height)
     assert got.interpretation == ref.interpretation
@@ -167,7 +167,7 @@ def test_turned_plain_resize_is_thumbnail_image_pixel_for_pixel(jpeg: bytes, ori
         m.setattr(pyvips.Image, "thumbnail_image", lambda *a, **k: pytest.fail("took thumbnail_image"), raising=False)
         got = load.load_jpeg_resized(data, (info.width, info.height), size, fail_on="warning",
                                     orientation=orientation).copy_memory()
-    shrink = load.jpeg_shrink(info.width, info.height, *size)
+    shrink = load.shrink_on_load(info.width, info.height, *size)
     ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(size[0], height=size[1], size="force")  # type: ignore[union-attr]
     assert (got.width, got.height) == size == (ref.width, ref.height)
     assert "orientation" not in got.get_fields()  # turned, and the tag gone, as thumbnail_image leaves it
