@@ -34,13 +34,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from imgworker.core.config import ConfigError
+from imgworker.core.functions import registered
 from imgworker.gearman import FunctionStatus, WorkerInfo, status, workers
 from imgworker.pipeline.model import PipelineError
 from imgworker.pipeline.registry import load_dir
 from imgworker.worker.health import HealthServer
 
 DEFAULT_PORT = 9731
-BASE_FUNCTIONS = ("resize", "info")  # as imgworker.worker.runner (not imported: it pulls in the whole worker)
 BACKENDS = ("cpu", "gpu")
 
 
@@ -56,8 +56,7 @@ def imgworker_functions(pipelines_dir: str | None) -> list[str]:
             served[backend] = sorted(load_dir(pipelines_dir, backend)[0])
     names: set[str] = set()
     for backend, pipelines in served.items():
-        for name in [*BASE_FUNCTIONS, *pipelines]:
-            names |= {name, f"{name}@{backend}"}
+        names |= set(registered(backend, pipelines))
     return sorted(names)
 
 

@@ -16,6 +16,7 @@ from imgworker.core.callback_url import parse_target
 from imgworker.core.errors import BadRequest
 from imgworker.core.formats import DEFAULT_QUALITY, format_from_path
 from imgworker.core.formats import RESIZE_FORMATS as FORMATS
+from imgworker.core.functions import INFO
 from imgworker.core.limits import Limits
 from imgworker.core.options import Opt, check_options, choice, colour, integer, suggest
 from imgworker.core.urls import CONTROL_CHARACTERS, split_credentials
@@ -27,8 +28,7 @@ FITS = ("inside", "cover", "contain", "fill", "outside")
 RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
 COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback", "analyze")
 KNOWN_KEYS = COMMON_KEYS + RESIZE_KEYS
-# The ``info`` function (facts of a source, nothing written) and the keys its payload takes.
-INFO_FUNCTION = "info"
+# The keys an ``info`` payload takes (facts of a source, nothing written).
 INFO_KEYS = ("src", "analyze", "notify", "id", "callback")
 # The facts a job may ask for with ``analyze`` (imgworker/analysis computes them; docs/contract.md).
 FACTS = ("meta", "thumbhash", "blurhash", "dominant", "phash")
@@ -261,7 +261,7 @@ def parse_request(data: bytes | Payload, limits: Limits, *, pipeline: str | None
     """Parse a job payload (raw, or as ``read_payload`` decoded it once for the whole job). ``pipeline`` is
     set when the job came in on a pipeline's own function name."""
     obj = decode_payload(data, limits) if isinstance(data, bytes) else _fields(data)
-    if pipeline == INFO_FUNCTION:
+    if pipeline == INFO:
         return parse_info(obj)
     src = _str(obj, "src", required=True)
     dst = _str(obj, "dst", required=True)

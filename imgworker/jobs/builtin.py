@@ -14,11 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from imgworker.analysis.source import facts_of_source
+from imgworker.core.functions import INFO, RESIZE
 from imgworker.jobs.info import run_info
 from imgworker.pipeline.context import JobContext
-
-RESIZE = "resize"
-INFO = "info"
 
 
 class ResizePipeline:

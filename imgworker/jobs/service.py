@@ -16,8 +16,9 @@ from imgworker.core import budget
 from imgworker.core.contract import CONTRACT_VERSION, JobRequest, Payload, parse_request
 from imgworker.core.deadline import Deadline, set_running
 from imgworker.core.errors import BadRequest, ImgworkerError, InternalError
+from imgworker.core.functions import INFO, RESIZE
 from imgworker.core.limits import Limits
-from imgworker.jobs.builtin import BUILTIN, INFO, RESIZE
+from imgworker.jobs.builtin import BUILTIN
 from imgworker.pipeline.context import JobContext, PipelineRunner
 from imgworker.stores import Stores
 

@@ -26,8 +26,9 @@ from imgworker import __version__
 from imgworker.backends.base import Backend
 from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
-from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
+from imgworker.core.contract import Payload, read_payload
 from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
+from imgworker.core.functions import INFO as INFO_FUNCTION
 from imgworker.core.urls import CONTROL_CHARACTERS as _UNPRINTABLE
 from imgworker.features import metrics
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
