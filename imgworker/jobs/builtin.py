@@ -50,8 +50,8 @@ class ResizePipeline:
                 result["analysis"] = rendered.analysis
                 ctx.timings["analysis"] = rendered.timings.get("analysis", 0.0)
             else:
-                fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
-                result["analysis"] = facts_of_source(source, request.analyze, ctx.limits, fail_on, ctx.timings)
+                result["analysis"] = facts_of_source(source, request.analyze, ctx.limits, ctx.backend.fail_on,
+                                                     ctx.timings)
         return result
 
 

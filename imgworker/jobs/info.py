@@ -16,7 +16,6 @@ def run_info(ctx: JobContext) -> dict[str, Any]:
     source = ctx.read_source()
     ctx.check_deadline("decode")
     t0 = time.perf_counter()
-    fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
-    analysis = facts_of_source(source, request.analyze or DEFAULT_FACTS, ctx.limits, fail_on)
+    analysis = facts_of_source(source, request.analyze or DEFAULT_FACTS, ctx.limits, ctx.backend.fail_on)
     ctx.timings["analysis"] = (time.perf_counter() - t0) * 1000
     return {"src": request.src, "analysis": analysis}

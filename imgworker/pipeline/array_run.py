@@ -28,6 +28,7 @@ from imgworker.analysis.source import facts_of_source
 from imgworker.arrays import device_io
 from imgworker.arrays import executor as array_executor
 from imgworker.arrays import image as arrays
+from imgworker.backends.base import array_backend
 from imgworker.core.formats import DEFAULT_QUALITY
 from imgworker.imaging.colour import to_srgb
 from imgworker.imaging.load import shrink_on_load
@@ -57,16 +58,14 @@ class _Done:
 def decode_route(ctx: JobContext, job: Decoding) -> str | None:
     """None: decode on the device in the job's array batch; "off": not wanted here (no device decoder, not a
     JPEG, an animation); else why the policy keeps this source on the CPU."""
-    backend = ctx.backend
-    route = getattr(backend, "gpu_decode_route", None)
-    if route is None or getattr(backend, "device_decoder", None) is None or job.head.loader != "jpeg" \
-            or job.animated:
+    backend = array_backend(ctx.backend)
+    if backend.device_decoder is None or job.head.loader != "jpeg" or job.animated:
         return "off"
     if needs_pixels(job.facts) and not job.orient:
         return "analysis of the unoriented image"  # facts_of_source reads an oriented thumbnail
     w, h = job.head.shown(job.orient)
     shrink = shrink_on_load(w, h, *job.size) if job.size else 1  # the CPU decode's shrink-on-load for this job
-    why = route(job.head.loader, shrink, job.source)
+    why = backend.gpu_decode_route(job.head.loader, shrink, job.source)
     return None if why is None else str(why)
 
 
@@ -109,15 +108,15 @@ def _run(pipeline: str, ctx: JobContext, sctx: StepContext, job: Decoding, image
          jpeg: device_io.DeviceJpeg | None, shared: list[Resolved], outputs: list[Output],
          names: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every step on the backend's array module (one batcher call), then the writes on this thread."""
-    backend: Any = ctx.backend  # a GpuBackend (xp, run_array, kernels, device_encoder)
+    backend = array_backend(ctx.backend)
     xp = backend.xp
     host, page_height = _host_pixels(image, shared, sctx) if image is not None else (None, None)
     ctx.timings["decode"] = (time.perf_counter() - job.t0) * 1000  # device decode: header checks; + decode_gpu
     for step, options in shared + [s for out in outputs for s in out.steps]:
         if step is WATERMARK and options["opacity"] > 0:
             sctx.read(options["src"])  # store I/O here, on the job thread, not in the batch
-    sctx.kernels = getattr(backend, "kernels", None)
-    encoder = getattr(backend, "device_encoder", None)
+    sctx.kernels = backend.kernels
+    encoder = backend.device_encoder
     resize = resize_def()
 
     def work() -> list[_Done]:

@@ -99,9 +99,9 @@ class Runner:
         every = shared + [s for o in outputs for s in o.steps]
         metadata = any(step.name == "metadata" and set(o["keep"]) - {"icc"} for step, o in every)
         facts = analysis.merge(p.analyze, ctx.request.analyze)
-        job = Decoding(source, head, size, orient, animated, str(getattr(ctx.backend, "fail_on", "warning")),
+        job = Decoding(source, head, size, orient, animated, ctx.backend.fail_on,
                        metadata, facts, t0)
-        if getattr(ctx.backend, "executor", "vips") == "array":
+        if ctx.backend.executor == "array":
             results, found = run_array(p.name, ctx, sctx, job, shared, outputs, names)
         else:
             image, found = decode_cpu(ctx, sctx, job)

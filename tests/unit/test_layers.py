@@ -9,6 +9,7 @@ imported late only hides a cycle or a cost); (d) an ``importlib.import_module`` 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -329,6 +330,19 @@ def test_modules_loaded_by_name(graph: tuple[dict[str, tuple[Path, bool]], list[
             bad.append(f"{where}: {name} loads {literal} by name; import it at the top")
         elif literal is None and name not in DYNAMIC_IMPORTERS:
             bad.append(f"{where}: {name} loads a module by a computed name (only {DYNAMIC_IMPORTERS} may)")
+    assert bad == []
+
+
+def test_no_getattr_on_a_backend(graph: tuple[dict[str, tuple[Path, bool]], list[Import]]) -> None:
+    """Callers use what backends/base.py's protocols declare; a getattr with a default would hide a gap."""
+    modules, _ = graph
+    bad = []
+    for path, _ in modules.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "hasattr")
+                    and node.args and re.search(r"(^|\.)\w*backend$", ast.unparse(node.args[0]))):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert bad == []
 
 
