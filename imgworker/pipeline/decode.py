@@ -94,7 +94,7 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
            head: Header | None = None, metadata: bool = False, loaded: list[Any] | None = None) -> pyvips.Image:
     """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path.
     The loader's image, the one that does the work, is appended to ``loaded`` where there is one to reach:
-    ``materialise`` kills it at the deadline (backends/kill.py), as a plain resize does."""
+    ``materialise`` kills it at the deadline (imaging/kill.py), as a plain resize does."""
     options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
     loaded = [] if loaded is None else loaded
     try:
