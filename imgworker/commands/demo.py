@@ -25,7 +25,7 @@ from imgworker.commands.submit import IMAGE_SUFFIXES
 from imgworker.core.errors import ImgworkerError
 from imgworker.testing.gearmand import Gearmand
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGES = REPO / "examples" / "images"
 PIPELINES = REPO / "pipelines"
 
