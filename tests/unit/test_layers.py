@@ -366,23 +366,24 @@ def test_client_side_loads_no_image_library(code: str) -> None:
 
 # The checker itself, on a small made-up package: each rule must be able to fail.
 
-def _write(root: Path, files: dict[str, str]) -> Path:
+def _imports_of(root: Path, files: dict[str, str]) -> list[Import]:
+    """The imports of a made-up ``imgworker`` package of ``files`` (every folder gets an __init__.py)."""
+    package = root / "imgworker"
     for rel, text in files.items():
-        path = root / "imgworker" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = package / rel
+        for folder in [path.parent, *path.parent.parents]:
+            if folder == package.parent:
+                break
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "__init__.py").touch()
         path.write_text(text)
-    return root / "imgworker"
+    return all_imports(package)[1]
 
 
 def test_checker_finds_a_cycle_through_a_late_relative_import(tmp_path: Path) -> None:
-    package = _write(tmp_path, {
-        "__init__.py": "",
-        "core/__init__.py": "",
-        "core/a.py": "from imgworker.core import b\n",
-        "core/b.py": "def f():\n    from . import c\n",
-        "core/c.py": "import imgworker.core.a\n",
-    })
-    _, found = all_imports(package)
+    found = _imports_of(tmp_path, {"core/a.py": "from imgworker.core import b\n",
+                                   "core/b.py": "def f():\n    from . import c\n",
+                                   "core/c.py": "import imgworker.core.a\n"})
     assert cycles(runtime_edges(found)) == [
         ["imgworker.core.a", "imgworker.core.b", "imgworker.core.c", "imgworker.core.a"]]
     late = [(i.source, i.target, i.line) for i in found if i.late]
@@ -390,18 +391,16 @@ def test_checker_finds_a_cycle_through_a_late_relative_import(tmp_path: Path) ->
 
 
 def test_checker_names_an_upward_import(tmp_path: Path) -> None:
-    package = _write(tmp_path, {
-        "__init__.py": "",
-        "core/__init__.py": "",
+    found = _imports_of(tmp_path, {
         "core/contract.py": "import json\nfrom imgworker.analysis import facts\n",
-        "analysis/__init__.py": "",
         "analysis/facts.py": "from imgworker.core import contract\n",
         "gearman/__init__.py": "from imgworker.core import contract\n",
+        "client.py": "from imgworker import gearman\n",
     })
-    _, found = all_imports(package)
     broken = {(i.source, i.target, i.line): rule_broken(i.source, i.target)
               for i in found if i.target.startswith("imgworker")}
     assert broken[("imgworker.core.contract", "imgworker.analysis.facts", 2)] == (
         "core may import only the layers below it (none)")
     assert broken[("imgworker.analysis.facts", "imgworker.core.contract", 1)] is None
     assert broken[("imgworker.gearman", "imgworker.core.contract", 1)] == "gearman may import only nothing of ours"
+    assert broken[("imgworker.client", "imgworker.gearman", 1)] is None
