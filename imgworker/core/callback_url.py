@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imgworker.core.errors import BadRequest, redact
+from imgworker.core.urls import CONTROL_CHARACTERS
 
 MAX_URL = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -35,7 +36,7 @@ def parse_target(url: Any) -> Target:
     """A callback URL's parts, or BadRequest saying what is wrong with it."""
     if not isinstance(url, str) or not url:
         raise BadRequest(f"'callback' must be an http:// or https:// URL, got {url!r}")
-    if len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+    if len(url) > MAX_URL or CONTROL_CHARACTERS.search(url) or any(c.isspace() for c in url):
         raise BadRequest(f"'callback' must be a URL of at most {MAX_URL} characters without spaces or controls")
     try:
         url.encode("ascii")
