@@ -20,7 +20,7 @@ Profile = Literal["none", "cmyk", "any"]
 def to_srgb(image: pyvips.Image, profile: Profile = "none") -> pyvips.Image:
     """``image`` as 8-bit sRGB (8-bit grey stays grey), its embedded profile applied per ``profile``."""
     grey = image.interpretation in ("b-w", "grey16")
-    if not grey and "icc-profile-data" in image.get_fields():
+    if profile != "none" and not grey and "icc-profile-data" in image.get_fields():
         if profile == "any":
             try:
                 return image.icc_transform("srgb", embedded=True, intent="perceptual", depth=8)
