@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from imgworker.backends.gpu import codec_options
 
 __all__ = ["GPU_ENCODE", "Encoded", "JpegEncoder"]
@@ -36,7 +38,6 @@ def stream_bytes(stream: Any) -> bytes:
     try:
         return bytes(memoryview(stream))
     except (TypeError, ValueError, BufferError):  # a binding without the buffer protocol
-        import numpy as np
 
         return np.asarray(stream, dtype=np.uint8).tobytes()
 
