@@ -24,7 +24,11 @@ import numpy as np
 import pyvips
 
 from imgworker.arrays import image as arrays
-from imgworker.core.errors import InternalError
+from imgworker.core.errors import ImgworkerError, InternalError
+from imgworker.core.limits import Limits
+from imgworker.imaging.load import load_jpeg_resized
+from imgworker.imaging.orientation import shown as stored_size
+from imgworker.imaging.probe import probe
 from imgworker.pipeline.steps.base import GRAVITIES, SMART
 from imgworker.pipeline.steps.colour import to_srgb
 
@@ -97,6 +101,18 @@ def smart_window(preview: pyvips.Image, size: tuple[int, int], w: int, h: int,
     return _around((left + pw / 2) / sx, (top + ph / 2) / sy, size, w, h)
 
 
+def decode_source(source: bytes, side: int, orient: bool) -> pyvips.Image:
+    """The source at most ``side`` px, as shown when ``orient``: the JPEG shrink-on-load decode (libjpeg-turbo,
+    the CPU worker's own fast path, exact) resampled by libvips, or libvips' thumbnail for other formats."""
+    info = probe(source, Limits())  # header only (ms)
+    shown = (info.width, info.height) if orient else stored_size(info.width, info.height, info.orientation)
+    size = preview_size(shown, side)
+    if info.loader == "jpeg" and info.pages == 1:
+        return load_jpeg_resized(source, shown, size, fail_on="none", cmyk=info.cmyk,
+                                 orientation=info.orientation, rotate=orient)
+    return pyvips.Image.thumbnail_buffer(source, size[0], height=size[1], size="force", no_rotate=not orient)
+
+
 def source_preview(ctx: Any, side: int) -> pyvips.Image | None:
     """The part of the job's source that the current image shows (``ctx.view``), from one libvips decode of
     the source bytes at most ``side`` px (oriented as the job orients it, 8-bit sRGB): the same pixels on
@@ -109,10 +125,9 @@ def source_preview(ctx: Any, side: int) -> pyvips.Image | None:
     key = ("source-preview", side)
     if key not in ctx.cache:
         try:
-            thumb = pyvips.Image.thumbnail_buffer(source, side, height=side, size="down", no_rotate=not ctx.orient)
-            ctx.cache[key] = _host_8bit(thumb).copy_memory()
-        except pyvips.Error:
-            ctx.cache[key] = None
+            ctx.cache[key] = _host_8bit(decode_source(source, side, ctx.orient)).copy_memory()
+        except (pyvips.Error, ImgworkerError):
+            ctx.cache[key] = None  # e.g. HEVC HEIF (pillow-heif's): the executor's own pixels decide
     whole: pyvips.Image | None = ctx.cache[key]
     if whole is None:
         return None
