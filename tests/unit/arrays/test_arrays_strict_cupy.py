@@ -19,9 +19,12 @@ from support.optional import need
 from support.strict_cupy import DeviceArray, module
 from unit.arrays.test_arrays_executor_contract import CASES, KINDS, ctx, images, mark_png  # noqa: F401
 
-from imgworker.arrays import executor
+from imgworker.arrays import device_io, executor, resample
 from imgworker.arrays import image as arrays
-from imgworker.backends.gpu import GpuBackend
+from imgworker.arrays.orientation import orient
+from imgworker.backends.gpu import GpuBackend, engine
+from imgworker.core.contract import FITS, ResizeSpec
+from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
 from imgworker.jobs.service import Service
 from imgworker.pipeline import PipelineSet
@@ -147,3 +150,28 @@ def test_the_stand_in_refuses_what_cupy_would(xp: Any) -> None:
         assert not hasattr(xp, n), n
     # The explicit transfers CuPy code spells out are allowed.
     assert a.get().shape == (2, 4, 3) and xp.asnumpy(a).shape == (2, 4, 3) and a[0, 0, 0].item() == 0.0
+
+
+@pytest.mark.parametrize("fit", FITS)
+@pytest.mark.parametrize("kind", ["baseline", "rgba"])
+def test_plain_resize_runs_on_the_strict_stand_in(xp: Any, fit: str, kind: str) -> None:
+    """``resize@gpu``'s array code (engine.process: premultiplied resize, crop or pad) on the stand-in, with
+    resample.py's xp path in place of the RawKernels (their compile is test_gpu_nvrtc.py's)."""
+    host = arrays.from_vips(pyvips.Image.thumbnail(str(photo(kind)), 300))
+    spec = ResizeSpec(width=120, height=90, fit=fit, background=(10, 20, 30))
+    geo = plan(int(host.shape[1]), int(host.shape[0]), spec.width, spec.height, fit, Limits())
+
+    def resizer(mod: Any) -> Any:
+        return lambda img, w, h, dtype: resample.resize(mod, img, w, h).astype(dtype)
+
+    want = engine.process(np, resizer(np), host, geo, spec)
+    got = _host(engine.process(xp, resizer(xp), xp.asarray(host), geo, spec))
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_and_device_jpeg_take_on_the_strict_stand_in(xp: Any, orientation: int) -> None:
+    host = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    jpeg = device_io.DeviceJpeg(b"", orientation)
+    jpeg.image = xp.asarray(host)
+    assert np.array_equal(_host(jpeg.take(xp)), orient(np, host, orientation))
