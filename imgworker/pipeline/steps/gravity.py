@@ -101,10 +101,10 @@ def smart_window(preview: pyvips.Image, size: tuple[int, int], w: int, h: int,
     return _around((left + pw / 2) / sx, (top + ph / 2) / sy, size, w, h)
 
 
-def decode_source(source: bytes, side: int, orient: bool) -> pyvips.Image:
+def decode_source(source: bytes, side: int, orient: bool, limits: Limits) -> pyvips.Image:
     """The source at most ``side`` px, as shown when ``orient``: the JPEG shrink-on-load decode (libjpeg-turbo,
     the CPU worker's own fast path, exact) resampled by libvips, or libvips' thumbnail for other formats."""
-    info = probe(source, Limits())  # header only (ms)
+    info = probe(source, limits)  # header only (ms); the job's own check passed it already
     shown = (info.width, info.height) if orient else stored_size(info.width, info.height, info.orientation)
     size = preview_size(shown, side)
     if info.loader == "jpeg" and info.pages == 1:
@@ -114,9 +114,9 @@ def decode_source(source: bytes, side: int, orient: bool) -> pyvips.Image:
 
 
 def source_preview(ctx: Any, side: int) -> pyvips.Image | None:
-    """The part of the job's source that the current image shows (``ctx.view``), from one libvips decode of
-    the source bytes at most ``side`` px (oriented as the job orients it, 8-bit sRGB): the same pixels on
-    every worker, whatever its executor decoded. None when there is no view (a step before made the image
+    """The part of the job's source that the current image shows (``ctx.view``), from one small decode of the
+    source bytes (``decode_source``, at most ``side`` px, oriented as the job orients it, 8-bit sRGB): the same
+    pixels on every worker, whatever its executor decoded. None when there is no view (a step before made the image
     something else) or libvips cannot read the source (HEIC: pillow-heif's); cached per job."""
     view = getattr(ctx, "view", None)
     source = getattr(ctx, "source", None)
@@ -125,7 +125,7 @@ def source_preview(ctx: Any, side: int) -> pyvips.Image | None:
     key = ("source-preview", side)
     if key not in ctx.cache:
         try:
-            ctx.cache[key] = _host_8bit(decode_source(source, side, ctx.orient)).copy_memory()
+            ctx.cache[key] = _host_8bit(decode_source(source, side, ctx.orient, ctx.limits)).copy_memory()
         except (pyvips.Error, ImgworkerError):
             ctx.cache[key] = None  # e.g. HEVC HEIF (pillow-heif's): the executor's own pixels decide
     whole: pyvips.Image | None = ctx.cache[key]
