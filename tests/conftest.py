@@ -16,6 +16,7 @@ from support.fixtures_gearman import *  # noqa: F403
 from support.fixtures_pipeline import *  # noqa: F403
 from support.fixtures_reliability import *  # noqa: F403
 from support.fixtures_s3 import *  # noqa: F403
+from support.tools import check_marks
 
 TESTS = Path(__file__).resolve().parent
 KINDS = ("unit", "integration", "reliability", "deploy", "fuzz")
@@ -26,3 +27,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = Path(item.path).resolve().relative_to(TESTS).parts[0]
         if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    check_marks(item)  # a missing tool fails in CI and skips (with the install command) elsewhere

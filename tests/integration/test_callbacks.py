@@ -44,7 +44,8 @@ def free_port() -> int:
 
 @dataclass
 class Receiver:
-    """A local HTTP server in a thread; ``mode``: ok, fail_first (500 once per path), hang, redirect."""
+    """A local HTTP server in a thread; ``mode``: ok, fail_first (500 once per path), throttle_first (429 once
+    per path), reject (404), hang, redirect."""
 
     mode: str
     port: int = 0
@@ -68,6 +69,11 @@ class Receiver:
                     self.send_header("Location", "http://127.0.0.1:1/elsewhere")
                 elif owner.mode == "fail_first" and not seen:
                     self.send_response(500)
+                elif owner.mode == "throttle_first" and not seen:
+                    self.send_response(429)
+                    self.send_header("Retry-After", "0")
+                elif owner.mode == "reject":
+                    self.send_response(404)
                 else:
                     self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -108,6 +114,7 @@ class Env:
     root: Path
     ok: Receiver
     flaky: Receiver
+    throttled: Receiver
     hang: Receiver
     redirect: Receiver
     php_port: int
@@ -138,9 +145,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("cbroot")
     (root / "out").mkdir()
     (root / "failed").mkdir()
-    ok, flaky, hang, redirect = (Receiver(m).start() for m in ("ok", "fail_first", "hang", "redirect"))
+    receivers = [Receiver(m).start() for m in ("ok", "fail_first", "throttle_first", "hang", "redirect")]
+    ok, flaky, throttled, hang, redirect = receivers
     php_port, node_port, metrics_port = free_port(), free_port(), free_port()
-    allow = [f"127.0.0.1:{r.port}" for r in (ok, flaky, hang, redirect)] + [
+    allow = [f"127.0.0.1:{r.port}" for r in receivers] + [
         f"127.0.0.1:{php_port}", f"localhost:{node_port}"]
     args = ["--failed-jobs", (root / "failed").as_uri(), "--callback-timeout", "1", "--callback-tries", "3",
             "--retry-backoff", "0.05", "--concurrency", "2", "--metrics-port", str(metrics_port),
@@ -151,8 +159,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         worker = WorkerProc([g.address], [root, photo("dragonfly").parent], *args,
                             env={"IMGWORKER_CALLBACK_SECRET": SECRET})
         with worker, SyncClient([g.address]) as client:
-            yield Env(g, worker, root, ok, flaky, hang, redirect, php_port, node_port, metrics_port, client)
-    for r in (ok, flaky, hang, redirect):
+            yield Env(g, worker, root, ok, flaky, throttled, hang, redirect, php_port, node_port, metrics_port,
+                      client)
+    for r in receivers:
         r.stop()
 
 
@@ -201,6 +210,32 @@ def test_server_error_is_retried(env: Env) -> None:
     first, second = env.flaky.for_path("/flaky", n=2)
     assert first["body"] == second["body"]  # the same signed body, sent again after the 500
     assert second["headers"][SIGNATURE_HEADER] == signature(second["body"])
+
+
+def test_too_many_requests_is_retried(env: Env) -> None:
+    """docs/contract.md, "Retries": a 429 is retried like a 5xx, with the same signed body."""
+    payload = env.payload(env.throttled.url("/throttled"))
+    assert env.run(payload)["ok"] is True
+    first, second = env.throttled.for_path("/throttled", n=2)
+    assert first["body"] == second["body"] and json.loads(second["body"])["id"] == payload["id"]
+    assert second["headers"][SIGNATURE_HEADER] == signature(second["body"])
+
+
+def test_other_client_errors_are_not_retried() -> None:
+    """The control for the 429 test: a 404 ends delivery at its first answer (the sender, on a real server)."""
+    receiver = Receiver("reject").start()
+    given_up: list[tuple[str, int]] = []
+    policy = CallbackPolicy([f"127.0.0.1:{receiver.port}"])
+    sender = CallbackSender(policy, SECRET, tries=3, timeout=5, backoff=0.01, senders=1,
+                            give_up=lambda d, reason, tries: given_up.append((reason, tries)))
+    try:
+        target = policy.check(receiver.url("/gone"))
+        assert sender.deliver(Delivery(target, b'{"ok":true}', "resize", b"{}", "u404")) is False
+        assert given_up == [("HTTP 404", 1)]
+        assert len(receiver.requests) == 1
+    finally:
+        sender.close(1)
+        receiver.stop()
 
 
 def test_hanging_callback_blocks_nothing_then_gives_up(env: Env) -> None:
