@@ -53,9 +53,15 @@ def test_gearman_cli(core_worker: WorkerProc, core_root: Path) -> None:
     check_success(run([str(EXAMPLES / "resize.sh"), host, port, GOOD_SRC, dst.as_uri(), "320"]), dst, 320)
     bad = run([str(EXAMPLES / "resize.sh"), host, port, BAD_SRC, dst.as_uri(), "320"])
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "FORBIDDEN_PATH"
-    # Tagged function names work from the CLI too; a CPU worker does not register @gpu.
+    # Tagged function names work from the CLI too; a CPU worker does not register @gpu: gearmand's own status
+    # lists it with @cpu and untagged (the control: the same query finds those) and never with @gpu.
     tagged = run(["gearman", "-h", host, "-p", port, "-f", "resize@cpu", payload])
     assert json.loads(tagged.stdout)["backend"] == "cpu"
+    status = run(["gearadmin", "-h", host, "-p", port, "--status"])
+    assert status.returncode == 0, status.stderr
+    workers = {line.split("\t")[0]: int(line.split("\t")[3]) for line in status.stdout.splitlines() if "\t" in line}
+    assert workers["resize@cpu"] == workers["resize"] == 1, workers
+    assert workers.get("resize@gpu", 0) == 0 and not any(name.endswith("@gpu") and n for name, n in workers.items())
 
 
 def test_php_client(core_worker: WorkerProc, core_root: Path) -> None:

@@ -87,19 +87,28 @@ def test_cmyk_is_colour_managed_to_srgb(py_client: Any, core_root: Path) -> None
     src = photo("cmyk")
     dst = core_root / "out" / "cmyk.png"
     py_client.resize(src=src.as_uri(), dst=dst.as_uri(), width=256, height=144, fit="fill")
-    # Reference computed another way: Pillow + LittleCMS with the embedded CMYK profile.
+    # Reference computed another way: Pillow + LittleCMS with the embedded CMYK profile, relative colorimetric
+    # (the intent the CPU backend uses: docs/performance.md, the CMYK row).
     with Image.open(src) as im:
         assert im.mode == "CMYK"
         profile = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
         small = im.resize((256, 144), Image.Resampling.LANCZOS)
-        ref = ImageCms.profileToProfile(small, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+
+        def managed(intent: ImageCms.Intent) -> np.ndarray:
+            out = ImageCms.profileToProfile(small, profile, ImageCms.createProfile("sRGB"), outputMode="RGB",
+                                            renderingIntent=intent)
+            return np.asarray(out, dtype=np.float64)
+
+        expected = managed(ImageCms.Intent.RELATIVE_COLORIMETRIC)
+        # Controls: the same profile with another intent, and a naive CMYK->RGB without the profile.
+        controls = {"perceptual": managed(ImageCms.Intent.PERCEPTUAL),
+                    "absolute": managed(ImageCms.Intent.ABSOLUTE_COLORIMETRIC),
+                    "naive": np.asarray(small.convert("RGB"), dtype=np.float64)}
     got = rgb(dst)
-    expected = np.asarray(ref, dtype=np.float64)
-    assert psnr(got, expected) > 25, psnr(got, expected)
-    # A naive CMYK->RGB (no profile) is visibly different: the test can tell colour management apart.
-    with Image.open(src) as im:
-        naive = np.asarray(im.resize((256, 144)).convert("RGB"), dtype=np.float64)
-    assert abs(naive.mean() - expected.mean()) > abs(got.mean() - expected.mean())
+    # Measured 44.1 dB (the resampling differs a little); the controls measure 39.4, 31.3 and 20.1 dB.
+    assert psnr(got, expected) > 42, psnr(got, expected)
+    for name, control in controls.items():
+        assert psnr(control, expected) < 42, (name, psnr(control, expected))
 
 
 def test_16bit_png_comes_out_8bit_and_right(py_client: Any, core_root: Path) -> None:
