@@ -16,6 +16,7 @@ import pytest
 import pyvips
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.fuzzing import examples
 
 from imgworker.backends.cpu import CpuBackend, probe
 from imgworker.core.contract import check_url, parse_request
@@ -27,7 +28,7 @@ from imgworker.stores import FileStore, Stores
 from imgworker.worker import budget
 
 LIMITS = Limits()
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALUES = {"stem": "a", "name": "a.png", "ext": "jpg", "format": "jpeg", "width": 10, "height": 20, "label": "",
           "index": 0}
 

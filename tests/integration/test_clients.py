@@ -6,12 +6,11 @@ The examples in examples/ are what these tests run, so the documented usage is p
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from support.corpus import photo
+from support.tools import require_node_client
 from support.workerproc import REPO, WorkerProc
 
 EXAMPLES = REPO / "examples"
@@ -94,12 +93,9 @@ def test_clients_see_no_server_as_transport_error(core_root: Path) -> None:
     assert php.returncode == 2 and perl.returncode == 2
 
 
-@pytest.mark.skipif(shutil.which("npm") is None, reason="Node.js/npm not installed")
-def test_node_client(core_worker: WorkerProc, core_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_node_client(core_worker: WorkerProc, core_root: Path) -> None:
     node_dir = EXAMPLES / "node"
-    if not (node_dir / "node_modules" / "gearman").exists():
-        install = run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=node_dir)
-        assert install.returncode == 0, install.stderr
+    require_node_client(node_dir)  # ./dev setup ran npm ci there; the test never installs
     host, port = host_port(core_worker)
     dst = core_root / "out" / "node.jpg"
     check_success(run(["node", str(node_dir / "resize.js"), host, port, GOOD_SRC, dst.as_uri(), "230"]), dst, 230)

@@ -21,18 +21,13 @@ from support.fixtures_reliability import make_tiny_image, wait_for
 
 from imgworker.gearman import SyncClient
 from imgworker.testing.gearmand import Gearmand
+from imgworker.testing.ports import reserve_port as free_port  # held until the server binds it
 
 
 @pytest.fixture
 def server() -> Iterator[Gearmand]:
     with Gearmand() as g:
         yield g
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def health(port: int) -> tuple[int, str]:

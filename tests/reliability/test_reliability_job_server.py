@@ -57,7 +57,8 @@ def test_worker_reconnects_with_backoff_and_reregisters(server: Gearmand, worker
     # One Gearman session (no batch coordinator) so the log holds one backoff sequence.
     w = worker_factory([server.address], [root], extra=["--batch-slots", "0"]).wait_ready()
     server.kill()
-    time.sleep(2.5)  # long enough for several reconnect attempts
+    # Down until the worker has retried several times (its log says each retry and the delay before it).
+    wait_for(lambda: len(re.findall(r"connect failed .*; retry in", w.log())) >= 4, 60, 0.05, "4 reconnect attempts")
     server.start()  # same port (fixed_port_gearmand)
     w.wait_ready(timeout=30)
     with Client([server.address], timeout=30) as client:

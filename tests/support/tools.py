@@ -62,3 +62,10 @@ def check_marks(item: pytest.Item) -> None:
     """Called by tests/conftest.py before each test: apply every ``needs_tool`` mark."""
     for mark in item.iter_markers("needs_tool"):
         require_tool(*mark.args, **mark.kwargs)
+
+
+def require_node_client(node_dir: os.PathLike[str] | str) -> None:
+    """Node.js and the Node examples' npm packages (``./dev setup`` installs them; tests never run npm)."""
+    require_tool("node", "apt-get install nodejs npm")
+    if not os.path.isdir(os.path.join(node_dir, "node_modules", "gearman")):
+        missing(f"the npm packages of {node_dir}", f"cd {node_dir} && npm ci")
