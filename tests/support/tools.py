@@ -29,7 +29,7 @@ def missing(what: str, install: str) -> NoReturn:
     """Fail (in CI) or skip (elsewhere) because ``what`` is missing; ``install`` says how to get it."""
     if in_ci():
         pytest.fail(f"{what} is missing on this CI machine (install: {install}; or {SETUP})", pytrace=False)
-    pytest.skip(f"{what} is missing: install with `{install}` (or {SETUP})")
+    pytest.skip(f"{what} is missing: install with `{install}` (or {SETUP})", allow_module_level=True)
 
 
 def require_tool(name: str, install: str, *, path: str | None = None) -> str:
@@ -58,10 +58,20 @@ def needs_tool(name: str, install: str, *, path: str | None = None) -> Any:
     return pytest.mark.needs_tool(name, install, path=path)
 
 
+def needs(available: bool, what: str, install: str) -> Any:
+    """A mark for a need ``shutil.which`` cannot see (a PHP extension, a Perl module): ``available`` is the
+    check's answer, made at import."""
+    return pytest.mark.needs(available, what, install)
+
+
 def check_marks(item: pytest.Item) -> None:
-    """Called by tests/conftest.py before each test: apply every ``needs_tool`` mark."""
+    """Called by tests/conftest.py before each test: apply every ``needs_tool`` and ``needs`` mark."""
     for mark in item.iter_markers("needs_tool"):
         require_tool(*mark.args, **mark.kwargs)
+    for mark in item.iter_markers("needs"):
+        available, what, install = mark.args
+        if not available:
+            missing(what, install)
 
 
 def require_node_client(node_dir: os.PathLike[str] | str) -> None:
