@@ -1,0 +1,96 @@
+"""Failed-job records (docs/reliability.md): the record's exact shape, and writing, listing and removing records
+through a real FileStore in the test's temp folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from imgworker.core.errors import ForbiddenPath
+from imgworker.features.failed_jobs import MAX_RECORD_BYTES, FailedJobs, build_record, redact_payload, redact_value
+from imgworker.stores import FileStore, Stores
+
+NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{16}\.json")
+
+
+def test_a_record_has_exactly_the_documented_fields() -> None:
+    payload = json.dumps({"src": "file:///in/a.jpg", "width": 3}).encode()
+    record = build_record("resize", payload, "u-7", {"code": "DECODE_FAILED", "message": "bad", "retryable": True},
+                          2, background=True, worker="w-1")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record.pop("time"))
+    assert record == {"version": 1, "kind": "job", "function": "resize", "unique": "u-7",
+                      "payload": {"src": "file:///in/a.jpg", "width": 3},
+                      "error": {"code": "DECODE_FAILED", "message": "bad", "retryable": True},
+                      "attempts": 2, "background": True, "worker": "w-1"}
+
+
+def test_a_callback_record_and_the_defaults() -> None:
+    record = build_record("avatar", b"not json", "u-8", {}, 1, callback={"url": "https://h/cb", "tries": 5})
+    record.pop("time")
+    assert record == {"version": 1, "kind": "callback", "function": "avatar", "unique": "u-8", "payload": "not json",
+                      "error": {"code": "INTERNAL", "message": "", "retryable": False},
+                      "attempts": 1, "background": None, "worker": "", "callback": {"url": "https://h/cb", "tries": 5}}
+
+
+def _wrap(value: object, levels: int) -> object:
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_redaction_depth_and_non_json_payloads() -> None:
+    url = "s3://k:pw@b/x"
+    assert redact_value(_wrap(url, 32)) == _wrap("s3://***@b/x", 32)  # 32 levels deep is still walked
+    assert redact_value(_wrap(url, 33)) == _wrap("***", 33)  # deeper: cut, never shown
+    assert redact_value(7) == 7 and redact_value(None) is None and redact_value(1.5) == 1.5
+    assert redact_payload(b"\xff\xfe token=abc") == "\ufffd\ufffd token=abc"  # not UTF-8: replaced
+    assert redact_payload(b"x" * 70000) == "x" * 65536  # not JSON: its first 64 KiB
+    assert redact_payload(b'{"a": [1, 2]}') == {"a": [1, 2]} and redact_payload(b"[1]") == [1]
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> tuple[FailedJobs, Path]:
+    folder = tmp_path / "failed"
+    return FailedJobs(Stores({"file": FileStore([tmp_path])}), folder.as_uri() + "/"), folder
+
+
+def test_write_list_and_remove(records: tuple[FailedJobs, Path]) -> None:
+    jobs, folder = records
+    assert jobs.prefix == folder.as_uri()  # the trailing slash is dropped
+    jobs.check()
+    first = build_record("resize", b'{"width": 1}', "u-1", {"code": "SOURCE_NOT_FOUND"}, 1)
+    url = jobs.write(first)
+    assert url is not None and url.startswith(folder.as_uri() + "/") and NAME.fullmatch(url.rsplit("/", 1)[1])
+    text = (folder / url.rsplit("/", 1)[1]).read_text()
+    assert text == json.dumps(first, separators=(",", ":"), sort_keys=True)  # compact, keys sorted
+    (folder / "00-notes.txt").write_text("not a record")
+    (folder / "01-broken.json").write_text("{not json")
+    (folder / "02-list.json").write_text("[1, 2]")
+    (folder / "03-nofunction.json").write_text('{"function": 7}')
+    (folder / "04-big.json").write_text(json.dumps({"function": "x", "pad": "y" * MAX_RECORD_BYTES}))
+    assert list(jobs.list()) == [(url, first)]
+    jobs.remove(url)
+    assert not (folder / url.rsplit("/", 1)[1]).exists() and list(jobs.list()) == []
+    jobs.remove(url)  # already gone: fine
+
+
+def test_records_list_oldest_first(records: tuple[FailedJobs, Path]) -> None:
+    jobs, folder = records
+    folder.mkdir()
+    for name, fn in (("20260102T000000Z-b.json", "second"), ("20260101T000000Z-a.json", "first")):
+        (folder / name).write_text(json.dumps({"function": fn}))
+    assert [r["function"] for _, r in jobs.list()] == ["first", "second"]
+
+
+def test_a_refused_write_returns_none_and_a_prefix_outside_the_roots_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the folder should be")
+    jobs = FailedJobs(Stores({"file": FileStore([tmp_path])}), (tmp_path / "file" / "failed").as_uri())
+    assert jobs.write(build_record("resize", b"{}", "u", {"code": "X"}, 1)) is None
+    outside = FailedJobs(Stores({"file": FileStore([tmp_path / "root"])}), (tmp_path / "elsewhere").as_uri())
+    with pytest.raises(ForbiddenPath):
+        outside.check()
+    with pytest.raises(ForbiddenPath):
+        outside.remove((tmp_path / "elsewhere" / "x.json").as_uri())
