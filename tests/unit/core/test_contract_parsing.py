@@ -63,6 +63,8 @@ def test_an_info_job() -> None:
     got = parse_request(json.dumps({"src": SRC, "analyze": ["meta"], "id": "i", "notify": "n"}).encode(), L,
                         pipeline="info")
     assert got == JobRequest(SRC, "", None, None, {}, "n", "i", analyze=("meta",), info=True)
+    bare = parse_request(json.dumps({"src": SRC, "callback": "https://h/cb"}).encode(), L, pipeline="info")
+    assert bare == JobRequest(SRC, "", None, None, {}, None, None, callback="https://h/cb", info=True)
     assert refused({"src": SRC, "dst": DST}, "info") == (
         "'info' writes nothing: remove 'dst' (send the job to 'resize' to write an image)")
     assert refused({"src": SRC, "widht": 3}, "info") == (
@@ -198,6 +200,14 @@ def test_options_check_and_describe() -> None:
         Opt("nope", 1).check(1)
 
 
+def test_the_option_makers() -> None:
+    assert integer(1, 9, 5, nullable=True, help="h") == Opt("int", 5, 1, 9, nullable=True, help="h")
+    assert number(0.5, 2.5, 1.0, help="h") == Opt("float", 1.0, 0.5, 2.5, help="h")
+    assert choice(("a", "b"), "a", help="h") == Opt("choice", "a", choices=("a", "b"), help="h")
+    assert flag(True) == Opt("bool", True) and colour() == Opt("color", (255, 255, 255))
+    assert colour((0, 0, 0)).default == (0, 0, 0)
+
+
 def test_check_options_fills_defaults_and_names_the_key() -> None:
     options = {"w": integer(1, 5, None), "fit": choice(("a", "b"), "a"), "need": integer(0, 1)}
     assert check_options({"w": 2, "extra": 1}, options) == {"w": 2, "fit": "a", "need": None}
@@ -219,3 +229,5 @@ def test_bad_colours(value: Any) -> None:
     with pytest.raises(BadRequest) as info:
         parse_color(value, "bg")
     assert info.value.message == f"'bg' must be a colour like \"#ffffff\" or [255, 255, 255], got {value!r}"
+    with pytest.raises(BadRequest, match=r"^'background' must be a colour"):
+        parse_color(value)

@@ -27,6 +27,20 @@ def test_a_record_has_exactly_the_documented_fields() -> None:
                       "attempts": 2, "background": True, "worker": "w-1"}
 
 
+def test_the_record_time_is_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import calendar
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # 9 hours from UTC: a local time would be far off
+    time.tzset()
+    try:
+        stamp = build_record("resize", b"{}", "u", {}, 1)["time"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert abs(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.time()) < 3600
+
+
 def test_a_callback_record_and_the_defaults() -> None:
     record = build_record("avatar", b"not json", "u-8", {}, 1, callback={"url": "https://h/cb", "tries": 5})
     record.pop("time")
@@ -41,10 +55,18 @@ def _wrap(value: object, levels: int) -> object:
     return value
 
 
+def _nest(value: object, levels: int) -> object:
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
 def test_redaction_depth_and_non_json_payloads() -> None:
     url = "s3://k:pw@b/x"
     assert redact_value(_wrap(url, 32)) == _wrap("s3://***@b/x", 32)  # 32 levels deep is still walked
     assert redact_value(_wrap(url, 33)) == _wrap("***", 33)  # deeper: cut, never shown
+    assert redact_value(_nest(url, 32)) == _nest("s3://***@b/x", 32)  # objects count as levels too
+    assert redact_value(_nest(url, 33)) == _nest("***", 33)
     assert redact_value(7) == 7 and redact_value(None) is None and redact_value(1.5) == 1.5
     assert redact_payload(b"\xff\xfe token=abc") == "\ufffd\ufffd token=abc"  # not UTF-8: replaced
     assert redact_payload(b"x" * 70000) == "x" * 65536  # not JSON: its first 64 KiB
@@ -94,3 +116,70 @@ def test_a_refused_write_returns_none_and_a_prefix_outside_the_roots_is_refused(
         outside.check()
     with pytest.raises(ForbiddenPath):
         outside.remove((tmp_path / "elsewhere" / "x.json").as_uri())
+
+
+def _count(result: str) -> float:
+    from imgworker.worker import metrics
+
+    return float(metrics.FAILED_RECORDS.labels(result)._value.get())
+
+
+def test_writes_are_logged_and_counted(records: tuple[FailedJobs, Path], tmp_path: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    jobs, folder = records
+    caplog.set_level("INFO", logger="imgworker.features.failed_jobs")
+    written, errors = _count("written"), _count("error")
+    url = jobs.write(build_record("resize", b"{}", "u", {"code": "DECODE_FAILED"}, 1))
+    assert (_count("written"), _count("error")) == (written + 1, errors)
+    assert caplog.messages[-1] == f"failed-job record {url}: resize DECODE_FAILED"
+    (tmp_path / "file").write_text("in the way")
+    blocked = FailedJobs(Stores({"file": FileStore([tmp_path])}), (tmp_path / "file" / "f").as_uri())
+    assert blocked.write(build_record("resize", b"{}", "u", {"code": "X"}, 1)) is None
+    assert (_count("written"), _count("error")) == (written + 1, errors + 1)
+    assert caplog.messages[-1].startswith(f"failed-job record not written to {(tmp_path / 'file' / 'f').as_uri()}: "
+                                          "cannot write destination")
+    (folder / "bad.json").write_text("{")
+    assert list(jobs.list()) == [(url, json.loads((folder / url.rsplit("/", 1)[1]).read_text()))]
+    assert caplog.messages[-1] == f"skipping {(folder / 'bad.json').as_uri()}: not a readable record (JSONDecodeError)"
+
+
+class _S3Like:
+    """What FailedJobs needs of an S3 store (the real one runs against moto in test_failed_jobs_s3.py)."""
+
+    scheme = "s3"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.checked: list[tuple[str, bool]] = []
+        self.deleted: list[dict[str, str]] = []
+        self.written: list[tuple[str, str]] = []
+        self.client = self
+
+    def check(self, url: str, *, write: bool = False) -> None:
+        self.checked.append((url, write))
+
+    def write(self, url: str, data: bytes, options: object) -> None:
+        self.written.append((url, getattr(options, "content_type", "")))
+
+    def delete_object(self, **kw: str) -> None:
+        if self.fail:
+            raise RuntimeError("AccessDenied")
+        self.deleted.append(kw)
+
+    def _translate(self, exc: BaseException, op: str, url: str) -> Exception:
+        return ValueError(f"{op} {url}: {exc}")
+
+
+def test_records_on_s3_are_written_as_json_and_deleted_through_the_unwrapped_store() -> None:
+    from imgworker.worker.metrics import MeteredStore
+
+    s3 = _S3Like()
+    jobs = FailedJobs(Stores({"s3": MeteredStore(s3)}), "s3://bkt/failed/")  # type: ignore[arg-type]
+    url = jobs.write(build_record("resize", b"{}", "u", {"code": "X"}, 1))
+    assert url is not None and s3.written == [(url, "application/json")]
+    jobs.remove("s3://bkt/failed/a.json")
+    assert s3.checked[-1] == ("s3://bkt/failed/a.json", True)
+    assert s3.deleted == [{"Bucket": "bkt", "Key": "failed/a.json"}]
+    failing = FailedJobs(Stores({"s3": _S3Like(fail=True)}), "s3://bkt/failed")  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"^delete s3://bkt/failed/b\.json: AccessDenied$"):
+        failing.remove("s3://bkt/failed/b.json")

@@ -73,3 +73,22 @@ def test_a_record_carries_no_secret_in_payload_message_or_callback() -> None:
     assert record["error"] == {"code": "SOURCE_NOT_FOUND", "message": "GET https://h/a.jpg?X-Amz-Signature=***",
                                "retryable": False}
     assert record["callback"] == {"url": "https://hooks.example.com/cb?token=***", "tries": 5}
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("s3://KEY:SECRET@b/k", "s3://***@b/k"),
+    ("s3://SECRET@b/k", "s3://***@b/k"),
+    ("s3://KEY:ab/cd@b/k", "s3://***@b/k"),  # a secret with a slash: everything up to the last "@" goes
+    ("https://u:p@w@h/p", "https://***@h/p"),  # a password with an "@"
+    ("https://a@b@c/d", "https://***@c/d"),
+    ("x://u@h", "x://***@h"),
+    ("s3://b/k@2x.jpg", "s3://b/k@2x.jpg"),  # an "@" in the key, not in the authority: kept
+    ("s3://b/k", "s3://b/k"),
+    ("not a url@x", "not a url@x"),
+    ("mailto:a@b", "mailto:a@b"),
+    ("text https://u:pw@h/p more", "text https://***@h/p more"),  # no "@" after "://" in the authority part
+])
+def test_redact_url(url: str, shown: str) -> None:
+    from imgworker.core.errors import redact_url
+
+    assert redact_url(url) == shown

@@ -113,12 +113,20 @@ def test_the_estimate_of_each_output(fmt: str, per_pixel: int) -> None:
 def test_costs_describe_themselves_in_mib() -> None:
     mib = budget.MIB
     assert budget.Cost(3 * mib, 2 * mib).describe() == "~5 MiB (decode 3 MiB, output and encoder 2 MiB)"
-    assert budget.Cost(6 * mib, 0, 3).describe() == "~6 MiB (decode 6 MiB, output and encoder 0 MiB, 3 frames)"
+    assert budget.Cost(6 * mib, 0, 2).describe() == "~6 MiB (decode 6 MiB, output and encoder 0 MiB, 2 frames)"
 
 
-def test_derive_the_budget() -> None:
+def test_derive_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
     mib = budget.MIB
     assert budget.derive(300, 4, limit=1) == 300 * mib  # configured: as given
+    assert budget.derive(1, 1, limit=1000 * mib) == 1 * mib
+    monkeypatch.setattr(budget, "container_limit", lambda: 1000 * mib)  # the cgroup's memory.max
+    assert budget.derive(0, 1) == int(1000 * mib * 0.85 - 160 * mib)
+    monkeypatch.setattr(budget, "container_limit", lambda: None)  # no cgroup limit: the machine's memory
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert budget.derive(0, 1) == max(64 * mib, int(machine * 0.85 - 160 * mib))
     assert budget.derive(0, 1, limit=1000 * mib) == int(1000 * mib * 0.85 - 160 * mib)
     assert budget.derive(0, 2, limit=1000 * mib) == int(1000 * mib * 0.85 / 2 - 160 * mib)
     assert budget.derive(0, 0, limit=1000 * mib) == budget.derive(0, 1, limit=1000 * mib)  # at least one process
@@ -160,15 +168,24 @@ def test_admission_refuses_waits_and_releases(caplog: pytest.LogCaptureFixture) 
 
 def test_a_job_scope_holds_its_charges_until_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
     mib = budget.MIB
-    b = budget.Budget(100 * mib, "scoped")
+    b = Recording(100 * mib)
     monkeypatch.setattr(budget, "_BUDGET", b)
     assert budget.current() is b
     with budget.job_scope():
         budget.charge(budget.Cost(10 * mib, 0))
         budget.charge_frames(3, 2)  # 3 frames in 2 copies: 5 more of the last charge's decode
         assert b.in_use == 60 * mib and b.jobs == 2
+        assert b.seen[-1] == budget.Cost(50 * mib, 0, 3)
         budget.charge_frames(1)  # one frame, one copy: nothing more
-        assert b.in_use == 60 * mib
+        assert (b.in_use, b.jobs) == (60 * mib, 2)
+    assert (b.in_use, b.jobs) == (0, 0)
+    with budget.job_scope():
+        budget.charge(budget.Cost(10 * mib, 0))
+        budget.charge_frames(2)  # two frames, one copy: one more
+        assert b.seen[-1] == budget.Cost(10 * mib, 0, 2)
+        budget.charge(budget.Cost(4 * mib, 0))
+        budget.charge_frames(1, 2)  # one frame in two copies: one more of the last (4 MiB) charge
+        assert b.seen[-1] == budget.Cost(4 * mib, 0, 1) and b.in_use == 28 * mib
     assert (b.in_use, b.jobs) == (0, 0)
     budget.charge(budget.Cost(10 * mib, 0))  # outside a job: admitted and released at once
     budget.charge_frames(5)  # and nothing to multiply
