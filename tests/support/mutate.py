@@ -58,7 +58,44 @@ CORE = {
 }
 
 # Survivors that cannot change behaviour, by mutant name (mutmut show NAME), with the reason.
-EQUIVALENT: dict[str, str] = {}
+_CB = "imgworker.features.callbacks."
+_FJ = "imgworker.features.failed_jobs."
+_OPT = "imgworker.core.options."
+_WRITE = "write= only refuses a name ending in '/' (file://; s3:// ignores it): probe.json does not"
+EQUIVALENT: dict[str, str] = {
+    _CB + "x_parse_target__mutmut_11": "ord(c) <= 32: the one more character, space, is caught by isspace()",
+    _CB + "x_parse_target__mutmut_12": "ord(c) < 33: the one more character, space, is caught by isspace()",
+    _CB + "x_parse_target__mutmut_19": "'ASCII' and 'ascii' name the same codec",
+    _CB + "x__norm_host__mutmut_4": "urlsplit's hostname has no brackets and no spaces (spaces are refused)",
+    _CB + "x__norm_host__mutmut_5": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
+    _CB + "x__norm_host__mutmut_6": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
+    _CB + "x_parse_allow__mutmut_6": "'' instead of None: refused by the same 'not host'",
+    _CB + "x_parse_allow__mutmut_7": "an '@' in the entry always gives urlsplit a username: the two tests agree",
+    _CB + "x_parse_allow__mutmut_14": "an '@' in the entry always gives urlsplit a username: that test refuses it",
+    _CB + "x_resolve__mutmut_9": "without type=SOCK_STREAM the first answer carries the same address",
+    _CB + "x_resolve__mutmut_22": "an address holds at most one '%': split at all of them or one, [0] is the same",
+    _CB + "x_resolve__mutmut_23": "an address holds at most one '%': rsplit and split agree",
+    _CB + "x_resolve__mutmut_27": "an address holds at most one '%': maxsplit 2 or 1, [0] is the same",
+    _CB + "xǁTargetǁ__str____mutmut_9": "only the part before the first '?' is used, whatever the maxsplit",
+    _CB + "xǁTargetǁ__str____mutmut_12": "only the part before the first '?' is used, whatever the maxsplit",
+    _OPT + "x_parse_color__mutmut_12": "a non-hex first digit passes the test but fails int(), which refuses the same",
+    _OPT + "x_parse_color__mutmut_41": "the hex part has exactly 6 digits: [4:7] is [4:6]",
+    _OPT + "x_suggest__mutmut_7": "only the closest match (close[0]) is shown, however many are asked for",
+    _OPT + "x_suggest__mutmut_9": "only the closest match (close[0]) is shown, however many are asked for",
+    "imgworker.core.contract.x_parse_info__mutmut_29": "required=None is falsy, as False",
+    _FJ + "x__join__mutmut_3": "the prefix has no trailing '/' (FailedJobs.__init__) and no trailing spaces",
+    _FJ + "x__join__mutmut_4": "the prefix is a URL: it starts with its scheme, never with '/'",
+    _FJ + "x__join__mutmut_5": "the prefix has no trailing '/' already (FailedJobs.__init__)",
+    _FJ + "x_build_record__mutmut_49": "bool(None) is False",
+    _FJ + "x_build_record__mutmut_51": "bool(None) is False",
+    _FJ + "x_redact_payload__mutmut_6": "UTF-8 is bytes.decode's default",
+    _FJ + "x_redact_payload__mutmut_10": "'UTF-8' and 'utf-8' name the same codec",
+    _FJ + "xǁFailedJobsǁcheck__mutmut_2": _WRITE,
+    _FJ + "xǁFailedJobsǁcheck__mutmut_4": _WRITE,
+    _FJ + "xǁFailedJobsǁcheck__mutmut_11": _WRITE,
+    _FJ + "xǁFailedJobsǁcheck__mutmut_9": "the probe's name is never opened: only its folder is checked",
+    _FJ + "xǁFailedJobsǁcheck__mutmut_10": "the probe's name is never opened: only its folder is checked",
+}
 
 CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
 

@@ -81,7 +81,8 @@ def records(tmp_path: Path) -> tuple[FailedJobs, Path]:
 
 def test_write_list_and_remove(records: tuple[FailedJobs, Path]) -> None:
     jobs, folder = records
-    assert jobs.prefix == folder.as_uri()  # the trailing slash is dropped
+    assert jobs.prefix == folder.as_uri()  # the trailing slash is dropped, and nothing else
+    assert FailedJobs(Stores({"file": FileStore([folder])}), "file:///srv/failedX/").prefix == "file:///srv/failedX"
     jobs.check()
     first = build_record("resize", b'{"width": 1}', "u-1", {"code": "SOURCE_NOT_FOUND"}, 1)
     url = jobs.write(first)

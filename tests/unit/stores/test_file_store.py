@@ -4,6 +4,7 @@ exact errors. test_file_confinement.py runs the same rules through whole jobs; t
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -148,3 +149,30 @@ def test_links_inside_the_roots_are_followed_and_loops_refused(root: Path) -> No
     other.symlink_to(root, target_is_directory=True)
     assert store.read((other / "in" / "a.bin").as_uri(), max_bytes=10) == b"0123456789"
 
+
+
+def test_what_the_store_leaves_and_says(root: Path) -> None:
+    store = FileStore([root])
+    fifo = root / "in" / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ForbiddenPath) as info:
+        store.read(fifo.as_uri(), max_bytes=10)
+    assert info.value.message == f"source {fifo} is not a regular file"
+    (root / "out").mkdir()
+    (root / "out" / "XXXX").write_bytes(b"keep")  # a file whose name a careless clean-up could hit
+    store.write((root / "out" / "a.png").as_uri(), b"PNG", OPTS)
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["XXXX", "a.png"]
+    store.check((root / "out").as_uri() + "/")  # a folder URL is fine to read from (a listing's prefix)
+    long = (root / "out").as_uri() + "/" + "d" * 250 + "/"
+    with pytest.raises(BadRequest) as bad:
+        store.check(long, write=True)
+    assert bad.value.message == f"dst {long[:200]!r} ends in '/': give a file name (a directory is not a file)"
+
+
+def test_a_source_over_a_mebibyte_is_read_whole(root: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 7)
+    (root / "in" / "big.bin").write_bytes(data)
+    store = FileStore([root])
+    assert store.read((root / "in" / "big.bin").as_uri(), max_bytes=len(data)) == data
+    with pytest.raises(LimitExceeded, match=f"^source is {len(data)} bytes; the limit is {len(data) - 1}$"):
+        store.read((root / "in" / "big.bin").as_uri(), max_bytes=len(data) - 1)
