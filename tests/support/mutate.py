@@ -61,6 +61,7 @@ CORE = {
 _CB = "imgworker.features.callbacks."
 _FJ = "imgworker.features.failed_jobs."
 _OPT = "imgworker.core.options."
+_ERR = "imgworker.core.errors."
 _WRITE = "write= only refuses a name ending in '/' (file://; s3:// ignores it): probe.json does not"
 EQUIVALENT: dict[str, str] = {
     _CB + "x_parse_target__mutmut_11": "ord(c) <= 32: the one more character, space, is caught by isspace()",
@@ -83,6 +84,15 @@ EQUIVALENT: dict[str, str] = {
     _OPT + "x_suggest__mutmut_7": "only the closest match (close[0]) is shown, however many are asked for",
     _OPT + "x_suggest__mutmut_9": "only the closest match (close[0]) is shown, however many are asked for",
     "imgworker.core.contract.x_parse_info__mutmut_29": "required=None is falsy, as False",
+    _CB + "x_resolve__mutmut_19": "Python's ip_address accepts a scope (fe80::1%lo): cutting it is only tidiness",
+    _CB + "x_resolve__mutmut_26": "Python's ip_address accepts a scope (fe80::1%lo): cutting it is only tidiness",
+    _ERR + "x_redact_url__mutmut_5": "without '://' the rest is empty: no '@' in it either",
+    _ERR + "x_redact_url__mutmut_12": "only the part before the first '/' is used, whatever the maxsplit",
+    _ERR + "x_redact_url__mutmut_15": "only the part before the first '/' is used, whatever the maxsplit",
+    _FJ + "xǁFailedJobsǁremove__mutmut_2": "MeteredStore passes the attributes it lacks to the store it wraps",
+    _FJ + "xǁFailedJobsǁremove__mutmut_8": "MeteredStore passes the attributes it lacks to the store it wraps",
+    _FJ + "xǁFailedJobsǁremove__mutmut_9": "MeteredStore passes the attributes it lacks to the store it wraps",
+    "imgworker.worker.budget.x_charge__mutmut_9": "a wait of exactly 0.05 s: >= and > differ on one float value",
     _FJ + "x__join__mutmut_3": "the prefix has no trailing '/' (FailedJobs.__init__) and no trailing spaces",
     _FJ + "x__join__mutmut_4": "the prefix is a URL: it starts with its scheme, never with '/'",
     _FJ + "x__join__mutmut_5": "the prefix has no trailing '/' already (FailedJobs.__init__)",

@@ -100,6 +100,24 @@ def test_write_list_and_remove(records: tuple[FailedJobs, Path]) -> None:
     jobs.remove(url)  # already gone: fine
 
 
+def test_record_names_start_with_the_utc_time(records: tuple[FailedJobs, Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import calendar
+    import time
+
+    jobs, _ = records
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        url = jobs.write(build_record("resize", b"{}", "u", {"code": "X"}, 1))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert url is not None
+    stamp = url.rsplit("/", 1)[1].split("-")[0]
+    assert abs(calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ")) - time.time()) < 3600
+
+
 def test_records_list_oldest_first(records: tuple[FailedJobs, Path]) -> None:
     jobs, folder = records
     folder.mkdir()

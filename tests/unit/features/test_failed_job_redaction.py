@@ -83,6 +83,8 @@ def test_a_record_carries_no_secret_in_payload_message_or_callback() -> None:
     ("https://a@b@c/d", "https://***@c/d"),
     ("x://u@h", "x://***@h"),
     ("s3://b/k@2x.jpg", "s3://b/k@2x.jpg"),  # an "@" in the key, not in the authority: kept
+    ("s3://b/x:y/k@z.jpg", "s3://b/x:y/k@z.jpg"),  # a ":" and an "@" in the key: kept
+    ("s3://KEY:ab/c d@b/k", "s3://***@b/k"),  # a secret with a slash and a space
     ("s3://b/k", "s3://b/k"),
     ("not a url@x", "not a url@x"),
     ("mailto:a@b", "mailto:a@b"),

@@ -8,6 +8,7 @@ written out here from those rules, not read from imgworker.worker.budget.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def test_the_estimate_of_each_kind_of_decode() -> None:
     assert est(loader="jpeg", whole=True, shrink=4).decode == 1000 * 800 * 3 * 2  # progressive: coefficients
     assert est(loader="jpeg", shrink=4).decode == 250 * 256 * 3 * 2  # baseline at 1/4 scale: streamed
     assert est(loader="heif", shrink=2).decode == 500 * 400 * 3
+    assert est(loader="heif", shrink=2, width=1001, height=801).decode == 500 * 400 * 3  # whole pixels
+    assert est(loader="jpeg", shrink=2, width=1001).decode == 500 * 256 * 3 * 2
+    assert est(bytes_per_sample=2).decode == 1000 * 256 * 3 * 2 * 2
     assert est(loader="gif", bands=1, bytes_per_sample=2).decode == 1000 * 800 * 4  # GIF frames are RGBA
     assert est(loader="gif", frames=3).decode == 1000 * 800 * 4 * 3 and est(loader="gif", frames=3).frames == 3
 
@@ -133,7 +137,8 @@ def test_derive_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     assert budget.derive(0, 8, limit=1000 * mib) == 64 * mib  # never under 64 MiB
 
 
-def test_admission_refuses_waits_and_releases(caplog: pytest.LogCaptureFixture) -> None:
+def test_admission_refuses_waits_and_releases(caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
     import time
 
@@ -148,9 +153,15 @@ def test_admission_refuses_waits_and_releases(caplog: pytest.LogCaptureFixture) 
     with b.admit(budget.Cost(100 * mib, 0)):  # exactly the budget: admitted
         assert (b.in_use, b.jobs) == (100 * mib, 1)
     admitted = threading.Event()
+    monkeypatch.setattr(budget, "_BUDGET", b)
+    assert budget.Budget(1).source == ""
+    with budget.job_scope():
+        budget.charge(budget.Cost(mib, 0))  # no wait: nothing said about waiting
+    assert "waiting for memory" not in caplog.text
 
     def second() -> None:
-        with b.admit(budget.Cost(60 * mib, 0)):
+        with budget.job_scope():
+            budget.charge(budget.Cost(60 * mib, 0))
             admitted.set()
 
     with b.admit(budget.Cost(60 * mib, 0)):
@@ -162,8 +173,12 @@ def test_admission_refuses_waits_and_releases(caplog: pytest.LogCaptureFixture) 
             assert time.monotonic() < deadline, caplog.text
             time.sleep(0.01)
         assert not admitted.is_set() and (b.in_use, b.jobs) == (60 * mib, 1)
+        time.sleep(0.1)  # hold a little longer: a wait over 0.05 s is reported when the job is admitted
     t.join(10)  # a ceiling: it is admitted as soon as the first ends
     assert admitted.is_set() and (b.in_use, b.jobs) == (0, 0)
+    waited = [m for m in caplog.messages if m.startswith("job admitted after")]
+    assert len(waited) == 1 and re.fullmatch(r"job admitted after \d+\.\d\d s waiting for memory", waited[0])
+    assert 0.1 <= float(waited[0].split()[3]) < 60
 
 
 def test_a_job_scope_holds_its_charges_until_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
