@@ -19,9 +19,9 @@ import pyvips
 from support.fixtures_hostile import REPO, NamedWorker, code, job, vm_hwm_kb
 from support.fixtures_reliability import make_tiny_image
 
+from imgworker.core import budget
 from imgworker.testing.gearmand import Gearmand
 from imgworker.testing.ports import reserve_port
-from imgworker.worker import budget
 
 BUDGET_MIB = 96
 

@@ -41,15 +41,15 @@ CORE = {
         "imgworker.features.failed_jobs.x_redact_value", "imgworker.features.failed_jobs.x_redact_payload",
     ],
     "callback address rules": [
-        "imgworker.features.callbacks.x_parse_target", "imgworker.features.callbacks.x_parse_allow",
-        "imgworker.features.callbacks.x__norm_host", "imgworker.features.callbacks.xǁCallbackPolicyǁ*",
+        "imgworker.core.callback_url.x_parse_target", "imgworker.core.callback_url.x_parse_allow",
+        "imgworker.core.callback_url.x__norm_host", "imgworker.features.callbacks.xǁCallbackPolicyǁ*",
         "imgworker.features.callbacks.x_callback_of", "imgworker.features.callbacks.x_resolve",
-        "imgworker.features.callbacks.x_sign", "imgworker.features.callbacks.xǁTargetǁ*",
+        "imgworker.features.callbacks.x_sign", "imgworker.core.callback_url.xǁTargetǁ*",
     ],
     "memory budget": [
-        "imgworker.worker.budget.x_estimate", "imgworker.worker.budget.x_derive", "imgworker.worker.budget.xǁCostǁ*",
-        "imgworker.worker.budget.xǁBudgetǁ*", "imgworker.worker.budget.x_charge*",
-        "imgworker.worker.budget.x_job_scope", "imgworker.worker.budget.x_current",
+        "imgworker.core.budget.x_estimate", "imgworker.core.budget.x_derive", "imgworker.core.budget.xǁCostǁ*",
+        "imgworker.core.budget.xǁBudgetǁ*", "imgworker.core.budget.x_charge*",
+        "imgworker.core.budget.x_job_scope", "imgworker.core.budget.x_current",
     ],
     "failed-job records": [
         "imgworker.features.failed_jobs.x_build_record", "imgworker.features.failed_jobs.x__join",
@@ -59,26 +59,27 @@ CORE = {
 
 # Survivors that cannot change behaviour, by mutant name (mutmut show NAME), with the reason.
 _CB = "imgworker.features.callbacks."
+_URL = "imgworker.core.callback_url."
 _FJ = "imgworker.features.failed_jobs."
 _OPT = "imgworker.core.options."
 _ERR = "imgworker.core.errors."
 _WRITE = "write= only refuses a name ending in '/' (file://; s3:// ignores it): probe.json does not"
 EQUIVALENT: dict[str, str] = {
-    _CB + "x_parse_target__mutmut_11": "ord(c) <= 32: the one more character, space, is caught by isspace()",
-    _CB + "x_parse_target__mutmut_12": "ord(c) < 33: the one more character, space, is caught by isspace()",
-    _CB + "x_parse_target__mutmut_19": "'ASCII' and 'ascii' name the same codec",
-    _CB + "x__norm_host__mutmut_4": "urlsplit's hostname has no brackets and no spaces (spaces are refused)",
-    _CB + "x__norm_host__mutmut_5": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
-    _CB + "x__norm_host__mutmut_6": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
-    _CB + "x_parse_allow__mutmut_6": "'' instead of None: refused by the same 'not host'",
-    _CB + "x_parse_allow__mutmut_7": "an '@' in the entry always gives urlsplit a username: the two tests agree",
-    _CB + "x_parse_allow__mutmut_14": "an '@' in the entry always gives urlsplit a username: that test refuses it",
+    _URL + "x_parse_target__mutmut_11": "ord(c) <= 32: the one more character, space, is caught by isspace()",
+    _URL + "x_parse_target__mutmut_12": "ord(c) < 33: the one more character, space, is caught by isspace()",
+    _URL + "x_parse_target__mutmut_19": "'ASCII' and 'ascii' name the same codec",
+    _URL + "x__norm_host__mutmut_4": "urlsplit's hostname has no brackets and no spaces (spaces are refused)",
+    _URL + "x__norm_host__mutmut_5": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
+    _URL + "x__norm_host__mutmut_6": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
+    _URL + "x_parse_allow__mutmut_6": "'' instead of None: refused by the same 'not host'",
+    _URL + "x_parse_allow__mutmut_7": "an '@' in the entry always gives urlsplit a username: the two tests agree",
+    _URL + "x_parse_allow__mutmut_14": "an '@' in the entry always gives urlsplit a username: that test refuses it",
     _CB + "x_resolve__mutmut_9": "without type=SOCK_STREAM the first answer carries the same address",
     _CB + "x_resolve__mutmut_22": "an address holds at most one '%': split at all of them or one, [0] is the same",
     _CB + "x_resolve__mutmut_23": "an address holds at most one '%': rsplit and split agree",
     _CB + "x_resolve__mutmut_27": "an address holds at most one '%': maxsplit 2 or 1, [0] is the same",
-    _CB + "xǁTargetǁ__str____mutmut_9": "only the part before the first '?' is used, whatever the maxsplit",
-    _CB + "xǁTargetǁ__str____mutmut_12": "only the part before the first '?' is used, whatever the maxsplit",
+    _URL + "xǁTargetǁ__str____mutmut_9": "only the part before the first '?' is used, whatever the maxsplit",
+    _URL + "xǁTargetǁ__str____mutmut_12": "only the part before the first '?' is used, whatever the maxsplit",
     _OPT + "x_parse_color__mutmut_12": "a non-hex first digit passes the test but fails int(), which refuses the same",
     _OPT + "x_parse_color__mutmut_41": "the hex part has exactly 6 digits: [4:7] is [4:6]",
     _OPT + "x_suggest__mutmut_7": "only the closest match (close[0]) is shown, however many are asked for",
@@ -92,7 +93,7 @@ EQUIVALENT: dict[str, str] = {
     _FJ + "xǁFailedJobsǁremove__mutmut_2": "MeteredStore passes the attributes it lacks to the store it wraps",
     _FJ + "xǁFailedJobsǁremove__mutmut_8": "MeteredStore passes the attributes it lacks to the store it wraps",
     _FJ + "xǁFailedJobsǁremove__mutmut_9": "MeteredStore passes the attributes it lacks to the store it wraps",
-    "imgworker.worker.budget.x_charge__mutmut_9": "a wait of exactly 0.05 s: >= and > differ on one float value",
+    "imgworker.core.budget.x_charge__mutmut_9": "a wait of exactly 0.05 s: >= and > differ on one float value",
     _FJ + "x__join__mutmut_3": "the prefix has no trailing '/' (FailedJobs.__init__) and no trailing spaces",
     _FJ + "x__join__mutmut_4": "the prefix is a URL: it starts with its scheme, never with '/'",
     _FJ + "x__join__mutmut_5": "the prefix has no trailing '/' already (FailedJobs.__init__)",

@@ -9,18 +9,9 @@ from typing import Any
 
 import pytest
 
+from imgworker.core.callback_url import MAX_URL, Target, parse_allow, parse_target
 from imgworker.core.errors import BadRequest, ForbiddenPath
-from imgworker.features.callbacks import (
-    MAX_URL,
-    AddressRefused,
-    CallbackPolicy,
-    Target,
-    callback_of,
-    parse_allow,
-    parse_target,
-    resolve,
-    sign,
-)
+from imgworker.features.callbacks import AddressRefused, CallbackPolicy, callback_of, resolve, sign
 
 
 @pytest.mark.parametrize(("url", "target"), [

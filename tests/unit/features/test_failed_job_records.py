@@ -138,7 +138,7 @@ def test_a_refused_write_returns_none_and_a_prefix_outside_the_roots_is_refused(
 
 
 def _count(result: str) -> float:
-    from imgworker.worker import metrics
+    from imgworker.features import metrics
 
     return float(metrics.FAILED_RECORDS.labels(result)._value.get())
 
@@ -190,7 +190,7 @@ class _S3Like:
 
 
 def test_records_on_s3_are_written_as_json_and_deleted_through_the_unwrapped_store() -> None:
-    from imgworker.worker.metrics import MeteredStore
+    from imgworker.features.metrics import MeteredStore
 
     s3 = _S3Like()
     jobs = FailedJobs(Stores({"s3": MeteredStore(s3)}), "s3://bkt/failed/")  # type: ignore[arg-type]

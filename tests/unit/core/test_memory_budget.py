@@ -2,7 +2,7 @@
 
 docs/security.md ("Memory"): formats that decode whole (WebP among them) are charged decoded pixels x bands x
 bytes per sample; streaming decodes (a plain, non-interlaced PNG) a 256-row window. The expected bytes are
-written out here from those rules, not read from imgworker.worker.budget.
+written out here from those rules, not read from imgworker.core.budget.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from imgworker.backends.cpu import probe
+from imgworker.core import budget
 from imgworker.core.errors import LimitExceeded
 from imgworker.core.limits import Limits
-from imgworker.worker import budget
+from imgworker.imaging.probe import probe
 
 W, H = 3000, 2000  # 6 MP: a whole RGB frame is 18,000,000 bytes
 
