@@ -60,14 +60,13 @@ CORE = {
 # Survivors that cannot change behaviour, by mutant name (mutmut show NAME), with the reason.
 _CB = "imgworker.features.callbacks."
 _URL = "imgworker.core.callback_url."
+_CON = "imgworker.core.contract."
+_COLOUR_KEY = "parse_color's message is replaced by the option's own (_bad): the key is not shown"
 _FJ = "imgworker.features.failed_jobs."
 _OPT = "imgworker.core.options."
-_ERR = "imgworker.core.errors."
 _WRITE = "write= only refuses a name ending in '/' (file://; s3:// ignores it): probe.json does not"
 EQUIVALENT: dict[str, str] = {
-    _URL + "x_parse_target__mutmut_11": "ord(c) <= 32: the one more character, space, is caught by isspace()",
-    _URL + "x_parse_target__mutmut_12": "ord(c) < 33: the one more character, space, is caught by isspace()",
-    _URL + "x_parse_target__mutmut_19": "'ASCII' and 'ascii' name the same codec",
+    _URL + "x_parse_target__mutmut_13": "'ASCII' and 'ascii' name the same codec",
     _URL + "x__norm_host__mutmut_4": "urlsplit's hostname has no brackets and no spaces (spaces are refused)",
     _URL + "x__norm_host__mutmut_5": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
     _URL + "x__norm_host__mutmut_6": "the extra 'X's stripped never end a host: urlsplit's hostname is lower-case",
@@ -85,11 +84,20 @@ EQUIVALENT: dict[str, str] = {
     _OPT + "x_suggest__mutmut_7": "only the closest match (close[0]) is shown, however many are asked for",
     _OPT + "x_suggest__mutmut_9": "only the closest match (close[0]) is shown, however many are asked for",
     "imgworker.core.contract.x_parse_info__mutmut_29": "required=None is falsy, as False",
+    _CON + "x_parse_request__mutmut_38": "required=None is falsy, as False",
+    _CON + "x_parse_request__mutmut_48": "required=None is falsy, as False",
+    _CON + "x_parse_request__mutmut_31": "src and dst are both set here (_str with required=True), so 'or' is 'and'",
+    _CON + "x__depth__mutmut_2": "only objects are measured (_check_payload), whose depth is at least 1",
+    _CON + "x__loads__mutmut_4": "'UTF-8' and 'utf-8' name the same codec",
+    _CON + "x__str__mutmut_15": "'UTF-8' and 'utf-8' name the same codec",
+    _CON + "x__loads__mutmut_13": "Python's JSON and int-size messages are shorter than 200 characters",
+    _OPT + "xǁOptǁcheck__mutmut_82": _COLOUR_KEY,
+    _OPT + "xǁOptǁcheck__mutmut_84": _COLOUR_KEY,
+    _OPT + "xǁOptǁcheck__mutmut_85": _COLOUR_KEY,
+    _OPT + "xǁOptǁcheck__mutmut_86": _COLOUR_KEY,
+    _OPT + "xǁOptǁcheck__mutmut_111": "the message of an internal assertion (an Opt kind no code declares)",
     _CB + "x_resolve__mutmut_19": "Python's ip_address accepts a scope (fe80::1%lo): cutting it is only tidiness",
     _CB + "x_resolve__mutmut_26": "Python's ip_address accepts a scope (fe80::1%lo): cutting it is only tidiness",
-    _ERR + "x_redact_url__mutmut_5": "without '://' the rest is empty: no '@' in it either",
-    _ERR + "x_redact_url__mutmut_12": "only the part before the first '/' is used, whatever the maxsplit",
-    _ERR + "x_redact_url__mutmut_15": "only the part before the first '/' is used, whatever the maxsplit",
     _FJ + "xǁFailedJobsǁremove__mutmut_2": "MeteredStore passes the attributes it lacks to the store it wraps",
     _FJ + "xǁFailedJobsǁremove__mutmut_8": "MeteredStore passes the attributes it lacks to the store it wraps",
     _FJ + "xǁFailedJobsǁremove__mutmut_9": "MeteredStore passes the attributes it lacks to the store it wraps",

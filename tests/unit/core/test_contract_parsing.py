@@ -231,3 +231,39 @@ def test_bad_colours(value: Any) -> None:
     assert info.value.message == f"'bg' must be a colour like \"#ffffff\" or [255, 255, 255], got {value!r}"
     with pytest.raises(BadRequest, match=r"^'background' must be a colour"):
         parse_color(value)
+
+
+def test_the_analyze_list() -> None:
+    from imgworker.core.contract import FACTS, parse_analyze
+
+    known = ", ".join(FACTS)
+    assert parse_analyze(None) == () and parse_analyze(["meta", "phash", "meta"]) == ("meta", "phash")
+    for bad in ("phash", [1], {"a": 1}):
+        with pytest.raises(BadRequest) as info:
+            parse_analyze(bad)
+        assert info.value.message == f"'analyze' must be a list of facts from {known}; got {bad!r}"
+    with pytest.raises(BadRequest) as info:
+        parse_analyze(["meta", "phsh"], "'steps[2].analyze'")
+    assert info.value.message == (f"'steps[2].analyze' has unknown fact 'phsh' (did you mean 'phash'?); "
+                                  f"known facts: {known}")
+
+
+def test_a_pipeline_job_keeps_notify_callback_and_the_raw_payload() -> None:
+    data = json.dumps({"src": SRC, "dst": DST, "pipeline": "web", "notify": "n", "callback": "https://h/cb"}).encode()
+    assert parse_request(data, L) == JobRequest(SRC, DST, None, "web", {}, "n", callback="https://h/cb")
+    for raw in (data, b"not json", b"[1]", b'{"a": ' * 20 + b"1" + b"}" * 20):
+        assert read_payload(raw, L).raw is raw
+
+
+@pytest.mark.parametrize(("opt", "bad", "message"), [
+    (integer(1, 10), 11, "must be an integer from 1 to 10, got 11"),
+    (integer(1, 10), "3", "must be an integer from 1 to 10, got '3'"),
+    (integer(1, 10), 2.5, "must be an integer from 1 to 10, got 2.5"),
+    (colour(), "#ab", "must be a colour like \"#ffffff\" or [255, 255, 255], got '#ab'"),
+    (Opt("point"), [2, 0], "must be [x, y] fractions from 0 to 1, got [2, 0]"),
+    (Opt("str"), 3, "must be a string, got 3"),
+])
+def test_option_messages_quote_the_value(opt: Opt, bad: Any, message: str) -> None:
+    with pytest.raises(OptionError) as info:
+        opt.check(bad)
+    assert str(info.value) == message
