@@ -176,3 +176,55 @@ def test_a_source_over_a_mebibyte_is_read_whole(root: Path) -> None:
     assert store.read((root / "in" / "big.bin").as_uri(), max_bytes=len(data)) == data
     with pytest.raises(LimitExceeded, match=f"^source is {len(data)} bytes; the limit is {len(data) - 1}$"):
         store.read((root / "in" / "big.bin").as_uri(), max_bytes=len(data) - 1)
+
+
+# --- system errors, injected: root may read and write anywhere and the disk is healthy, so the store's
+# handling of EACCES, ELOOP, EIO and ENOSPC is checked by making one os call fail (a double for one module). ---
+
+def _failing(real: object, errno_: int, when: object) -> object:
+    def call(*args: object, **kw: object) -> object:
+        if when(*args):  # type: ignore[operator]
+            raise OSError(errno_, os.strerror(errno_))
+        return real(*args, **kw)  # type: ignore[operator]
+    return call
+
+
+@pytest.mark.parametrize(("errno_", "error", "message", "retryable"), [
+    (errno.EACCES, ForbiddenPath, "source {p} is not readable by the worker", False),
+    (errno.ELOOP, ForbiddenPath, "source {p} changed into a link while being opened", False),
+    (errno.EIO, StoreFailed, "cannot open source {p}: Input/output error", True),
+])
+def test_errors_opening_a_source(root: Path, monkeypatch: pytest.MonkeyPatch, errno_: int, error: type,
+                                 message: str, retryable: bool) -> None:
+    path = root / "in" / "a.bin"
+    monkeypatch.setattr(os, "open", _failing(os.open, errno_, lambda name, *a: name == "a.bin"))
+    with pytest.raises(error) as info:  # type: ignore[var-annotated]
+        FileStore([root]).read(path.as_uri(), max_bytes=10)
+    assert (info.value.message, info.value.retryable) == (message.format(p=path), retryable)
+
+
+def test_an_error_reading_a_source(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = root / "in" / "a.bin"
+    monkeypatch.setattr(os, "read", _failing(os.read, errno.EIO, lambda *a: True))
+    with pytest.raises(StoreFailed) as info:
+        FileStore([root]).read(path.as_uri(), max_bytes=10)
+    assert (info.value.message, info.value.retryable) == (f"cannot read source {path}: Input/output error", True)
+
+
+@pytest.mark.parametrize(("call", "errno_", "message", "retryable"), [
+    ("write", errno.ENOSPC, "cannot write destination {p}: No space left on device", True),
+    ("rename", errno.EIO, "cannot write destination {p}: Input/output error", True),
+    ("open", errno.EACCES, "destination {p} is not writable by the worker", False),
+    ("open", errno.EROFS, "destination {p} is not writable by the worker", False),
+])
+def test_errors_writing_leave_nothing_behind(root: Path, monkeypatch: pytest.MonkeyPatch, call: str, errno_: int,
+                                             message: str, retryable: bool) -> None:
+    dst = root / "in" / "new.png"
+    when = {"write": lambda *a: True, "rename": lambda *a: True,
+            "open": lambda name, *a: str(name).endswith(".part")}[call]
+    monkeypatch.setattr(os, call, _failing(getattr(os, call), errno_, when))
+    with pytest.raises(StoreFailed) as info:
+        FileStore([root]).write(dst.as_uri(), b"PNG", OPTS)
+    monkeypatch.undo()
+    assert (info.value.message, info.value.retryable) == (message.format(p=dst), retryable)
+    assert sorted(p.name for p in (root / "in").iterdir()) == ["a.bin"]  # no temporary file, no half result
