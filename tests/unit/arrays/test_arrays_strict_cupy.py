@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import pyvips
 from support.corpus import photo, photos
-from support.optional import need
 from support.strict_cupy import DeviceArray, module
+from support.tools import GPU_CHECKS, require_module
 from unit.arrays.test_arrays_executor_contract import CASES, KINDS, ctx, images, mark_png  # noqa: F401
 
 from imgworker.arrays import device_io, executor, resample
@@ -37,7 +37,7 @@ PIPELINES = ("thumbnail", "avatar", "web", "product_zoom")
 
 @pytest.fixture(scope="module")
 def xp() -> Any:
-    need("cupy")  # its names and signatures are the stand-in's reference (no device is used)
+    require_module("cupy", GPU_CHECKS)  # its names and signatures are the stand-in's reference (no device is used)
     return module()
 
 

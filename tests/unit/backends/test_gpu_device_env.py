@@ -101,7 +101,7 @@ def collect(nodes: list[str]) -> tuple[int, str]:
         class DeviceImage(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 top = name.partition(".")[0]
-                if path is None and top not in ALLOWED:
+                if path is None and top not in ALLOWED and not top.startswith("_sysconfigdata"):  # stdlib's
                     raise ModuleNotFoundError(f"No module named {{top!r}} (not on the device image, not carried)",
                                               name=top)
                 return None

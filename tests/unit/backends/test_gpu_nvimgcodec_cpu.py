@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import pyvips
 from support.corpus import photo
-from support.optional import need
+from support.tools import GPU_CHECKS, require_module
 
 from imgworker.arrays import device_io
 from imgworker.backends.gpu import decode, detect
@@ -58,7 +58,7 @@ CP = SimpleNamespace(cuda=SimpleNamespace(Stream=lambda non_blocking=False: _Str
 
 @pytest.fixture(scope="module")
 def codecs() -> CpuOnly:
-    return CpuOnly(need("nvidia.nvimgcodec"))
+    return CpuOnly(require_module("nvidia.nvimgcodec", GPU_CHECKS))
 
 
 def _stored(path: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.optional import need
+from support.tools import GPU_CHECKS, require_module
 
 from imgworker.backends.gpu import kernels
 
@@ -34,7 +34,7 @@ def test_every_cuda_source_of_the_package_is_listed_here() -> None:
 def compile_for(arch: str, source: str, options: tuple[str, ...], names: tuple[str, ...],
                 monkeypatch: pytest.MonkeyPatch, cache: Path) -> tuple[tuple[str, ...], bytes, dict[str, str], str]:
     """(NVRTC options, cubin, name expression -> mangled name, NVRTC log) of CuPy's compile for ``arch``."""
-    cupy = need("cupy")
+    cupy = require_module("cupy", GPU_CHECKS)
     from cupy._core import core
     from cupy.cuda import compiler
 
@@ -76,7 +76,7 @@ def test_cuda_source_compiles_with_nvrtc(arch: str, where: str, monkeypatch: pyt
 
 def test_a_broken_kernel_fails_the_compile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Negative control: a syntax error in the source is NVRTC's CompileException, not a silent pass."""
-    need("cupy")
+    require_module("cupy", GPU_CHECKS)
     from cupy.cuda.compiler import CompileException
 
     source, options, names = SOURCES["imgworker/backends/gpu/kernels.py"]
