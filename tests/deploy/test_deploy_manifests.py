@@ -35,6 +35,7 @@ from imgworker.worker.runner import function_names
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
+LOCKS = {"cpu": ("s3", "heif"), "gpu": ("gpu", "s3", "heif")}  # requirements/images-KIND.txt pins these extras
 CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"}
 K8S_VERSION = "1.29.0"  # oldest release we support: fields newer than this would break older clusters
 
@@ -67,7 +68,10 @@ def test_hadolint_passes() -> None:
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_dockerfile_structure(kind: str) -> None:
     rows = instructions(DOCKERFILES[kind])
-    bases = [rest.split()[0] for word, rest in rows if word == "FROM"]
+    args = dict(rest.split("=", 1) for word, rest in rows if word == "ARG" and "=" in rest)
+    # FROM ${BASE}: the default of ARG BASE is the image a plain `docker build` uses (./dev images may pass another)
+    froms = [rest.split()[0] for word, rest in rows if word == "FROM"]
+    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base) for base in froms]
     assert bases, "no FROM"
     for base in bases:
         tag = base.rpartition(":")[2]
@@ -97,7 +101,7 @@ def dockerignore_allows(path: str) -> bool:
             continue
         negate = line.startswith("!")
         pattern = line.lstrip("!").rstrip("/")
-        if fnmatch.fnmatch(path, pattern) or path == pattern:
+        if fnmatch.fnmatch(path, pattern) or path == pattern or path.startswith(pattern + "/"):
             allowed = negate
     return allowed
 
@@ -115,6 +119,29 @@ def test_dockerfile_copies_exist(kind: str) -> None:
     assert not dockerignore_allows("tests") and not dockerignore_allows(".venv")
     build = f"docker build -f Dockerfile.{kind} -t imgworker:{__version__}-{kind} ."
     assert build in DOCKERFILES[kind].read_text()  # the tag the manifests use
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_images_install_the_pinned_dependencies(kind: str) -> None:
+    """Each image installs requirements/images-KIND.txt (every package pinned ==), then imgworker --no-deps, then
+    pip check; the lock names every dependency pyproject.toml gives the image's extras (./dev lock remakes it)."""
+    text = DOCKERFILES[kind].read_text()
+    assert f"COPY requirements/images-{kind}.txt ./requirements.txt" in text
+    assert "pip install --no-cache-dir -r requirements.txt" in text
+    runs = [rest for word, rest in instructions(DOCKERFILES[kind]) if word == "RUN"]
+    assert any(re.search(r'pip install --no-cache-dir --no-deps "\.\[[a-z0-9,]+\]" +&& /opt/imgworker/bin/pip check', r)
+               for r in runs), runs
+    pins = {}
+    for line in (REPO / "requirements" / f"images-{kind}.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[\w.+]+", version), f"not pinned: {line}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(d for e in LOCKS[kind] for d in project["optional-dependencies"][e])]
+    for requirement in wanted:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[\w.-]+", requirement).group(0)).lower()  # type: ignore[union-attr]
+        assert name in pins, f"{requirement} (pyproject.toml) is missing from requirements/images-{kind}.txt"
 
 
 @pytest.mark.slow
