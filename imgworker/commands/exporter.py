@@ -8,8 +8,9 @@ running jobs too, so waiting = total - running), ``gearman_jobs_running``, ``gea
 ``gearman_jobs_queued`` (waiting + running) is what autoscaling reads: it does not drop when workers take jobs.
 
 Only imgworker's own functions are exported, never every name a client made up (per-request ``notify``
-functions, ``batch`` replies, other applications): ``resize`` and each pipeline of ``--pipelines`` with the
-@cpu/@gpu variants the workers register, plus ``--function NAME`` (exact, or a glob such as ``thumb_*``).
+functions, batch replies, other applications): ``resize``, ``info``, ``batch`` (one name: its coordinators run on
+every worker) and each pipeline of ``--pipelines`` with the @cpu/@gpu variants the workers register, plus
+``--function NAME`` (exact, or a glob such as ``thumb_*``).
 Exact names are always exported (0 until seen), so a query summing them is never empty while the exporter and a
 job server answer: an absent series means the signal is lost, and must not be read as "no work".
 """
@@ -34,11 +35,12 @@ from imgworker.gearman import FunctionStatus, WorkerInfo, status, workers
 
 DEFAULT_PORT = 9731
 BASE_FUNCTIONS = ("resize", "info")  # as imgworker.worker.runner (not imported: it pulls in the whole worker)
+BATCH_FUNCTION = "batch"  # imgworker.jobs.batch.FUNCTION: registered plain, by CPU and GPU workers alike
 BACKENDS = ("cpu", "gpu")
 
 
 def imgworker_functions(pipelines_dir: str | None) -> list[str]:
-    """The function names imgworker workers register: resize, info and each pipeline, plain and @backend.
+    """The function names imgworker workers register: batch, and resize, info and each pipeline, plain and @backend.
 
     A pipeline with ``backends: [cpu]`` has no @gpu name (GPU workers skip it). Loads the directory with the
     worker's own loader, so a pipeline the workers would refuse stops the exporter too (PipelineError).
@@ -49,7 +51,7 @@ def imgworker_functions(pipelines_dir: str | None) -> list[str]:
 
         for backend in BACKENDS:
             served[backend] = sorted(load_dir(pipelines_dir, backend)[0])
-    names: set[str] = set()
+    names = {BATCH_FUNCTION}
     for backend, pipelines in served.items():
         for name in [*BASE_FUNCTIONS, *pipelines]:
             names |= {name, f"{name}@{backend}"}

@@ -1,11 +1,12 @@
-"""The container images, run as k8s/ runs them: ``./dev images`` builds them, then runs this folder (``-m images``).
+"""The container images, run as k8s/ runs them: ``./dev images`` builds them, then runs this folder.
 
-Each container gets what its manifest gives it: its user (uid 10001 / 10002), a read-only root filesystem, a
-tmpfs /tmp, every capability dropped, no privilege escalation, its memory limit, and the manifest's own command
-and args. Two gearmand containers stand in for the Services gearmand-a and gearmand-b (host network, each on its
-own loopback address, port 4730 as in the manifest; ``--add-host`` gives the worker the Service names), and a
-real S3 server (moto) stands in for the bucket (IMGWORKER_S3_ENDPOINT, the one setting a cluster does not need).
-Jobs go from the Python client on this machine through the gearmand image to the worker image.
+Each container gets what k8s/overlays/production (rendered) gives it: its user (uid 10001 / 10002), a read-only root
+filesystem, a tmpfs /tmp, every capability dropped, no privilege escalation, its memory limit, and the manifest's own
+command and args. Two gearmand containers stand in for the Services gearmand-a and gearmand-b (host network, each on
+its own loopback address, port 4730 as in the manifest; ``--add-host`` gives the worker the Service names), and a
+real S3 server (moto) stands in for the bucket (IMGWORKER_S3_ENDPOINT, the one setting a cluster does not need). The
+worker's environment is the overlay's imgworker-config (job servers, bucket, region) and env. Jobs go from the Python
+client on this machine through the gearmand image to the worker image.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from typing import Any
 
 import pytest
 import pyvips
-import yaml
 from support.corpus import photo
 from support.fixtures_s3 import S3_ENV, MotoServer
+from support.kustomize import config_env, find, render
 
 from imgworker import Client, __version__
 
-REPO = Path(__file__).resolve().parents[2]
 CPU_IMAGE = os.environ.get("IMGWORKER_IMAGE_CPU", f"localhost/imgworker:{__version__}-cpu")
 GEARMAND_IMAGE = os.environ.get("IMGWORKER_IMAGE_GEARMAND", "localhost/imgworker-gearmand:1.1.20")
 # The Service names the manifests use, each on its own loopback address so both keep port 4730.
@@ -44,9 +44,8 @@ BASE_FLAGS = [*RUNTIME, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:
 NAME = f"imgw-images-{os.getpid()}"
 
 
-def manifest(path: str, name: str) -> dict[str, Any]:
-    docs = yaml.safe_load_all((REPO / path).read_text())
-    return next(d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+def manifest(name: str) -> dict[str, Any]:
+    return find(render("production"), "Deployment", name)
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -94,7 +93,7 @@ class Stack:
 
 
 def start_gearmand(service: str, address: str, queue_dir: Path) -> str:
-    dep = manifest("k8s/base/gearmand.yaml", service)
+    dep = manifest(service)
     pod = dep["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     (c,) = pod["containers"]
@@ -114,11 +113,11 @@ def start_gearmand(service: str, address: str, queue_dir: Path) -> str:
     return name
 
 
-def start_worker(endpoint: str) -> tuple[str, list[str], int]:
-    dep = manifest("k8s/cpu/worker-cpu.yaml", "imgworker-cpu")
+def start_worker(endpoint: str) -> tuple[str, list[str], int, str]:
+    dep = manifest("imgworker-cpu")
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in c.get("env", [])}
+    env = config_env(render("production"), c)
     env |= {"IMGWORKER_S3_ENDPOINT": endpoint, **S3_ENV}  # the secretRef's AWS keys; the endpoint: not AWS here
     hosts = [f"--add-host={service}:{address}" for service, address in SERVICES.items()]
     tmp = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "tmp")
@@ -126,8 +125,7 @@ def start_worker(endpoint: str) -> tuple[str, list[str], int]:
     podman("run", "-d", "--name", name, *BASE_FLAGS, *security_flags(c, pod, "10001:10001"), "--tmpfs", tmp,
            *hosts, *(f"-e={k}={v}" for k, v in env.items()), CPU_IMAGE, *c["args"])
     port = int(next(a for a in c["args"] if a.startswith("--metrics-port=")).split("=")[1])
-    servers = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--server=")]
-    return name, servers, port
+    return name, env["IMGWORKER_SERVERS"].split(","), port, env["IMGWORKER_S3_BUCKETS"].split(",")[0]
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +138,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         root = tmp_path_factory.mktemp("images")
         for service, address in SERVICES.items():
             names.append(start_gearmand(service, address, root / service))
-        worker, servers, port = start_worker(moto.endpoint)
+        worker, servers, port, bucket = start_worker(moto.endpoint)
         names.append(worker)
-        dep = manifest("k8s/cpu/worker-cpu.yaml", "imgworker-cpu")
-        bucket = next(a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"] if "--s3-bucket=" in a)
         s3 = moto.client()
-        s3.create_bucket(Bucket=bucket.split("=")[1])
-        yield Stack(worker, bucket.split("=")[1], s3, port, servers)
+        s3.create_bucket(Bucket=bucket)
+        yield Stack(worker, bucket, s3, port, servers)
     finally:
         for name in reversed(names):
             logs = podman("logs", name, check=False)

@@ -21,22 +21,23 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
+from support.kustomize import OVERLAYS, config_env, render
 
 from imgworker import __version__
 from imgworker.commands.cli import build_parser
 from imgworker.commands.exporter import GearmanCollector, ServerReport, imgworker_functions
 from imgworker.core.config import from_env
+from imgworker.jobs.batch import FUNCTION as BATCH_FUNCTION
 from imgworker.pipeline.registry import load_dir
 from imgworker.worker import metrics
 from imgworker.worker.health import ROUTES
 from imgworker.worker.runner import function_names
 
 REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
 LOCKS = {"cpu": ("s3", "heif"), "gpu": ("gpu", "s3", "heif")}  # requirements/images-KIND.txt pins these extras
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"}
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount",
+              "Namespace", "PersistentVolumeClaim"}
 K8S_VERSION = "1.29.0"  # oldest release we support: fields newer than this would break older clusters
 
 
@@ -164,21 +165,9 @@ def test_entry_point_works_in_a_fresh_venv(tmp_path: Path) -> None:
 # --- Kubernetes manifests --------------------------------------------------------------------------
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """Resolve a kustomization's resources (ours use no patches, so no kustomize binary is needed)."""
-    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert set(spec) <= {"apiVersion", "kind", "resources"}, "patches would need real kustomize here"
-    docs: list[dict[str, Any]] = []
-    for res in spec["resources"]:
-        path = (directory / res).resolve()
-        if path.is_dir():
-            docs += kustomize(path)
-        else:
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
-
-
-ALL = kustomize(K8S)
+# Production (two job servers, GPU and CPU workers) is what most tests read; staging (one job server, CPU only)
+# is checked where the two differ, and every overlay passes the schema checks and the overlay tests below.
+ALL = render("production")
 BY_KIND: dict[str, list[dict[str, Any]]] = {}
 for _doc in ALL:
     BY_KIND.setdefault(_doc["kind"], []).append(_doc)
@@ -193,15 +182,23 @@ def containers(kind: str | None = None) -> list[tuple[dict[str, Any], dict[str, 
         (d, c)
         for d in BY_KIND["Deployment"]
         for c in d["spec"]["template"]["spec"]["containers"]
-        if kind is None or c["image"].startswith("imgworker:")
+        if kind is None or image_name(c["image"]).startswith("imgworker:")
     ]
 
 
+def image_name(image: str) -> str:
+    """registry.example.com/team/imgworker:0.1.0-cpu -> imgworker:0.1.0-cpu"""
+    return image.rsplit("/", 1)[-1]
+
+
 def test_overlays_build_and_names_are_unique() -> None:
-    keys = [(d["kind"], d["metadata"]["name"]) for d in ALL]
-    assert len(keys) == len(set(keys))
-    cpu_only = {(d["kind"], d["metadata"]["name"]) for d in kustomize(K8S / "cpu-only")}
-    assert ("Deployment", "imgworker-cpu") in cpu_only and ("Deployment", "imgworker-gpu") not in cpu_only
+    assert OVERLAYS == ["production", "staging"]
+    for overlay in OVERLAYS:
+        docs = render(overlay)
+        keys = [(d["kind"], d["metadata"]["name"]) for d in docs]
+        assert len(keys) == len(set(keys)), overlay
+    staging = {(d["kind"], d["metadata"]["name"]) for d in render("staging")}
+    assert ("Deployment", "imgworker-cpu") in staging and ("Deployment", "imgworker-gpu") not in staging
     assert {
         "Deployment",
         "Service",
@@ -210,17 +207,51 @@ def test_overlays_build_and_names_are_unique() -> None:
         "ScaledObject",
         "ServiceMonitor",
         "PrometheusRule",
+        "ServiceAccount",
+        "Namespace",
     } <= set(BY_KIND)
 
 
 @pytest.mark.parametrize(
-    "doc", [d for d in ALL if d["kind"] in CORE_KINDS], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
+    "overlay,doc",
+    [(o, d) for o in OVERLAYS for d in render(o) if d["kind"] in CORE_KINDS],
+    ids=lambda x: x if isinstance(x, str) else f"{x['kind']}/{x['metadata']['name']}",
 )
-def test_core_kinds_are_valid(doc: dict[str, Any]) -> None:
+def test_core_kinds_are_valid(overlay: str, doc: dict[str, Any]) -> None:
+    """Every object kubectl would send, strictly against the Kubernetes schema (unknown fields fail)."""
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 _META = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+_HPA_RULES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "stabilizationWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "selectPolicy": {"enum": ["Max", "Min", "Disabled"]},
+        "policies": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type", "value", "periodSeconds"],
+                "properties": {
+                    "type": {"enum": ["Pods", "Percent"]},
+                    "value": {"type": "integer", "minimum": 1},
+                    "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800},
+                },
+            },
+        },
+    },
+}
+# autoscaling/v2 HorizontalPodAutoscalerBehavior, which KEDA passes to the HPA it makes.
+HPA_BEHAVIOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scaleUp", "scaleDown"],
+    "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
+}
 SCHEMAS: dict[str, dict[str, Any]] = {
     # The ScaledObject fields we use (keda.sh/v1alpha1, KEDA >= 2.10 for activationThreshold).
     "ScaledObject": {
@@ -243,6 +274,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "minReplicaCount": {"type": "integer", "minimum": 0},
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "advanced": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "horizontalPodAutoscalerConfig": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"behavior": HPA_BEHAVIOR},
+                            }
+                        },
+                    },
                     "fallback": {
                         "type": "object",
                         "additionalProperties": False,
@@ -354,9 +396,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
-def test_custom_kinds_match_their_schema(kind: str) -> None:
-    for doc in BY_KIND[kind]:
+def test_custom_kinds_match_their_schema(kind: str, overlay: str) -> None:
+    docs = [d for d in render(overlay) if d["kind"] == kind]
+    assert docs
+    for doc in docs:
         jsonschema.validate(doc, SCHEMAS[kind])
 
 
@@ -393,17 +438,21 @@ def test_containers_match_the_code() -> None:
     for dep, c in containers("imgworker"):
         command = c["args"][0]
         seen.add(command)
-        assert c["image"] in (f"imgworker:{__version__}-cpu", f"imgworker:{__version__}-gpu"), c["image"]
+        image = image_name(c["image"])
+        assert image in (f"imgworker:{__version__}-cpu", f"imgworker:{__version__}-gpu"), c["image"]
         args = c["args"]
         ns = build_parser().parse_args(args)  # SystemExit (a failure) on any unknown flag
-        servers, port = (ns.servers, ns.metrics_port) if command == "worker" else (ns.server, ns.port)
+        env = config_env(ALL, c)
+        settings = from_env({k: v for k, v in env.items() if k.startswith("IMGWORKER_")})  # typos fail here
+        assert not (ns.servers if command == "worker" else ns.server), "job servers: imgworker-config, one place"
+        servers = settings["servers"]
+        port = ns.metrics_port if command == "worker" else ns.port
         assert set(servers) == gearmands, "every worker and the exporter use both job servers"
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["metrics"] == port
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if probe in c:
                 assert c[probe]["httpGet"]["path"] in ROUTES and c[probe]["httpGet"]["port"] == "metrics"
-        from_env({e["name"]: e["value"] for e in c.get("env", []) if e["name"].startswith("IMGWORKER_")})
         if command != "worker":
             continue
         pod = dep["spec"]["template"]["spec"]
@@ -414,6 +463,7 @@ def test_containers_match_the_code() -> None:
         )
         backend = ns.backend
         assert c["image"].endswith(f"-{backend}")
+        assert settings["s3_buckets"] and settings["s3_region"], "bucket and region: imgworker-config"
         assert ports["metrics"] == 9730  # IMGWORKER_METRICS_PORT in the images: `imgworker health` probes it
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert ns.pipelines in mounts
@@ -457,9 +507,16 @@ def test_references_resolve() -> None:
     for pdb in BY_KIND["PodDisruptionBudget"]:
         assert any(selects(pdb["spec"]["selector"]["matchLabels"], labels) for labels in pod_labels())
     for d in deployments.values():
-        for vol in d["spec"]["template"]["spec"].get("volumes", []):
+        pod = d["spec"]["template"]["spec"]
+        for vol in pod.get("volumes", []):
             if "configMap" in vol:
                 named("ConfigMap", vol["configMap"]["name"])
+        for c in pod["containers"]:
+            for source in c.get("envFrom", []):
+                if "configMapRef" in source:
+                    named("ConfigMap", source["configMapRef"]["name"])  # the generator's hashed name
+        if "serviceAccountName" in pod:
+            named("ServiceAccount", pod["serviceAccountName"])
 
 
 def worker_args(name: str) -> Any:
@@ -468,9 +525,10 @@ def worker_args(name: str) -> Any:
 
 
 def served(backend: str) -> set[str]:
-    """The function names a worker of this backend registers with the repository's pipelines."""
+    """The function names a worker of this backend registers with the repository's pipelines (and `batch`, which
+    its batch coordinators register on every worker)."""
     pipelines, _ = load_dir(str(REPO / "pipelines"), backend)
-    return set(function_names(backend, sorted(pipelines)))
+    return {*function_names(backend, sorted(pipelines)), BATCH_FUNCTION}
 
 
 def matchers(query: str) -> list[re.Pattern[str]]:
@@ -486,7 +544,7 @@ def matched(pattern: re.Pattern[str], names: set[str]) -> set[str]:
 
 
 # Names that are not imgworker work: must never count (notify replies, batch coordination, another app).
-FOREIGN = {"batch", "notify_8f3a_done", "otherapp_send_mail", "resize2", "resize@cpu2", "web@gpu_old", "xresize"}
+FOREIGN = {"batches", "notify_8f3a_done", "otherapp_send_mail", "resize2", "resize@cpu2", "web@gpu_old", "xresize"}
 
 
 def test_scaled_objects_match_imgworker_functions_positively() -> None:
@@ -502,8 +560,8 @@ def test_scaled_objects_match_imgworker_functions_positively() -> None:
     assert matched(cpu_only, everything) == cpu_names - gpu_names
     assert {"resize@cpu", "info@cpu"} <= matched(cpu_only, everything)
     # Every shipped pipeline runs on the GPU too (the array executor): all of them are shared work.
-    assert matched(shared, everything) == cpu_names & gpu_names == {"resize", "info", "thumbnail", "web", "avatar",
-                                                                    "product_zoom"}
+    assert matched(shared, everything) == cpu_names & gpu_names == {"batch", "resize", "info", "thumbnail", "web",
+                                                                    "avatar", "product_zoom"}
     assert matched(gpu_workers, everything) == {"resize@gpu"}  # every GPU worker process registers it
     assert matched(gpu_only, everything) == gpu_names - cpu_names
 
@@ -543,7 +601,7 @@ def pod_specs() -> list[tuple[str, dict[str, Any]]]:
     return [
         (d["metadata"]["name"], d["spec"]["template"]["spec"])
         for d in BY_KIND["Deployment"]
-        if any(c["image"].startswith("imgworker:") for c in d["spec"]["template"]["spec"]["containers"])
+        if any(image_name(c["image"]).startswith("imgworker:") for c in d["spec"]["template"]["spec"]["containers"])
     ]
 
 
