@@ -9,6 +9,7 @@ health.py route, every port and Service/ServiceMonitor/ScaledObject reference po
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -426,6 +427,29 @@ def test_queries_and_alerts_use_metrics_that_exist() -> None:
     for expr in exprs:
         used = set(re.findall(r"\b((?:imgworker|gearman)_[a-z_]+)\b", expr))
         assert used and used <= known, f"unknown metric in {expr!r}: {used - known}"
+
+
+DASHBOARD = REPO / "k8s" / "components" / "kube-prometheus-stack" / "imgworker-dashboard.json"
+
+
+def test_dashboard_panels_use_metrics_that_exist() -> None:
+    """Every panel of the Grafana dashboard queries metrics the worker or the exporter exports, and ships with
+    the monitoring component (a ConfigMap Grafana's sidecar loads)."""
+    known = known_metric_names()
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len(panels) >= 10
+    for panel in panels:
+        exprs = [target["expr"] for target in panel["targets"]]
+        assert exprs, panel["title"]
+        for expr in exprs:
+            used = set(re.findall(r"\b((?:imgworker|gearman)_[a-z_]+)\b", expr))
+            assert used and used <= known, f"panel {panel['title']!r}: unknown metric {used - known} in {expr!r}"
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    shipped = named("ConfigMap", "imgworker-grafana-dashboard")
+    assert shipped["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(shipped["data"][DASHBOARD.name]) == dashboard
 
 
 def test_containers_match_the_code() -> None:
