@@ -455,7 +455,11 @@ def test_dashboard_panels_use_metrics_that_exist() -> None:
 def test_containers_match_the_code() -> None:
     services = {s["metadata"]["name"]: s for s in BY_KIND["Service"]}
     gearmands = {
-        f"{n}:{p['port']}" for n, s in services.items() if n.startswith("gearmand") for p in s["spec"]["ports"]
+        f"{n}:{p['port']}"
+        for n, s in services.items()
+        if n.startswith("gearmand")
+        for p in s["spec"]["ports"]
+        if p["name"] == "gearman"
     }
     assert len(gearmands) == 2
     seen = set()
@@ -739,6 +743,10 @@ def test_network_policies_guard_the_job_servers() -> None:
         assert not reaches(Peer({"app": "shop"}, "shop"), server, 4730)
         assert not reaches(Peer({"app.kubernetes.io/name": "imgworker"}), server, 4730)  # no component
         assert not reaches(Peer(worker), server, 4731)
+        # Jobs over HTTP (gearmand -r http): the same unauthenticated exposure, the same peers only.
+        dep = named("Deployment", server)["spec"]["template"]["spec"]["containers"][0]
+        assert "--protocol=http" in dep["args"] and "--http-port=8080" in dep["args"]
+        assert reaches(Peer(client, "shop"), server, 8080) and not reaches(Peer({"app": "shop"}, "shop"), server, 8080)
     prometheus = Peer({"app.kubernetes.io/name": "prometheus"}, "monitoring")
     for target, port in (("imgworker-cpu", 9730), ("imgworker-gpu", 9730), ("imgworker-exporter", 9731)):
         assert reaches(prometheus, target, port)
