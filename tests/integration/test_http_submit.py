@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from support.corpus import photo
+from support.fixtures_reliability import wait_for
 from support.fixtures_s3 import free_port
 from support.workerproc import WorkerProc
 
@@ -67,16 +67,6 @@ def derived_unique(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:40]
 
 
-def wait_for(what: str, check: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} after {timeout} s")
-
-
 def test_foreground_job_answers_with_the_result(env: Env) -> None:
     body = json.dumps({"src": (env.root / "in" / "k.jpg").as_uri(), "dst": (env.root / "out" / "k.webp").as_uri(),
                        "width": 256})
@@ -105,12 +95,12 @@ def test_background_job_with_the_derived_unique_id(env: Env) -> None:
                                 f"X-Gearman-Unique: {derived_unique(body)}")
     assert rc == 0 and headers["X-Gearman-Command"] == "JOB_CREATED" and headers["X-Gearman-Job-Handle"]
     assert content == ""
-    wait_for("background output", lambda: (env.root / "out" / "bg.jpg").exists())
+    wait_for(lambda: (env.root / "out" / "bg.jpg").exists(), 30, what="the background output")
     # A failing one is a background job to the worker (retried when retryable) and its record says so.
     failing = json.dumps({"src": (env.root / "in" / "gone.jpg").as_uri(), "dst": (env.root / "out" / "g.jpg").as_uri(),
                           "width": 128})
     curl(env, "resize", failing, "X-Gearman-Background: true", f"X-Gearman-Unique: {derived_unique(failing)}")
-    (record,) = wait_for("a failed-job record", env.records)
+    (record,) = wait_for(env.records, 30, what="a failed-job record")
     assert record["unique"] == derived_unique(failing) and record["background"] is True
 
 
@@ -121,7 +111,7 @@ def test_background_job_without_a_unique_id_cannot_be_told_background(env: Env) 
                           "dst": (env.root / "out" / "g2.jpg").as_uri(), "width": 128})
     rc, headers, _ = curl(env, "resize", failing, "X-Gearman-Background: true")
     assert rc == 0 and headers["X-Gearman-Command"] == "JOB_CREATED"
-    (record,) = wait_for("a failed-job record", env.records)
+    (record,) = wait_for(env.records, 30, what="a failed-job record")
     assert record["unique"] == "-" and record["background"] is None
 
 
