@@ -233,8 +233,12 @@ def main(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from imgworker.core.config import ConfigError
+    from imgworker.core.config import ConfigError, from_env
     from imgworker.worker.health import HealthServer
+
+    # An IMGWORKER_* typo is refused as the worker refuses it (the exporter reads IMGWORKER_SERVERS and
+    # IMGWORKER_PIPELINES; the pod's imgworker-config also carries the workers' settings, all known names).
+    from_env({k: v for k, v in os.environ.items() if k.startswith("IMGWORKER_")})
 
     servers = args.server or [
         s.strip() for s in os.environ.get("IMGWORKER_SERVERS", "").split(",") if s.strip()
