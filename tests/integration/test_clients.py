@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.corpus import photo
+from support.fixtures_s3 import free_port
 from support.workerproc import REPO, WorkerProc
 
 EXAMPLES = REPO / "examples"
@@ -51,11 +52,20 @@ def test_gearman_cli(core_worker: WorkerProc, core_root: Path) -> None:
     raw = run(["gearman", "-h", host, "-p", port, "-f", "resize", payload])
     assert raw.returncode == 0 and json.loads(raw.stdout)["height"] == 169
     check_success(run([str(EXAMPLES / "resize.sh"), host, port, GOOD_SRC, dst.as_uri(), "320"]), dst, 320)
-    bad = run([str(EXAMPLES / "resize.sh"), host, port, BAD_SRC, dst.as_uri(), "320"])
-    assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "FORBIDDEN_PATH"
+    check_failure(run([str(EXAMPLES / "resize.sh"), host, port, BAD_SRC, dst.as_uri(), "320"]))
     # Tagged function names work from the CLI too; a CPU worker does not register @gpu.
     tagged = run(["gearman", "-h", host, "-p", port, "-f", "resize@cpu", payload])
     assert json.loads(tagged.stdout)["backend"] == "cpu"
+
+
+@pytest.mark.parametrize("script", ["resize.sh", "info.sh"])
+def test_shell_examples_exit_2_without_a_job_server(script: str) -> None:
+    """docs/contract.md: 2 when no job server answered (the gearman 1.1 CLI itself exits 0 then)."""
+    dead = str(free_port())
+    args = [GOOD_SRC, "file:///tmp/x.jpg", "64"] if script == "resize.sh" else [GOOD_SRC]
+    proc = run([str(EXAMPLES / script), "127.0.0.1", dead, *args])
+    assert proc.returncode == 2 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
+    assert f"no job server answered at 127.0.0.1:{dead}" in proc.stderr
 
 
 def test_php_client(core_worker: WorkerProc, core_root: Path) -> None:
