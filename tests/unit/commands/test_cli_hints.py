@@ -43,3 +43,11 @@ def test_unknown_imgworker_variables_are_refused(
     monkeypatch.setenv("IMGWORKER_SERVRS", "127.0.0.1:1")
     code, err = run(command, capsys)
     assert code == 2 and "unknown environment variable IMGWORKER_SERVRS (did you mean IMGWORKER_SERVERS?)" in err
+
+
+def test_imgworker_log_json_is_not_a_setting() -> None:
+    """IMGWORKER_LOG_JSON was accepted and did nothing; it is refused like any other unknown name now."""
+    from imgworker.core.config import ConfigError, from_env
+
+    with pytest.raises(ConfigError, match="unknown environment variable IMGWORKER_LOG_JSON"):
+        from_env({"IMGWORKER_LOG_JSON": "1"})
