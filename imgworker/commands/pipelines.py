@@ -10,11 +10,13 @@ import argparse
 import sys
 from typing import Any
 
+from imgworker.pipeline import PipelineError, load_dir
+
 BACKENDS = ("cpu", "gpu")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("pipelines", help="check pipeline YAML files", description=__doc__)
+def add_parser(sub: Any, summary: str) -> None:
+    p = sub.add_parser("pipelines", help=summary, description=__doc__)
     actions = p.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="validate a pipelines directory; exit 0 when all is well")
     check.add_argument("directory")
@@ -24,8 +26,6 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imgworker.pipeline import PipelineError, load_dir
-
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     problems: dict[str, tuple[str, int]] = {}  # the same file error once, not once per backend
     for backend in backends:

@@ -21,13 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imgworker.client import default_unique
+from imgworker.client import Client, default_unique
+from imgworker.core.config import ConfigError, from_env
 from imgworker.core.contract import FITS, FORMATS
+from imgworker.core.errors import ImgworkerError
 from imgworker.core.formats import SOURCE_SUFFIXES as IMAGE_SUFFIXES
 from imgworker.core.formats import suffix as format_suffix
 from imgworker.gearman import Client as AsyncClient
 from imgworker.gearman import GearmanError, NoServerAvailable, unserved_hint, unserved_hint_sync
 from imgworker.gearman.protocol import parse_address
+from imgworker.stores.file import url_to_path
+from imgworker.stores.s3 import list_objects
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 HINT_AFTER_S = 5.0  # a job still waiting this long: ask the job servers whether anyone serves its function
@@ -41,8 +45,8 @@ def to_url(path: str) -> str:
     return Path(path).resolve().as_uri()
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("submit", help="submit a job, or one job per image in a directory", description=__doc__)
+def add_parser(sub: Any, summary: str) -> None:
+    p = sub.add_parser("submit", help=summary, description=__doc__)
     p.add_argument("src", help="source: path, file:// or s3:// URL; a directory or prefix ending in / for a batch")
     p.add_argument("dst", help="destination: path or URL; for a batch, a directory / prefix")
     p.add_argument("--server", action="append", help="job server HOST:PORT (repeatable) [IMGWORKER_SERVERS]")
@@ -89,10 +93,7 @@ def servers_from(args: argparse.Namespace) -> list[str]:
 
 def list_sources(src: str, s3_endpoint: str | None = None) -> list[str]:
     if src.startswith("s3://"):
-        from imgworker.stores.s3 import list_objects
-
         return [u for u in list_objects(src, s3_endpoint) if Path(u).suffix.lower() in IMAGE_SUFFIXES]
-    from imgworker.stores.file import url_to_path
 
     # Not resolved per file: a symlinked image keeps its own name (and so its own destination).
     base = Path(url_to_path(src))
@@ -226,9 +227,6 @@ async def run_batch(args: argparse.Namespace, function: str, batch: Batch) -> No
 
 
 def run_one_job(args: argparse.Namespace, function: str, payload: dict[str, Any]) -> int:
-    from imgworker.client import Client
-    from imgworker.core.errors import ImgworkerError
-
     servers = servers_from(args)
     watcher = threading.Timer(HINT_AFTER_S, lambda: warn_unserved(unserved_hint_sync(servers, function), args.timeout))
     watcher.daemon = True
@@ -250,8 +248,6 @@ def run_one_job(args: argparse.Namespace, function: str, payload: dict[str, Any]
 
 def check_env(environ: dict[str, str] | os._Environ[str]) -> str | None:
     """An IMGWORKER_* variable that neither submit nor the worker knows (a typo), as a message with a hint."""
-    from imgworker.core.config import ConfigError, from_env
-
     known = {k: v for k, v in environ.items() if k.startswith("IMGWORKER_") and k not in SUBMIT_ENV}
     try:
         from_env(known)
@@ -272,8 +268,6 @@ def main(args: argparse.Namespace) -> int:
     is_batch = args.src.endswith("/") or (("://" not in args.src) and Path(args.src).is_dir())
     if not is_batch:
         return run_one_job(args, function, build_payload(args, src, to_url(args.dst)))
-    from imgworker.core.errors import ImgworkerError
-
     try:
         sources = list_sources(src, args.s3_endpoint)
     except ImgworkerError as exc:
