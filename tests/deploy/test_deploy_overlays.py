@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from support.kustomize import OVERLAYS, config_env, render
+from support.kustomize import K8S, OVERLAYS, config_env, render
 
 from imgworker.commands.exporter import GearmanCollector, ServerReport, imgworker_functions
 from imgworker.gearman import FunctionStatus
@@ -151,3 +151,11 @@ def test_staging_runs_on_one_node_and_production_spreads_its_job_servers() -> No
     assert "requiredDuringSchedulingIgnoredDuringExecution" not in soft["affinity"]["podAntiAffinity"]
     for pod in production:
         assert pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+
+
+def test_the_tested_keda_version_is_stated() -> None:
+    """ScaledObjects with `fallback` scaled to 0 replicas need KEDA >= 2.19: each overlay and the docs say so."""
+    for overlay in OVERLAYS:
+        assert "KEDA >= 2.19" in (K8S / "overlays" / overlay / "kustomization.yaml").read_text(), overlay
+    operations = (K8S.parent / "docs" / "operations.md").read_text()
+    assert "**KEDA >= 2.19**" in operations and "KEDA >= 2.10" not in operations
