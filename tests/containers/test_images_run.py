@@ -179,6 +179,10 @@ def test_worker_runs_as_the_manifest_says(stack: Stack) -> None:
     assert int(caps, 16) == 0, caps
     inspect = json.loads(podman("inspect", stack.worker).stdout)[0]
     assert inspect["Config"]["Healthcheck"]["Test"][-3:] == ["imgworker", "health", "--quiet"]  # --format docker
+    # The memory budget comes from the container's limit (the manifest's, given as --memory), not the host's RAM.
+    logs = podman("logs", stack.worker).stderr
+    budget = re.search(r"memory budget (\d+) MiB per process \(container limit shared by 1 process", logs)
+    assert budget and 1000 < int(budget.group(1)) < 1536, logs[-2000:]
 
 
 def test_resize_and_pipeline_jobs_through_the_gearmand_image(stack: Stack) -> None:
