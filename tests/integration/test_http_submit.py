@@ -18,13 +18,13 @@ import pytest
 from support.corpus import photo
 from support.fixtures_reliability import wait_for
 from support.fixtures_s3 import free_port
+from support.tools import needs_tool, require_tool
 from support.workerproc import WorkerProc
 
 from imgworker.gearman import status
 from imgworker.testing.gearmand import Gearmand
 
-CURL = shutil.which("curl")
-pytestmark = pytest.mark.skipif(CURL is None, reason="curl missing (apt-get install curl)")
+pytestmark = needs_tool("curl", "apt-get install curl")
 
 
 @dataclass
@@ -51,7 +51,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def curl(env: Env, function: str, body: str, *headers: str, max_time: float = 60) -> tuple[int, dict[str, str], str]:
     """``curl -X POST http://host:N/FUNCTION -d BODY``: curl's exit code, the response headers and body."""
-    cmd = [str(CURL), "-sS", "-i", "--max-time", str(max_time), "-X", "POST",
+    cmd = [require_tool("curl", "apt-get install curl"), "-sS", "-i", "--max-time", str(max_time), "-X", "POST",
            f"http://127.0.0.1:{env.http_port}/{function}", "-d", body]
     for header in headers:
         cmd += ["-H", header]
