@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import json
 import logging
 import queue
@@ -27,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imgworker.core.errors import BadRequest, ForbiddenPath, redact
+from imgworker.features.callback_address import IP, parse_ip, refusal
 from imgworker.worker import metrics
 
 log = logging.getLogger("imgworker.features.callbacks")
@@ -97,6 +97,8 @@ class CallbackPolicy:
 
     def __init__(self, allow: Iterable[str]) -> None:
         self.allowed = parse_allow(allow)
+        # The exact addresses the operator listed: the one way past the address rule (callback_address.py).
+        self.addresses = frozenset(ip for host, _ in self.allowed if (ip := parse_ip(host)) is not None)
 
     def check(self, url: Any) -> Target:
         target = parse_target(url)
@@ -162,21 +164,27 @@ class AddressRefused(OSError):
     """An allowed name resolved to an address no callback may reach."""
 
 
-def resolve(target: Target) -> tuple[Any, ...]:
-    """One address for the target. IP literals are used as they are (the operator listed them); a name that
-    resolves to a link-local (169.254.0.0/16: cloud metadata, fe80::/10), multicast or unspecified address is
-    refused, so a DNS record pointed there cannot reach the metadata service through an allowed name."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(target.host)
-        return (target.host, target.port)
-    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    if not infos:
+def resolve(target: Target, allowed: Iterable[IP] = ()) -> tuple[Any, ...]:
+    """The address every attempt of one delivery connects to: the first the name resolves to that the address
+    rule (callback_address.py) lets through, so a DNS record pointed at the metadata service, loopback or a
+    translated form of them (``::ffff:169.254.169.254``) cannot be reached through an allowed name. An IP literal
+    is checked by the same rule (it passes when listed: ``allowed`` holds the literals of --callback-allow)."""
+    addresses: list[tuple[Any, ...]]
+    if parse_ip(target.host) is not None:
+        addresses = [(target.host, target.port)]
+    else:
+        addresses = [tuple(info[4][:2]) for info in socket.getaddrinfo(target.host, target.port,
+                                                                       type=socket.SOCK_STREAM)]
+    if not addresses:
         raise OSError(f"{target.host} does not resolve")
-    address = tuple(infos[0][4][:2])
-    ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
-        raise AddressRefused(f"{target.host} resolves to {ip}, which callbacks may not reach")
-    return address
+    reasons = []
+    for address in addresses:
+        ip = parse_ip(str(address[0]))
+        why = "not an address" if ip is None else refusal(ip, allowed)
+        if why is None:
+            return address
+        reasons.append(why)
+    raise AddressRefused(f"{target.host} resolves only to addresses callbacks may not reach: {'; '.join(reasons)}")
 
 
 @dataclass(slots=True)
@@ -266,7 +274,8 @@ class CallbackSender:
         for attempt in range(1, self.tries + 1):
             try:
                 if address is None:
-                    address = resolve(d.target)  # once per delivery: every attempt goes to this address
+                    # once per delivery: every attempt goes to this address
+                    address = resolve(d.target, self.policy.addresses)
                 status = self._post(d.target, address, d.body, headers)
             except AddressRefused as exc:
                 status, reason = 0, str(exc)
