@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from imgworker.core.contract import Payload
 from imgworker.core.errors import BadRequest, ForbiddenPath, redact
 from imgworker.features.callback_address import IP, parse_ip, refusal
 from imgworker.worker import metrics
@@ -114,19 +115,11 @@ class CallbackPolicy:
             raise ForbiddenPath("callbacks are not enabled on this worker (--callback-allow HOST[:PORT])")
         raise ForbiddenPath(f"callback host {target.host}:{target.port} is not on this worker's --callback-allow list")
 
-    def precheck(self, payload: bytes) -> None:
+    def precheck(self, payload: Payload) -> None:
         """JobRunner pre-check: refuse a job whose ``callback`` is malformed or not allowed."""
-        url = callback_of(payload)
+        url = payload.fields.get("callback")  # {} for a payload the contract refuses: it says why
         if url is not None:
             self.check(url)
-
-
-def callback_of(payload: bytes) -> Any:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None  # the contract rejects it, with the reason
-    return obj.get("callback") if isinstance(obj, dict) else None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -210,7 +203,7 @@ class Delivery:
     target: Target
     body: bytes
     function: str
-    payload: bytes
+    payload: Payload  # the job's, as decoded once: its record is built from it if the callback is given up
     unique: str
     tries: int = 0  # attempts made so far
     address: tuple[Any, ...] | None = None  # resolved at the first attempt; every later one connects there
@@ -262,16 +255,16 @@ class CallbackSender:
         for t in self._threads:
             t.start()
 
-    def send(self, payload: bytes, function: str, unique: str, result: dict[str, Any]) -> bool:
+    def send(self, payload: Payload, function: str, unique: str, result: dict[str, Any]) -> bool:
         """Queue the callback of a finished job, if it has one; never blocks."""
-        url = callback_of(payload)
+        url = payload.fields.get("callback")
         if url is None:
             return False
         try:
             target = self.policy.check(url)
         except (BadRequest, ForbiddenPath):
             return False  # the job was refused for it already
-        body = json.dumps(result_body(payload, function, result), separators=(",", ":")).encode()
+        body = json.dumps(result_body(payload.fields, function, result), separators=(",", ":")).encode()
         return self.submit(Delivery(target, body, function, payload, unique))
 
     def submit(self, delivery: Delivery) -> bool:
@@ -432,15 +425,10 @@ class CallbackSender:
                 log.exception("recording the given-up callback failed")
 
 
-def result_body(payload: bytes, function: str, result: dict[str, Any]) -> dict[str, Any]:
+def result_body(fields: dict[str, Any], function: str, result: dict[str, Any]) -> dict[str, Any]:
     """What a callback receives: the job's result plus function, id, src and dst (as ``notify`` sends)."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        obj = {}
-    obj = obj if isinstance(obj, dict) else {}
-    body = {**result, "function": function, "src": obj.get("src"), "dst": result.get("dst", obj.get("dst"))}
-    job_id = obj.get("id")
+    body = {**result, "function": function, "src": fields.get("src"), "dst": result.get("dst", fields.get("dst"))}
+    job_id = fields.get("id")
     if job_id is not None and not isinstance(job_id, bool) and isinstance(job_id, str | int):
         body.setdefault("id", job_id)
     for key in ("src", "dst"):

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from imgworker.core.contract import Payload
 from imgworker.core.errors import ImgworkerError, redact
 from imgworker.stores import Store, Stores, WriteOptions
 from imgworker.worker import metrics
@@ -53,8 +54,13 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def redact_payload(payload: bytes) -> Any:
-    """The job's payload as JSON (redacted), or its redacted text when it is not JSON."""
+def redact_payload(payload: bytes | Payload) -> Any:
+    """The job's payload as JSON (redacted), or its redacted text (the first 64 KiB) when it is not a JSON
+    object. A ``Payload`` is not parsed again: its decoded fields are used (the worker parses a job once)."""
+    if isinstance(payload, Payload):
+        if payload.fields:
+            return redact_value(payload.fields)
+        return redact_value(payload.raw[:65536].decode("utf-8", errors="replace"))
     try:
         return redact_value(json.loads(payload))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -62,7 +68,7 @@ def redact_payload(payload: bytes) -> Any:
 
 
 def build_record(
-    function: str, payload: bytes, unique: str, error: dict[str, Any], attempts: int, *,
+    function: str, payload: bytes | Payload, unique: str, error: dict[str, Any], attempts: int, *,
     background: bool | None = None, callback: dict[str, Any] | None = None, worker: str = "",
 ) -> dict[str, Any]:
     record: dict[str, Any] = {

@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 from imgworker.core.config import ConfigError, WorkerConfig
+from imgworker.core.contract import Payload
 from imgworker.core.errors import ImgworkerError
 from imgworker.features.callbacks import CallbackPolicy, CallbackSender, Delivery
 from imgworker.features.failed_jobs import FailedJobs, build_record
@@ -62,16 +63,16 @@ class JobEnd:
             )
 
     async def finished(self, job: Job, function: str, result: dict[str, Any], attempts: int,
-                       background: bool | None) -> None:
+                       background: bool | None, payload: Payload) -> None:
         """Record a failure (store I/O in a thread, before WORK_COMPLETE), then queue the callback."""
         if not result.get("ok") and self.records is not None:
             if background is None:
                 background = await job.is_background()
-            record = build_record(function, job.data, job.unique, result.get("error") or {}, attempts,
+            record = build_record(function, payload, job.unique, result.get("error") or {}, attempts,
                                   background=background, worker=self.worker_id)
             await asyncio.get_running_loop().run_in_executor(None, self.records.write, record)
         if self.sender is not None:
-            self.sender.send(job.data, function, job.unique, result)
+            self.sender.send(payload, function, job.unique, result)
 
     def _callback_given_up(self, d: Delivery, reason: str, tries: int) -> None:
         if self.records is None:

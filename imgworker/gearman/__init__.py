@@ -14,11 +14,12 @@ from .errors import (
     NoServerAvailable,
     ProtocolError,
 )
-from .protocol import FunctionStatus, Packet, PacketType, WorkerInfo
+from .protocol import DEFAULT_MAX_PACKET, FunctionStatus, Packet, PacketType, WorkerInfo
 from .sync import SyncClient
 from .worker import Job, Worker
 
 __all__ = [
+    "DEFAULT_MAX_PACKET",
     "Client",
     "ConnectionLost",
     "FunctionStatus",

@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Job], Awaitable[bytes]]
 # What to answer for a job whose packet was over the size limit (its body was never read): function name ->
 # WORK_COMPLETE body, or None for WORK_FAIL.
-OversizedHandler = Callable[[str, int], bytes | None]
+OversizedHandler = Callable[[str, int], bytes | None]  # (function, payload bytes) -> the answer, or WORK_FAIL
+# Room for a job assignment's handle, function name and unique id beside its payload: an assignment bigger than
+# max_job_data + this is refused from its header alone (the exact payload size is checked by the handler).
+ASSIGN_HEAD_ROOM = 4096
 # A connection that ends sooner than this after it was made does not reset the reconnect backoff: a server
 # that drops us at once, every time (a job we cannot take, a protocol mismatch), must not be hammered.
 STABLE_S = 5.0
@@ -63,6 +66,7 @@ class Worker:
         reconnect_max_delay: float = 30.0,
         on_connection_change: Callable[[str, bool], None] | None = None,
         on_oversized: OversizedHandler | None = None,
+        max_job_data: int | None = None,
     ) -> None:
         if not servers:
             raise ValueError("at least one server is required")
@@ -74,6 +78,8 @@ class Worker:
         self.reconnect_max_delay = reconnect_max_delay
         self.on_connection_change = on_connection_change
         self.on_oversized = on_oversized
+        # Payloads over this are skipped unread and handed to on_oversized (None: only over the packet limit).
+        self.max_job = max_job_data + ASSIGN_HEAD_ROOM if max_job_data is not None else None
         self._held = 0  # slots not to fill (see hold())
         self._abilities: dict[str, _Ability] = {}
         self._retiring: dict[str, _Ability] = {}
@@ -199,7 +205,7 @@ class Worker:
             try:
                 conn = await Connection.open(
                     s.server, functools.partial(self._on_packet, s), functools.partial(self._on_lost, s),
-                    on_oversized=functools.partial(self._on_oversized, s),
+                    on_oversized=functools.partial(self._on_oversized, s), max_job=self.max_job,
                 )
             except (TimeoutError, OSError) as e:
                 attempt += 1
@@ -368,16 +374,19 @@ class Worker:
         """A job packet over the size limit, skipped unread: answer it once, so gearmand does not hand it out
         again and again (it re-queues a job whose worker dropped the connection)."""
         s.grabs -= 1
-        parts = head.split(b"\0", 2)
+        argc = 4 if ptype == P.JOB_ASSIGN_UNIQ else 3
+        parts = head.split(b"\0", argc - 1)
         if len(parts) < 2 or s.conn is None or s.conn.closed:
             return
         handle, function = parts[0], parts[1].decode(errors="replace")
-        log.error("%s: job %s (%s) is %d bytes, over the packet limit: refused unread", s.server,
-                  handle.decode(errors="replace"), function, size)
+        # The payload's own size when the head holds every argument before it (it does, but for a giant unique).
+        data_size = size - sum(len(p) + 1 for p in parts[:-1]) if len(parts) == argc else size
+        log.error("%s: job %s (%s) has a payload of %d bytes, over the limit: refused unread", s.server,
+                  handle.decode(errors="replace")[:200], function[:200], data_size)
         body = None
         if self.on_oversized is not None:
             try:
-                body = self.on_oversized(function, size)
+                body = self.on_oversized(function, data_size)
             except Exception:
                 log.exception("on_oversized callback failed")
         if body is None:

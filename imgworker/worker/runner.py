@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -27,12 +28,12 @@ from imgworker import __version__
 from imgworker.backends.base import Backend
 from imgworker.core.config import WorkerConfig
 from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
-from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
+from imgworker.core.errors import ImgworkerError, JobTimeout, redact_url
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
 from imgworker.features.notify import Notifier
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
-from imgworker.jobs.service import Service, error_result
+from imgworker.jobs.service import Service, error_result, oversized_result
 from imgworker.stores import Stores
 from imgworker.worker import budget, health, metrics
 from imgworker.worker.process import trim_heap
@@ -65,7 +66,7 @@ class JobRunner:
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
         # Checks on the raw payload before any work (the callback allow-list); they raise ImgworkerError.
-        self.prechecks: list[Callable[[bytes], None]] = []
+        self.prechecks: list[Callable[[Payload], None]] = []
         # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
         # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
         self.overrunning = 0
@@ -87,7 +88,7 @@ class JobRunner:
         def work() -> dict[str, Any]:
             loop.call_soon_threadsafe(mark_running)
             for check in self.prechecks:
-                check(payload.raw)
+                check(payload)
             return self.service.handle(payload, pipeline=pipeline)
 
         future = loop.run_in_executor(self.executor, work)
@@ -156,13 +157,6 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payl
     )
 
 
-def oversized_result(function: str, size: int) -> bytes:
-    """The answer to a job whose packet was over the Gearman packet limit (read by nobody, answered once)."""
-    err = LimitExceeded(f"the job's payload is {size} bytes, over the job server packet limit; "
-                        "a job carries URLs, never image data")
-    return json.dumps(error_result(err), separators=(",", ":")).encode()
-
-
 class WorkerProcess:
     """One worker process: a Gearman worker registered on every job server."""
 
@@ -185,7 +179,9 @@ class WorkerProcess:
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
-            on_connection_change=metrics.set_server_up, on_oversized=oversized_result,
+            on_connection_change=metrics.set_server_up,
+            on_oversized=functools.partial(oversized_result, config.limits),
+            max_job_data=config.limits.max_payload_bytes,
         )
         self.runner.on_overrun = lambda _n: self._update_holds()
         self.out_of_fds = False
@@ -227,7 +223,7 @@ class WorkerProcess:
                 log_job(function, result, time.perf_counter() - started, payload)
                 # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
                 await self.notifier.send(payload, function, result)
-                await self.job_end.finished(job, function, result, attempts, background)
+                await self.job_end.finished(job, function, result, attempts, background, payload)
             except Exception:  # the job has its result: logging, notifying or recording never makes it WORK_FAIL
                 log.exception("after job %s: logging, notifying or recording failed", function)
             return json.dumps(result, separators=(",", ":")).encode()

@@ -25,13 +25,14 @@ from support.receivers import Receiver
 from support.workerproc import REPO, WorkerProc
 
 from imgworker.core.config import ConfigError, load
-from imgworker.core.contract import parse_request
+from imgworker.core.contract import Payload, parse_request
 from imgworker.core.errors import BadRequest, ForbiddenPath
 from imgworker.core.limits import Limits
 from imgworker.features.callbacks import SIGNATURE_HEADER, CallbackPolicy, CallbackSender, Delivery, parse_target
 from imgworker.gearman import SyncClient
 from imgworker.testing.gearmand import Gearmand
 
+NO_PAYLOAD = Payload(b"{}", {}, None)
 SECRET = "cb-TEST-secret-9f3e1d7c"
 
 
@@ -339,7 +340,7 @@ def test_sender_resolves_once_and_pins_the_address(monkeypatch: pytest.MonkeyPat
     sender = CallbackSender(policy, SECRET, tries=3, timeout=2, backoff=0.01, senders=1)
     try:
         target = policy.check(f"http://hooks.test:{receiver.port}/pinned")
-        assert sender.deliver(Delivery(target, b'{"ok":true}', "resize", b"{}", "u1")) is True
+        assert sender.deliver(Delivery(target, b'{"ok":true}', "resize", NO_PAYLOAD, "u1")) is True
         first, second = receiver.for_path("/pinned", n=2)
         assert calls == ["hooks.test"]
         assert first["headers"]["Host"] == f"hooks.test:{receiver.port}"
@@ -375,7 +376,7 @@ def test_an_allowed_name_resolving_to_link_local_is_not_called(monkeypatch: pyte
                             give_up=lambda d, reason, tries: given_up.append(f"{tries}: {reason}"))
     try:
         target = policy.check("http://hooks.test/cb")
-        assert sender.deliver(Delivery(target, b"{}", "resize", b"{}", "u2")) is False
+        assert sender.deliver(Delivery(target, b"{}", "resize", NO_PAYLOAD, "u2")) is False
         assert given_up == ["1: hooks.test resolves only to addresses callbacks may not reach: "
                             "169.254.169.254 is a cloud metadata address"]
     finally:
