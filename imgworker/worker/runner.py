@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -29,6 +28,7 @@ from imgworker.backends.base import Backend
 from imgworker.core.config import WorkerConfig
 from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
 from imgworker.core.errors import ImgworkerError, JobTimeout, redact_url
+from imgworker.core.text import escape_controls
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
 from imgworker.features.notify import Notifier
 from imgworker.gearman import Job, Worker
@@ -132,13 +132,9 @@ def overrun_grace(timeout_s: float) -> float:
     return min(5.0, max(0.5, timeout_s / 4))
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def printable(value: object, limit: int = 300) -> str:
-    """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
-    text = redact_url(str(value))[:limit]
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """A payload value for one log line: credentials redacted, controls and bidi escaped (no forged lines)."""
+    return escape_controls(redact_url(str(value))[:limit])
 
 
 def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:
