@@ -9,6 +9,7 @@ real CLI), issue 26 items 4 and 11:
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -16,13 +17,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.corpus import photo
+from support.fixtures_s3 import S3_ENV, MotoServer
 from support.workerproc import REPO, WorkerProc
 
+from imgworker.commands.failed import open_records
+from imgworker.core.errors import Unavailable
 from imgworker.features.failed_jobs import FailedJobs
-from imgworker.features.retry_lock import retry_lock
+from imgworker.features.retry_lock import LOCK_NAME, retry_lock
 from imgworker.gearman import SyncClient
 from imgworker.stores import FileStore, Stores
 from imgworker.testing.gearmand import Gearmand
@@ -119,3 +124,24 @@ def test_a_retry_while_another_holds_the_prefix_resubmits_nothing(env: tuple[Gea
     proc = cli("retry", (root / "failed").as_uri(), "--server", g.address)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.count("resubmitted resize") == 3, (out, err)
+
+
+def test_the_s3_retry_lock_admits_one_holder(moto_s3: MotoServer, s3_client: Any, s3_bucket: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3:// prefixes: the lock is an object created with If-None-Match (moto's S3 server): a second holder is
+    refused while the first holds it, the lock goes at release, and one left over an hour by a dead run is replaced."""
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    args = argparse.Namespace(url=f"s3://{s3_bucket}/failed", s3_endpoint=moto_s3.endpoint)
+    first, second = open_records(args), open_records(args)
+    with retry_lock(first):
+        with pytest.raises(Unavailable, match="another `imgworker failed retry` is running"), retry_lock(second):
+            pass
+        assert s3_client.head_object(Bucket=s3_bucket, Key=f"failed/{LOCK_NAME}")
+    with retry_lock(second):  # released: taken again
+        pass
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="failed/")
+    s3_client.put_object(Bucket=s3_bucket, Key=f"failed/{LOCK_NAME}", Body=b"{}")
+    monkeypatch.setattr("imgworker.features.retry_lock.STALE_S", 0.0)
+    with retry_lock(first):  # a stale lock is replaced
+        pass
