@@ -65,7 +65,7 @@ class JobRunner:
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
-        # Checks on the raw payload before any work (the callback allow-list); they raise ImgworkerError.
+        # Checks on the decoded payload before any work (the callback allow-list); they raise ImgworkerError.
         self.prechecks: list[Callable[[Payload], None]] = []
         # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
         # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
