@@ -28,6 +28,7 @@ from imgworker.backends.base import Backend
 from imgworker.core.config import WorkerConfig
 from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
 from imgworker.core.errors import ImgworkerError, JobTimeout, redact_url
+from imgworker.core.limits import Limits
 from imgworker.core.text import escape_controls
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
 from imgworker.features.notify import Notifier
@@ -132,6 +133,18 @@ def overrun_grace(timeout_s: float) -> float:
     return min(5.0, max(0.5, timeout_s / 4))
 
 
+INLINE_PARSE_BYTES = 4096  # payloads up to this are decoded on the event loop (well under a millisecond)
+
+
+async def decode(data: bytes, limits: Limits) -> Payload:
+    """``read_payload``, off the event loop for a payload over INLINE_PARSE_BYTES: a hostile 64 KiB of
+    ``[[],[],...]`` takes tens of milliseconds to decode and check, which would stall every connection, the
+    heartbeat and /healthz. Payloads over the limit never get here decoded (gearman skips them unread)."""
+    if len(data) <= INLINE_PARSE_BYTES:
+        return read_payload(data, limits)
+    return await asyncio.get_running_loop().run_in_executor(None, read_payload, data, limits)
+
+
 def printable(value: object, limit: int = 300) -> str:
     """A payload value for one log line: credentials redacted, controls and bidi escaped (no forged lines)."""
     return escape_controls(redact_url(str(value))[:limit])
@@ -207,7 +220,7 @@ class WorkerProcess:
         async def handle(job: Job) -> bytes:
             started = time.perf_counter()
             self.jobs_started += 1
-            payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every use below reads this
+            payload = await decode(job.data, self.runner.service.limits)  # once; every use below reads this
             metrics.IN_FLIGHT.inc()
             try:
                 result, attempts, background = await self._run_with_retries(job, payload, function, pipeline)
