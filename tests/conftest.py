@@ -16,6 +16,7 @@ from support.fixtures_gearman import *  # noqa: F403
 from support.fixtures_pipeline import *  # noqa: F403
 from support.fixtures_reliability import *  # noqa: F403
 from support.fixtures_s3 import *  # noqa: F403
+from support.receivers import receivers  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
 KINDS = ("unit", "integration", "reliability", "deploy", "fuzz")

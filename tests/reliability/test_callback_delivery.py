@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,6 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout} s: {what}")
 
-
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    made: list[Receiver] = []
-    yield made
-    for r in made:
-        r.stop()
 
 
 def test_sigterm_during_callback_backoff_records_it_and_failed_retry_delivers_it(

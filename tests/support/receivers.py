@@ -1,13 +1,17 @@
-"""Real HTTP receivers for callback tests: a ThreadingHTTPServer in a thread that records every POST."""
+"""Real HTTP receivers for callback tests: a ThreadingHTTPServer in a thread that records every POST; the
+``receivers`` fixture stops those a test appends to it."""
 
 from __future__ import annotations
 
 import select
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 
 @dataclass
@@ -104,3 +108,11 @@ class Receiver:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Receiver]]:
+    made: list[Receiver] = []
+    yield made
+    for r in made:
+        r.stop()

@@ -5,7 +5,6 @@ ends delivered, given up, or, at close, handed to ``give_up`` with its tries lef
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from support.receivers import Receiver
@@ -15,13 +14,6 @@ from imgworker.features.callbacks import CallbackPolicy, CallbackSender, Deliver
 
 NO_PAYLOAD = Payload(b"{}", {}, None)
 
-
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    made: list[Receiver] = []
-    yield made
-    for r in made:
-        r.stop()
 
 
 def sender_for(rs: list[Receiver], *, tries: int, timeout: float, backoff: float = 0.5, senders: int = 1,
