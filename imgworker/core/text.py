@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+from imgworker.core.urls import CONTROL_CHARACTERS
+
+# What a URL may not hold (urls.py), and for display also the bidi controls and lone surrogates.
+_DISPLAY_ONLY = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"{CONTROL_CHARACTERS.pattern}|[{_DISPLAY_ONLY}]")
 
 
 def _escape(match: re.Match[str]) -> str:

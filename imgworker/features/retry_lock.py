@@ -21,6 +21,8 @@ from typing import Any
 
 from imgworker.core.errors import Unavailable
 from imgworker.features.failed_jobs import FailedJobs
+from imgworker.stores.file import url_to_path
+from imgworker.stores.s3_url import parse_s3_url
 
 LOCK_NAME = ".retry.lock"
 STALE_S = 3600.0
@@ -33,8 +35,6 @@ def retry_lock(records: FailedJobs) -> Iterator[None]:
     url = records.prefix + "/" + LOCK_NAME
     store.check(url, write=True)
     if store.scheme == "file":
-        from imgworker.stores.file import url_to_path
-
         fd = os.open(url_to_path(url), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -45,8 +45,6 @@ def retry_lock(records: FailedJobs) -> Iterator[None]:
         finally:
             os.close(fd)  # releases the flock
         return
-    from imgworker.stores.s3_url import parse_s3_url
-
     loc = parse_s3_url(url)
     body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
     for _ in range(2):

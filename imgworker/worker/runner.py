@@ -25,18 +25,21 @@ from typing import Any
 
 from imgworker import __version__
 from imgworker.backends.base import Backend
+from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
-from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
+from imgworker.core.contract import Payload, read_payload
 from imgworker.core.errors import ImgworkerError, JobTimeout, redact_url
+from imgworker.core.functions import INFO as INFO_FUNCTION
 from imgworker.core.limits import Limits
 from imgworker.core.text import escape_controls
+from imgworker.features import metrics
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
 from imgworker.features.notify import Notifier
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
 from imgworker.jobs.service import Service, error_result, oversized_result
 from imgworker.stores import Stores
-from imgworker.worker import budget, health, metrics
+from imgworker.worker import health
 from imgworker.worker.process import trim_heap
 
 IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed

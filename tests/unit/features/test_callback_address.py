@@ -10,8 +10,9 @@ import socket
 
 import pytest
 
+from imgworker.core.callback_url import parse_target
 from imgworker.features.callback_address import embedded_ipv4, refusal
-from imgworker.features.callbacks import AddressRefused, CallbackPolicy, parse_target, resolve
+from imgworker.features.callbacks import AddressRefused, CallbackPolicy, resolve
 
 REFUSED = [
     "169.254.169.254", "::ffff:169.254.169.254", "::ffff:a9fe:a9fe", "::169.254.169.254",  # mapped, compatible
