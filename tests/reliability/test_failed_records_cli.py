@@ -10,6 +10,7 @@ real CLI), issue 26 items 4 and 11:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from support.corpus import photo
+from support.fixtures_reliability import wait_for
 from support.fixtures_s3 import S3_ENV, MotoServer
 from support.workerproc import REPO, WorkerProc
 
@@ -28,7 +30,7 @@ from imgworker.commands.failed import open_records
 from imgworker.core.errors import Unavailable
 from imgworker.features.failed_jobs import FailedJobs
 from imgworker.features.retry_lock import LOCK_NAME, retry_lock
-from imgworker.gearman import SyncClient
+from imgworker.gearman import SyncClient, status
 from imgworker.stores import FileStore, Stores
 from imgworker.testing.gearmand import Gearmand
 
@@ -39,6 +41,11 @@ def cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "imgworker", "failed", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+def idle(server: str) -> bool:
+    rows = asyncio.run(status(server, timeout=5.0))
+    return all(r.queued == 0 and r.running == 0 for r in rows if r.name == "resize")
 
 
 def wait_records(failed: Path, n: int, timeout: float = 60) -> None:
@@ -90,10 +97,9 @@ def test_two_retries_at_once_run_each_job_once(env: tuple[Gearmand, WorkerProc, 
     both = [cli("retry", (root / "failed").as_uri(), "--server", g.address) for _ in range(2)]
     outcomes = [p.communicate(timeout=120) for p in both]
     codes = sorted(p.returncode for p in both)
-    deadline = time.monotonic() + 60
-    while worker.log().count("outcome=ok") - runs_before < n and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # a duplicate run, if any, would finish now
+    # Both CLIs have exited, so every resubmission (duplicates included) is in gearmand: once it holds no job
+    # for resize, every one has run (its log line is written before WORK_COMPLETE). 60 s: a ceiling for 80 runs.
+    wait_for(lambda: idle(g.address), 60, 0.1, "gearmand to have run every resubmitted job")
     runs = worker.log().count("outcome=ok") - runs_before
     assert runs == n, (runs, outcomes)
     assert list((root / "failed").glob("*.json")) == []

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from support.fixtures_hostile import code, job, vm_hwm_kb
 from support.fixtures_reliability import NamedWorker, make_tiny_image
-from support.fixtures_s3 import free_port
 
 from imgworker.core.limits import Limits
 from imgworker.gearman import SyncClient
 from imgworker.testing.gearmand import Gearmand
+from imgworker.testing.ports import reserve_port
 
 LIMIT = Limits().max_payload_bytes
 # A worker needs no memory for a payload it refuses unread; 96 MiB covers the Python heap's churn around a
@@ -60,7 +60,7 @@ def test_payload_bomb_is_refused_unread_with_bounded_memory_while_healthz_stays_
         function: str) -> None:
     root = tmp_path / "root"
     src = make_tiny_image(root / "in" / "small.png")
-    port = free_port()
+    port = reserve_port()  # held until the worker binds it
     w = worker_factory([server.address], [root], name=f"bomb-{size}",
                        extra=["--metrics-port", str(port), "--metrics-host", "127.0.0.1"]).wait_ready()
     warm = {"src": src.as_uri(), "dst": (root / "out" / "warm.png").as_uri(), "width": 8}

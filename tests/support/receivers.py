@@ -16,7 +16,8 @@ import pytest
 
 @dataclass
 class Receiver:
-    """A local HTTP server in a thread; ``mode``: ok, fail_first (500 once per path), hang, redirect, status
+    """A local HTTP server in a thread; ``mode``: ok, fail_first (500 once per path), throttle_first (429 once
+    per path), reject (404), hang, redirect, status
     (answers ``status``, which a test may change), drip (sends its answer one byte every ``drip_s`` seconds,
     for ever: each read is quick, the whole answer never ends)."""
 
@@ -64,6 +65,11 @@ class Receiver:
                     self.send_header("Location", "http://127.0.0.1:1/elsewhere")
                 elif owner.mode == "fail_first" and not seen:
                     self.send_response(500)
+                elif owner.mode == "throttle_first" and not seen:
+                    self.send_response(429)
+                    self.send_header("Retry-After", "0")
+                elif owner.mode == "reject":
+                    self.send_response(404)
                 elif owner.mode == "status":
                     self.send_response(owner.status)
                 else:
