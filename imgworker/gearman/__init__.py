@@ -15,6 +15,7 @@ from .errors import (
     ProtocolError,
 )
 from .protocol import DEFAULT_MAX_PACKET, FunctionStatus, Packet, PacketType, WorkerInfo
+from .registered import unserved_hint, unserved_hint_sync
 from .sync import SyncClient
 from .worker import Job, Worker
 
@@ -39,6 +40,8 @@ __all__ = [
     "admin_command",
     "maxqueue",
     "status",
+    "unserved_hint",
+    "unserved_hint_sync",
     "version",
     "workers",
 ]
