@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+from support.tools import needs_tool, require_privilege
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -33,8 +32,11 @@ def run_in_namespace() -> dict[str, Any]:
     return out
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+@needs_tool("unshare", "apt-get install util-linux")
+@needs_tool("ip", "apt-get install iproute2")
 def test_metadata_addresses_behind_allowed_names_receive_nothing() -> None:
+    if os.geteuid() != 0:
+        require_privilege("a private network namespace (unshare --net --mount)", "run as root")
     out = run_in_namespace()
     got = {h["path"].lstrip("/") for h in out["hits"]}
     # The control: the namespace delivers, so silence below means refusal, not a broken set-up.
