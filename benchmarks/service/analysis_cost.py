@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pyvips
 
-from imgworker.analysis import FACTS, of_decoded
+from imgworker.analysis import of_decoded
 from imgworker.analysis.source import facts_of_source
 from imgworker.backends.cpu import CpuBackend
-from imgworker.core.contract import ResizeSpec
+from imgworker.core.contract import FACTS, ResizeSpec
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
+from imgworker.imaging.load import load_resized
 from imgworker.imaging.probe import probe
 
 PHOTOS = Path(__file__).resolve().parents[2] / "examples" / "images"
@@ -64,7 +65,7 @@ def main() -> None:
         thumb = median_ms(lambda source=source: backend.resize(source, spec, limits), args.runs)
         info = probe(source, limits)
         geo = plan(info.width, info.height, 512, None, "inside", limits)
-        decoded = backend.load_resized(source, info, geo).copy_memory()
+        decoded = load_resized(source, info, geo, backend.fail_on, []).copy_memory()
         print(f"\n{name}: thumbnail job to 512 px: {thumb:.1f} ms (median of {args.runs})")
         print(f"  {'fact':<10} {'ms':>7} {'% of job':>9}")
         for fact in (*FACTS, "all five"):

@@ -2,7 +2,8 @@
 
 A job asks for them with ``"analyze": [...]`` (resize and pipeline jobs, a pipeline's ``analyze:``, the
 ``info`` function). ``meta`` reads the source's header; the others are pure functions of one small image
-(small.py) made from the pixels the job already decoded. docs/contract.md describes each value.
+(small.py: a fixed grid, whatever the decode scale) made from the pixels the job already decoded.
+docs/contract.md describes each value.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ def needs_pixels(facts: Iterable[str]) -> bool:
 
 
 def of_decoded(image: pyvips.Image, source: bytes, facts: tuple[str, ...], *, oriented: bool = True,
-               timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """The facts of a job's decoded image (in memory; ``oriented`` False when the job kept EXIF's turn)."""
+               shown: tuple[int, int] | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """The facts of a job's decoded image (in memory; ``oriented`` False when the job kept EXIF's turn;
+    ``shown`` the source's upright size where known, small.prepare)."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     if "meta" in facts:
         out["meta"] = describe(source)
     if needs_pixels(facts):
-        small = prepare(image, oriented)
+        small = prepare(image, oriented, shown)
         for name in facts:
             if name in PIXEL_FACTS:
                 out[name] = PIXEL_FACTS[name](small)

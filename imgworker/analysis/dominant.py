@@ -1,9 +1,11 @@
 """Dominant colour and a palette of up to 5 colours with their shares of the (opaque) pixels.
 
-A small weighted k-means in RGB over a 16-level-per-channel histogram (each cell stands for its pixels' mean
-colour and count, so a photo's 10 000 pixels become a few hundred points): seeds from the most populous cells
-(deterministic), a few Lloyd iterations, then colours closer than MERGE_DISTANCE merged and those under
-MIN_SHARE dropped. Each colour is the mean of its pixels.
+A small weighted k-means in RGB over the facts' grid (small.py, at most 64x64 pixels) as a 32-level histogram
+(each cell stands for its pixels' mean colour and count): seeds from the luma fifths
+(deterministic, and steady when the decode moves a few pixel values), Lloyd iterations to convergence, then
+colours closer than MERGE_DISTANCE merged and those under MIN_SHARE dropped. Each colour is the mean of its
+pixels. ``colour`` is the biggest; where others come within TIE_SHARE of it (a real tie, which a different
+decode scale could turn either way: issue 27) the darkest of them, so the answer does not flip.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 MAX_COLOURS = 5
-ITERATIONS = 8
+ITERATIONS = 30
 MERGE_DISTANCE = 24.0  # RGB units: closer colours read as one
 MIN_SHARE = 0.01
-_SEED_SPACING = 48.0
-_LEVELS = 16
+TIE_SHARE = 0.02  # shares within 2 points of the biggest count as tied for ``colour``
 Floats = npt.NDArray[np.float64]
+_LEVELS = 32
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _hex(rgb: Floats) -> str:
@@ -28,8 +31,9 @@ def _hex(rgb: Floats) -> str:
 
 
 def _histogram(px: npt.NDArray[np.uint8]) -> tuple[Floats, Floats]:
-    """(mean colour, count) of each occupied cell."""
-    q = (px >> 4).astype(np.intp)  # 16 levels: the top 4 bits
+    """(mean colour, count) of each occupied cell of a 32-level grid: a few hundred weighted points instead of
+    thousands of pixels, and each cell's colour is its pixels' mean, so the grid does not round colours."""
+    q = (px >> 3).astype(np.intp)
     keys = (q[:, 0] * _LEVELS + q[:, 1]) * _LEVELS + q[:, 2]
     size = _LEVELS**3
     counts = np.bincount(keys, minlength=size).astype(np.float64)
@@ -39,21 +43,33 @@ def _histogram(px: npt.NDArray[np.uint8]) -> tuple[Floats, Floats]:
 
 
 def _seeds(points: Floats, counts: Floats) -> Floats:
-    """The most populous cells, each at least _SEED_SPACING from the seeds before it."""
-    order = np.argsort(-counts, kind="stable")
-    candidates = points[order]
-    free = np.ones(len(candidates), dtype=bool)
-    seeds: list[Floats] = []
-    while len(seeds) < MAX_COLOURS and free.any():
-        seed = candidates[int(np.argmax(free))]  # the first free one: the most populous left
-        seeds.append(seed)
-        free &= ((candidates - seed) ** 2).sum(axis=1) >= _SEED_SPACING**2
-    return np.array(seeds)
+    """The mean colours of the pixels' luma fifths, darkest first: quantiles barely move when the decode
+    changes a few pixel values, where "the most populous histogram cells" jump between cells (issue 27)."""
+    order = np.argsort(points @ _LUMA, kind="stable")
+    cumulative = np.cumsum(counts[order])
+    bounds = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, MAX_COLOURS) / MAX_COLOURS)
+    parts = [part for part in np.split(order, bounds) if len(part)]
+    return np.array([np.average(points[part], axis=0, weights=counts[part]) for part in parts])
 
 
 def _assign(points: Floats, centres: Floats) -> npt.NDArray[np.intp]:
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every centre, so it drops out of the argmin.
     return np.argmin((centres**2).sum(axis=1)[None, :] - 2 * points @ centres.T, axis=1)
+
+
+def _kmeans(points: Floats, counts: Floats, centres: Floats) -> npt.NDArray[np.intp]:
+    """Weighted Lloyd iterations from ``centres``: each point's cluster."""
+    labels = _assign(points, centres)
+    for _ in range(ITERATIONS):
+        weight = np.bincount(labels, weights=counts, minlength=len(centres))
+        sums = np.stack([np.bincount(labels, weights=counts * points[:, c], minlength=len(centres))
+                         for c in range(3)], axis=1)
+        centres = np.where(weight[:, None] > 0, sums / np.maximum(weight, 1)[:, None], centres)
+        moved = _assign(points, centres)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return labels
 
 
 def palette(rgba: npt.NDArray[np.uint8]) -> dict[str, Any]:
@@ -63,20 +79,10 @@ def palette(rgba: npt.NDArray[np.uint8]) -> dict[str, Any]:
     if len(opaque) == 0:
         return {"colour": None, "palette": []}
     points, counts = _histogram(opaque)
-    centres = _seeds(points, counts)
-    labels = _assign(points, centres)
-    for _ in range(ITERATIONS):
-        weight = np.bincount(labels, weights=counts, minlength=len(centres))
-        sums = np.bincount(np.repeat(labels, 3) * 3 + np.tile(np.arange(3), len(labels)),
-                           weights=(counts[:, None] * points).ravel(), minlength=3 * len(centres)).reshape(-1, 3)
-        centres = np.where(weight[:, None] > 0, sums / np.maximum(weight, 1)[:, None], centres)
-        moved = _assign(points, centres)
-        if np.array_equal(moved, labels):
-            break
-        labels = moved
-    # (weight, weighted colour sum) per cluster, biggest first; close ones merged into the bigger.
+    labels = _kmeans(points, counts, _seeds(points, counts))
+    # (pixel count, colour sum) per cluster, biggest first; close ones merged into the bigger.
     groups = sorted(((float(counts[labels == k].sum()), (points[labels == k] * counts[labels == k, None]).sum(0))
-                     for k in range(len(centres)) if np.any(labels == k)), key=lambda g: -g[0])
+                     for k in np.unique(labels)), key=lambda g: -g[0])
     merged: list[tuple[float, Floats]] = []
     for weight_k, sum_k in groups:
         for i, (w, s) in enumerate(merged):
@@ -88,4 +94,6 @@ def palette(rgba: npt.NDArray[np.uint8]) -> dict[str, Any]:
     merged.sort(key=lambda g: -g[0])
     total = float(counts.sum())
     colours = [{"colour": _hex(s / w), "share": round(w / total, 3)} for w, s in merged if w / total >= MIN_SHARE]
-    return {"colour": colours[0]["colour"], "palette": colours}
+    tied = [s / w for w, s in merged if w >= merged[0][0] - TIE_SHARE * total]
+    colour = min(tied, key=lambda c: float(c @ _LUMA))
+    return {"colour": _hex(colour), "palette": colours}

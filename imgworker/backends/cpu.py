@@ -52,7 +52,7 @@ class CpuBackend:
         if spec.analyze:  # from the resized pixels, before crop or pad: decoded once, into memory
             image = evaluate(image, deadline, watched=loaded)
             try:
-                facts = analysis.of_decoded(image, source, spec.analyze, timings=timings)
+                facts = analysis.of_decoded(image, source, spec.analyze, shown=info.shown_size, timings=timings)
             except pyvips.Error as exc:
                 raise translate(exc, "source") from None
         image = apply_geometry(image, geo, spec.background)

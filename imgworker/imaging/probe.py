@@ -31,6 +31,12 @@ class SourceInfo:
     bytes_per_sample: int = 1
     interlaced: bool = False  # interlaced PNG or progressive JPEG: decoded whole
 
+    @property
+    def shown_size(self) -> tuple[int, int] | None:
+        """(width, height) as displayed, for a single picture (None for several pages: each page's size is
+        what counts there, and a multi-page header may give the whole strip's)."""
+        return (self.width, self.height) if self.pages == 1 else None
+
 
 def probe(source: bytes, limits: Limits) -> SourceInfo:
     """Header-only open (~ms): refuse bombs before any pixel is decoded."""
