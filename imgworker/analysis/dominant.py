@@ -35,11 +35,10 @@ def _histogram(px: npt.NDArray[np.uint8]) -> tuple[Floats, Floats]:
     thousands of pixels, and each cell's colour is its pixels' mean, so the grid does not round colours."""
     q = (px >> 3).astype(np.intp)
     keys = (q[:, 0] * _LEVELS + q[:, 1]) * _LEVELS + q[:, 2]
-    size = _LEVELS**3
-    counts = np.bincount(keys, minlength=size).astype(np.float64)
-    sums = np.stack([np.bincount(keys, weights=px[:, c], minlength=size) for c in range(3)], axis=1)
-    occupied = counts > 0
-    return sums[occupied] / counts[occupied, None], counts[occupied]
+    _, cell = np.unique(keys, return_inverse=True)  # only the occupied cells: a few hundred, not 32 768
+    counts = np.bincount(cell).astype(np.float64)
+    sums = np.stack([np.bincount(cell, weights=px[:, c]) for c in range(3)], axis=1)
+    return sums / counts[:, None], counts
 
 
 def _seeds(points: Floats, counts: Floats) -> Floats:
@@ -58,13 +57,15 @@ def _assign(points: Floats, centres: Floats) -> npt.NDArray[np.intp]:
 
 
 def _kmeans(points: Floats, counts: Floats, centres: Floats) -> npt.NDArray[np.intp]:
-    """Weighted Lloyd iterations from ``centres``: each point's cluster."""
+    """Weighted Lloyd iterations from ``centres``, to convergence (a cut-short run depends on where it
+    started, which is what differs between decodes): each point's cluster."""
+    # [count * colour, count] per point: one product per iteration gives every cluster's sums and weight.
+    weighted = np.concatenate([counts[:, None] * points, counts[:, None]], axis=1)
+    clusters = np.arange(len(centres))
     labels = _assign(points, centres)
     for _ in range(ITERATIONS):
-        weight = np.bincount(labels, weights=counts, minlength=len(centres))
-        sums = np.stack([np.bincount(labels, weights=counts * points[:, c], minlength=len(centres))
-                         for c in range(3)], axis=1)
-        centres = np.where(weight[:, None] > 0, sums / np.maximum(weight, 1)[:, None], centres)
+        totals = (labels[None, :] == clusters[:, None]).astype(np.float64) @ weighted
+        centres = np.where(totals[:, 3:] > 0, totals[:, :3] / np.maximum(totals[:, 3:], 1), centres)
         moved = _assign(points, centres)
         if np.array_equal(moved, labels):
             break
