@@ -9,12 +9,14 @@ file fails with DECODE_FAILED instead of producing grey or garbage; ``truncated`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyvips
 
 from imgworker import analysis
+from imgworker.arrays.deadline import check as check_deadline
 from imgworker.arrays.encode import PLAIN, save
 from imgworker.arrays.orientation import SWAPS_SIDES, shown
 from imgworker.backends.base import Rendered
@@ -23,8 +25,10 @@ from imgworker.core.errors import DecodeFailed, ImgworkerError, JobTimeout, Limi
 from imgworker.core.formats import RESIZE_FORMATS, SOURCE_LOADERS, SOURCE_NAMES
 from imgworker.core.geometry import Geometry, plan
 from imgworker.core.limits import Limits
+from imgworker.core.quality import AutoQuality, Quality
 from imgworker.imaging import heif, jpeg_fast
 from imgworker.imaging.kill import kill_at
+from imgworker.imaging.quality import search
 from imgworker.worker import budget
 
 FAIL_ON = ("none", "truncated", "error", "warning")
@@ -130,7 +134,10 @@ def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits) -> SourceInfo:
     return info
 
 
-def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
+def encode(image: pyvips.Image, fmt: str, quality: Quality, background: tuple[int, int, int],
+           check: Callable[[], None] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """(bytes, the output's extra result fields: quality: auto's search, imaging/quality/search.py, whose
+    probes each ``check`` the job's deadline first)."""
     if fmt == "jpeg" and image.hasalpha():
         image = image.flatten(background=list(background))
     if image.format != "uchar":
@@ -138,7 +145,12 @@ def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, i
     if fmt not in RESIZE_FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     try:  # the encode step's encoder at its defaults (engine/encode.py): one encoder for every job
-        return save(image, {**PLAIN, "format": fmt}, quality, keep=0)
+        if isinstance(quality, AutoQuality):
+            found, _ = search.run(image, fmt, quality.target, lambda q: save(image, {**PLAIN, "format": fmt}, q, 0),
+                                  check,
+                                  lambda n: budget.charge(budget.Cost(0, n)))
+            return found.data, found.fields(quality.name, quality.target)
+        return save(image, {**PLAIN, "format": fmt}, quality, keep=0), {}
     except pyvips.Error as exc:
         raise _translate(exc, "output") from None
 
@@ -283,7 +295,8 @@ class CpuBackend:
         image = apply_geometry(image, geo, spec.background)
         image = evaluate(image, deadline, watched=loaded)
         t1 = time.perf_counter()
-        data = encode(image, spec.format, spec.quality, spec.background)
+        data, fields = encode(image, spec.format, spec.quality, spec.background,
+                              lambda: check_deadline(deadline, limits.job_timeout_s, "encode"))
         t2 = time.perf_counter()
         return Rendered(
             data=data,
@@ -292,4 +305,5 @@ class CpuBackend:
             format=spec.format,
             timings={"decode": (t1 - t0) * 1000, "encode": (t2 - t1) * 1000, **timings},
             analysis=facts,
+            fields=fields,
         )

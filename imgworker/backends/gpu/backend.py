@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from imgworker.arrays import device_io
+from imgworker.arrays.deadline import check as check_deadline
 from imgworker.backends.base import Rendered
 from imgworker.backends.cpu import FAIL_ON, probe
 from imgworker.backends.cpu import jpeg_shrink as cpu_jpeg_shrink
@@ -196,8 +197,11 @@ class GpuBackend:
             shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
             shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
-        gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
-        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
+        # quality: auto searches with libvips' encoder (finish), as a cpu worker does: the same choice.
+        gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never" and isinstance(spec.quality, int)
+        deadline = time.monotonic() + limits.job_timeout_s  # limits carry the time left (jobs/builtin.py)
+        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode,
+                        check=lambda: check_deadline(deadline, limits.job_timeout_s, "encode"))
         route = self.gpu_decode_route(info.loader, shrink, source)
         if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
@@ -266,10 +270,11 @@ class GpuBackend:
         if isinstance(pixels, Encoded):
             return Rendered(pixels.data, pixels.width, pixels.height, spec.format, timings=item.timings)
         t0 = time.perf_counter()
-        data = codec.encode_array(pixels, spec.format, spec.quality, spec.background)
+        data, fields = codec.encode_array(pixels, spec.format, spec.quality, spec.background, item.check)
         item.timings["encode"] = (time.perf_counter() - t0) * 1000
         h, w = pixels.shape[:2]
-        return Rendered(data=data, width=int(w), height=int(h), format=spec.format, timings=item.timings)
+        return Rendered(data=data, width=int(w), height=int(h), format=spec.format, timings=item.timings,
+                        fields=fields)
 
     # --- Backend interface ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ the same helpers as the CPU backend, so both see the same pixels before the resi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyvips
 from imgworker.arrays import image as arrays
 from imgworker.backends.cpu import _translate, encode, to_srgb8
 from imgworker.core.geometry import Geometry
+from imgworker.core.quality import Quality
 from imgworker.imaging import heif, jpeg_fast
 
 __all__ = ["decode", "encode", "encode_array", "jpeg_shrink", "shrink_option"]
@@ -66,6 +68,8 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
     return arr
 
 
-def encode_array(arr: npt.NDArray[np.uint8], fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
-    """Encode (H, W, C) uint8 pixels with the CPU backend's encoder settings (same bytes for same pixels)."""
-    return encode(arrays.to_vips(arr), fmt, quality, background)
+def encode_array(arr: npt.NDArray[np.uint8], fmt: str, quality: Quality, background: tuple[int, int, int],
+                 check: Callable[[], None] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Encode (H, W, C) uint8 pixels with the CPU backend's encoder (same bytes for same pixels; the same
+    ``quality: auto`` search on the host copy, so a gpu worker picks the quality a cpu worker would)."""
+    return encode(arrays.to_vips(arr), fmt, quality, background, check)
