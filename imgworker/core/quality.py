@@ -26,9 +26,6 @@ class AutoQuality:
     target: float
     name: str
 
-    def __str__(self) -> str:
-        return self.name
-
 
 Quality = int | AutoQuality
 
