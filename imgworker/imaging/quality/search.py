@@ -30,16 +30,17 @@ from imgworker.imaging.quality import ssimulacra2
 
 TOP = 100
 BOTTOM = 10
-MAX_PROBES = 7  # a bracket closes in 2-4; this bounds a pathological (non-monotonic) curve
-# Per format: (target, quality) points; the first probe interpolates them for the job's target. Measured: the
-# median lowest passing quality of the sample photos at 512 px (benchmarks/service/autoquality.py).
+MAX_PROBES = 10  # a bracket closes in 2-4; this bounds a curved, noisy one (bumps of ~1 point near the target)
+# Per format: (target, quality) points; the first probe interpolates them for the job's target. And the score
+# points per quality step the second probe assumes. Tuned on the sample photos at 512 px (examples/images: the
+# lowest passing quality of every quality from 20 to 100, then the start and slope that needed the fewest
+# probes in a replay of the search; a start just under the median winner closes the bracket soonest).
 START: dict[str, tuple[tuple[float, int], ...]] = {
-    "jpeg": ((65.0, 62), (75.0, 78), (85.0, 91)),
-    "webp": ((65.0, 60), (75.0, 80), (85.0, 93)),
-    "avif": ((65.0, 50), (75.0, 66), (85.0, 82)),
+    "jpeg": ((65.0, 40), (75.0, 65), (85.0, 88)),
+    "webp": ((65.0, 38), (75.0, 71), (85.0, 89)),
+    "avif": ((65.0, 40), (75.0, 55), (85.0, 75)),
 }
-# Score points per quality step near the floors (the same photos): the second probe's step from the first.
-SLOPE = {"jpeg": 0.7, "webp": 0.55, "avif": 0.6}
+SLOPE = {"jpeg": 0.6, "webp": 0.6, "avif": 0.8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,15 @@ def _next(probes: dict[int, float], target: float, slope: float) -> int | None:
         return None  # not even the top quality reaches it
     if best is not None and below is not None:
         # Secant between the bracket's ends, rounded up (a pass there closes the bracket from above); kept
-        # strictly inside so the bracket shrinks every probe.
+        # strictly inside so the bracket shrinks every probe. Illinois' rule against creeping up a curved
+        # stretch from one side: after two probes on the same side, the other end counts half as far off.
         s_lo, s_hi = probes[below], probes[best]
+        order = list(probes)
+        if len(order) >= 3 and (probes[order[-1]] < target) == (probes[order[-2]] < target):
+            if probes[order[-1]] < target:
+                s_hi = target + (s_hi - target) / 2
+            else:
+                s_lo = target - (target - s_lo) / 2
         guess = below + (target - s_lo) * (best - below) / max(s_hi - s_lo, 1e-6)
         return min(best - 1, max(below + 1, math.ceil(guess)))
     qs = sorted(probes)
