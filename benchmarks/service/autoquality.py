@@ -5,11 +5,12 @@
 
 Photos: the sample photos (examples/images) and the full corpus (``IMGWORKER_CORPUS`` or ../shared/corpus,
 photos/). For each photo, size (the output's longer side fits the size: width and height both given, fit
-inside; a size larger than the photo is skipped: no enlarged outputs) and format: the CPU backend's whole resize job (header, decode with shrink-on-load, resize, encode;
-no store or Gearman time; one libvips thread) at the fixed default quality (JPEG 85, WebP 80, AVIF 50) and
-with ``auto:eco``, ``auto`` and ``auto:best``. Each output is scored here again against the job's pixels
-before encoding (a PNG of the same job), flattened onto white for JPEG. CPU time is the process's (user +
-system, ``time.process_time``), median of ``--runs`` for the fixed job and ``auto``; the tiers run once.
+inside; a size larger than the photo is skipped: no enlarged outputs) and format: the CPU backend's whole
+resize job (header, decode with shrink-on-load, resize, encode; no store or Gearman time; one libvips thread)
+at the fixed default quality (JPEG 85, WebP 80, AVIF 50) and with ``auto:eco``, ``auto`` and ``auto:best``.
+Each output is scored here again against the job's pixels before encoding (a PNG of the same job), flattened
+onto white for JPEG. CPU time is the process's (user + system, ``time.process_time``), median of ``--runs``
+for the fixed job and ``auto``; the tiers run once.
 
 Targets checked (printed PASS/MISS with the figure): JPEG ``auto`` median bytes at least 25% under fixed 85 and
 no image under 75; WebP ``auto`` no image under 75 and median bytes at most fixed 80's; at 512 px the median CPU
@@ -171,8 +172,8 @@ def markdown(rows: list[Row], summary: list[dict[str, Any]]) -> str:
         out.append(f"| {s['size']} | {s['format']} | {s['photos']} | {fixed} | {' | '.join(tiers)} | "
                    f"{s['auto_mean_probes']:.2f} | {s['cpu_ratio_median']:.2f}x ({s['cpu_fixed_median_ms']:.0f} -> "
                    f"{s['cpu_auto_median_ms']:.0f} ms) |")
-    out += ["", "| photo | size | format | fixed: bytes, score, ms | auto:eco: bytes, score, q | auto: bytes, score, q, "
-            "encodes, ms | auto:best: bytes, score, q |", "|---|---|---|---|---|---|---|"]
+    out += ["", "| photo | size | format | fixed: bytes, score, ms | auto:eco: bytes, score, q | "
+            "auto: bytes, score, q, encodes, ms | auto:best: bytes, score, q |", "|---|---|---|---|---|---|---|"]
     keyed = {(r.photo, r.size, r.format, r.setting): r for r in rows}
     for photo, size, fmt in sorted({(r.photo, r.size, r.format) for r in rows}, key=lambda k: (k[1], k[2], k[0])):
         f, e, a, b = (keyed[(photo, size, fmt, s)] for s in ("fixed", "auto:eco", "auto", "auto:best"))

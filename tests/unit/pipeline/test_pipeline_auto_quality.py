@@ -5,6 +5,7 @@ fields, ``max_bytes`` winning over the target, the memory budget). The search it
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 import pyvips
@@ -142,3 +143,39 @@ def test_the_search_is_charged_to_the_memory_budget(run_pipeline, monkeypatch) -
     run_pipeline(YAML, photo("dragonfly").name, "fixed.jpg", quality=80)
     with pytest.raises(LimitExceeded, match="memory budget"):
         run_pipeline(YAML, photo("dragonfly").name, "auto.jpg", width=1024)
+
+
+def slow_save(monkeypatch: pytest.MonkeyPatch, module: object, seconds: float) -> list[int]:
+    """Every encode of ``module`` takes ``seconds`` longer; the qualities encoded are recorded."""
+    real = module.save  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def slow(image: object, o: object, quality: int, keep: int) -> bytes:
+        calls.append(quality)
+        time.sleep(seconds)
+        return real(image, o, quality, keep)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(module, "save", slow)
+    return calls
+
+
+def test_resize_job_probes_stop_at_the_job_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgworker.backends import cpu
+    from imgworker.core.contract import ResizeSpec
+    from imgworker.core.errors import JobTimeout
+
+    calls = slow_save(monkeypatch, cpu, 0.4)
+    spec = ResizeSpec(width=256, quality=AutoQuality(75.0, "auto"))
+    with pytest.raises(JobTimeout, match="before encode"):
+        cpu.CpuBackend().resize(photo("dragonfly").read_bytes(), spec, Limits(job_timeout_s=1.0))
+    assert 1 <= len(calls) <= 3  # a full search takes 3-4 probes here: the deadline stopped it
+
+
+def test_pipeline_probes_stop_at_the_pipelines_timeout(run_pipeline, tmp_path, monkeypatch) -> None:
+    from imgworker.core.errors import JobTimeout
+    from imgworker.pipeline.steps import encode
+
+    calls = slow_save(monkeypatch, encode, 0.4)
+    with pytest.raises(JobTimeout, match="before encode"):
+        run_pipeline("timeout: 1\n" + YAML, photo("dragonfly").name, "t.jpg")
+    assert 1 <= len(calls) <= 3 and not (tmp_path / "t.jpg").exists()
