@@ -77,8 +77,9 @@ def start_quality(fmt: str, target: float) -> int:
 
 
 def memory_bytes(width: int, height: int) -> int:
-    """What a search holds at its peak, per output pixel: the reference's planes at every scale (float32), the
-    probe's decode and its planes, one encoded probe per quality kept (small beside the pixels)."""
+    """What a search holds at its peak: the reference's planes at every scale (float32), the probe's decode and
+    its planes, the encoded probes (small beside the pixels). Measured with tracemalloc: 82 bytes per output
+    pixel at 2048x1152 (a JPEG search of 3 probes); 96 leaves a margin."""
     return width * height * 96
 
 
