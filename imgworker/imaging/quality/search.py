@@ -92,7 +92,9 @@ def decode(data: bytes, fmt: str, bands: int) -> npt.NDArray[np.uint8]:
     """The probe's pixels, (H, W, bands), as a viewer decodes them (libjpeg-turbo for JPEG, libvips else)."""
     if fmt == "jpeg" and bands in (1, 3):
         return simplejpeg.decode_jpeg(data, colorspace="RGB" if bands == 3 else "GRAY")
-    return pixels_of(pyvips.Image.new_from_buffer(data, ""))
+    # An animated WebP is scored as its frame strip, every frame (the encoder was given the strip).
+    return pixels_of(pyvips.Image.new_from_buffer(data, "", n=-1) if fmt == "webp" else
+                     pyvips.Image.new_from_buffer(data, ""))
 
 
 def _next(probes: dict[int, float], target: float, slope: float) -> int | None:

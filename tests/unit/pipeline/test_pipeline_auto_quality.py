@@ -179,3 +179,18 @@ def test_pipeline_probes_stop_at_the_pipelines_timeout(run_pipeline, tmp_path, m
     with pytest.raises(JobTimeout, match="before encode"):
         run_pipeline("timeout: 1\n" + YAML, photo("dragonfly").name, "t.jpg")
     assert 1 <= len(calls) <= 3 and not (tmp_path / "t.jpg").exists()
+
+
+def test_an_animation_is_searched_over_all_its_frames(run_pipeline, tmp_path) -> None:
+    """An animated WebP output is probed and scored as its whole frame strip (source: a lossless animated WebP;
+    a dithered GIF's noise keeps lossy WebP under 40 even at quality 100)."""
+    frames = [pyvips.Image.thumbnail(str(photo("dragonfly")), 320).crop(0, 0, 320, 240).linear(1, 12 * i)
+              .cast("uchar").copy_memory() for i in range(3)]  # >= 225 px: all six scales (see docs/contract.md)
+    strip = pyvips.Image.arrayjoin(frames, across=1).copy_memory()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 240)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100] * 3)
+    strip.webpsave(str(tmp_path / "anim.webp"), lossless=True)
+    text = "name: t\noutputs:\n  - encode: {format: webp, quality: auto:eco}\n"
+    out = run_pipeline(text, tmp_path / "anim.webp", "out.webp")["outputs"][0]
+    written = pyvips.Image.new_from_file(str(tmp_path / "out.webp"), n=-1)
+    assert written.get("n-pages") == 3 and out["score"] >= 65 and "limited_by" not in out, out
