@@ -15,12 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyvips
 
 from imgworker.arrays import device_io
-from imgworker.arrays.deadline import check as check_deadline
 from imgworker.backends.base import Rendered
-from imgworker.backends.cpu import FAIL_ON, probe
-from imgworker.backends.cpu import jpeg_shrink as cpu_jpeg_shrink
 from imgworker.backends.gpu import codec, decode, detect
 from imgworker.backends.gpu.batcher import MicroBatcher, run_shrinking
 from imgworker.backends.gpu.decode import GpuDecodeRefused, frame_refusal, gpu_refusal
@@ -29,9 +27,12 @@ from imgworker.backends.gpu.engine import CupyEngine, NumpyEngine, Prepared, Res
 from imgworker.core.config import ConfigError
 from imgworker.core.contract import ResizeSpec
 from imgworker.core.cpus import available_cpus
+from imgworker.core.deadline import Deadline
 from imgworker.core.errors import ImgworkerError, InternalError, Unavailable
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
+from imgworker.imaging.load import FAIL_ON, shrink_on_load
+from imgworker.imaging.probe import probe
 
 Item = tuple[bytes, ResizeSpec, Limits]
 _nullcontext = contextlib.nullcontext
@@ -186,7 +187,7 @@ class GpuBackend:
 
     # --- the three stages -------------------------------------------------------------------------------
 
-    def prepare(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Prepared:
+    def prepare(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Prepared:
         """CPU stage: size limits and header check before any pixel is decoded, then decode (or not)."""
         t0 = time.perf_counter()
         info = probe(source, limits)  # raises UnsupportedImage / DecodeFailed / LimitExceeded
@@ -194,14 +195,13 @@ class GpuBackend:
         if info.loader == "jpeg":
             # The CPU backend's rule (decode at the smallest scale still >= the output), so both resample
             # the same decoded pixels.
-            shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
+            shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
-            shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
+            shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h, spare=2)  # WebP
         # quality: auto searches with libvips' encoder (finish), as a cpu worker does: the same choice.
         gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never" and isinstance(spec.quality, int)
-        deadline = time.monotonic() + limits.job_timeout_s  # limits carry the time left (jobs/builtin.py)
         item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode,
-                        check=lambda: check_deadline(deadline, limits.job_timeout_s, "encode"))
+                        deadline=deadline)
         route = self.gpu_decode_route(info.loader, shrink, source)
         if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
@@ -224,7 +224,6 @@ class GpuBackend:
         frame = frame_refusal(source)
         if frame is not None:
             return frame
-        import pyvips
 
         return gpu_refusal(source, pyvips.Image.new_from_buffer(source, ""), self.fail_on)
 
@@ -270,7 +269,7 @@ class GpuBackend:
         if isinstance(pixels, Encoded):
             return Rendered(pixels.data, pixels.width, pixels.height, spec.format, timings=item.timings)
         t0 = time.perf_counter()
-        data, fields = codec.encode_array(pixels, spec.format, spec.quality, spec.background, item.check)
+        data, fields = codec.encode_array(pixels, spec.format, spec.quality, spec.background, item.deadline)
         item.timings["encode"] = (time.perf_counter() - t0) * 1000
         h, w = pixels.shape[:2]
         return Rendered(data=data, width=int(w), height=int(h), format=spec.format, timings=item.timings,
@@ -278,8 +277,10 @@ class GpuBackend:
 
     # --- Backend interface ------------------------------------------------------------------------------
 
-    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
-        item = self.prepare(source, spec, limits)
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Rendered:
+        # The batch is not stopped mid-way: a job's deadline is kept by the worker's overrun guard (and by
+        # quality: auto's probes, which check it).
+        item = self.prepare(source, spec, limits, deadline)
         t0 = time.perf_counter()
         try:
             try:

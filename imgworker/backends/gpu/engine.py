@@ -19,9 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from imgworker.arrays import resample
-from imgworker.backends.gpu import decode
+from imgworker.backends.gpu import decode, kernels
 from imgworker.backends.gpu.encode import Encoded, JpegEncoder
 from imgworker.core.contract import ResizeSpec
+from imgworker.core.deadline import Deadline
 from imgworker.core.geometry import Geometry
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
@@ -40,7 +41,7 @@ class Prepared:
     shrink: int = 1  # shrink-on-load for a libvips decode (the fallback when the GPU refuses the JPEG)
     gpu_encode: bool = False  # a JPEG output the engine may encode on the GPU (3-band only)
     timings: dict[str, float] = field(default_factory=dict)
-    check: Callable[[], None] | None = None  # raises past the job's deadline (quality: auto's probes)
+    deadline: Deadline | None = None  # the job's (quality: auto's probes stop at it)
 
 
 def fill_for(channels: int, background: tuple[int, int, int]) -> tuple[int, ...]:
@@ -114,8 +115,6 @@ class CupyEngine:
         encoder: JpegEncoder | None = None,
         layout: decode.DecoderLayout | None = None,
     ) -> None:
-        from imgworker.backends.gpu import kernels
-
         self.cp = self.xp = cp
         self.kernel = kernel
         self.kernels = kernels

@@ -9,8 +9,8 @@ import pytest
 import pyvips
 from support.corpus import photo
 
-from imgworker.arrays.encode import PLAIN, save
 from imgworker.core.errors import JobTimeout
+from imgworker.imaging.encode import PLAIN, save
 from imgworker.imaging.quality import search
 
 

@@ -11,13 +11,13 @@ import pytest
 import pyvips
 from support.corpus import photo
 
+from imgworker.core import budget
 from imgworker.core.contract import parse_request
 from imgworker.core.errors import BadRequest, LimitExceeded
 from imgworker.core.limits import Limits
 from imgworker.core.quality import AutoQuality
 from imgworker.imaging.quality import ssimulacra2
 from imgworker.pipeline import PipelineError, parse
-from imgworker.worker import budget
 
 
 def resize_job(**keys: object) -> bytes:
@@ -163,8 +163,9 @@ def test_resize_job_probes_stop_at_the_job_deadline(monkeypatch: pytest.MonkeyPa
     from imgworker.backends import cpu
     from imgworker.core.contract import ResizeSpec
     from imgworker.core.errors import JobTimeout
+    from imgworker.imaging import encode
 
-    calls = slow_save(monkeypatch, cpu, 0.4)
+    calls = slow_save(monkeypatch, encode, 0.4)
     spec = ResizeSpec(width=256, quality=AutoQuality(75.0, "auto"))
     with pytest.raises(JobTimeout, match="before encode"):
         cpu.CpuBackend().resize(photo("dragonfly").read_bytes(), spec, Limits(job_timeout_s=1.0))
