@@ -195,3 +195,13 @@ def test_an_animation_is_searched_over_all_its_frames(run_pipeline, tmp_path) ->
     out = run_pipeline(text, tmp_path / "anim.webp", "out.webp")["outputs"][0]
     written = pyvips.Image.new_from_file(str(tmp_path / "out.webp"), n=-1)
     assert written.get("n-pages") == 3 and out["score"] >= 65 and "limited_by" not in out, out
+
+
+def test_the_shipped_thumbnail_pipeline_takes_auto_from_a_job(run_pipeline, tmp_path) -> None:
+    from support.fixtures_pipeline import PIPELINES_DIR
+
+    text = (PIPELINES_DIR / "thumbnail.yaml").read_text()
+    out = run_pipeline(text, photo("dragonfly").name, "t.webp", format="webp", width=512, quality="auto")["outputs"][0]
+    assert out["auto"] == "auto" and out["score"] >= 75
+    with pytest.raises(BadRequest, match="'quality' must be an integer from 30 to 95, or \"auto\""):
+        run_pipeline(text, photo("dragonfly").name, "t.jpg", quality=20)
