@@ -159,7 +159,10 @@ def search(pixels: npt.NDArray[np.uint8], fmt: str, target: float, encode: Calla
         if check is not None:
             check()
         data = encode(q)
-        encoded[q], probes[q] = data, score(data)
+        # Neighbouring qualities often give the very same file (libwebp maps runs of qualities to one
+        # quantiser): the same bytes score the same, so the metric runs once per distinct file.
+        same = next((p for p, d in encoded.items() if d == data), None)
+        encoded[q], probes[q] = data, probes[same] if same is not None else score(data)
         q = _next(probes, target, SLOPE[fmt])
         if q is not None and len(probes) >= MAX_PROBES:
             q = TOP if not any(s >= target for s in probes.values()) and TOP not in probes else None

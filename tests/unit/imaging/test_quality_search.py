@@ -113,3 +113,20 @@ def test_grey_jpeg_outputs_are_decoded_as_grey() -> None:
     found = search.search(search.pixels_of(im), "jpeg", 75.0, lambda q: im.jpegsave_buffer(Q=q))
     assert found.reached
     assert np.asarray(search.decode(found.data, "jpeg", 1)).shape == (im.height, im.width, 1)
+
+
+def test_identical_files_are_scored_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WebP maps runs of qualities to one quantiser: a probe whose bytes equal an earlier one's reuses its score."""
+    im = image("dragonfly")
+    scored: list[int] = []
+    real = search.Scorer.__call__
+
+    def counting(self: search.Scorer, data: bytes) -> float:
+        scored.append(len(data))
+        return real(self, data)
+
+    monkeypatch.setattr(search.Scorer, "__call__", counting)
+    # An encoder that ignores odd qualities' last step: q and q - 1 give the same file for every odd q.
+    found = search.search(search.pixels_of(im), "jpeg", 75.0, lambda q: im.jpegsave_buffer(Q=q - q % 2))
+    assert found.reached and len(scored) < found.probes  # some probe reused a score
+    assert found.quality % 2 == 0  # an odd quality's file is its even neighbour's: the lower one is chosen
