@@ -27,6 +27,7 @@ import numpy.typing as npt
 import pyvips
 import simplejpeg
 
+from imgworker.core.formats import DEFAULT_QUALITY
 from imgworker.imaging.quality import ssimulacra2
 
 TOP = 100
@@ -53,7 +54,7 @@ class Found:
     score: float
     probes: int
     reached: bool  # score >= target; False: not even TOP reached it, and this is TOP
-    limited_by: str | None = None  # "max_bytes": the caller's size cap chose a lower quality (this one)
+    limited_by: str | None = None  # "max_bytes": a size cap chose a lower quality; "too_small": not searched
 
     def fields(self, name: str, target: float) -> dict[str, Any]:
         """The output's result fields (docs/contract.md): quality, score, probes, auto, target, limited_by."""
@@ -151,7 +152,14 @@ class Scorer:
 def search(pixels: npt.NDArray[np.uint8], fmt: str, target: float, encode: Callable[[int], bytes],
            check: Callable[[], None] | None = None) -> Found:
     """The lowest quality whose encode (``encode(quality)``) of ``pixels`` (H, W, bands: what the encoder is
-    given) scores at least ``target``; ``check`` before each probe (raises at the deadline)."""
+    given) scores at least ``target``; ``check`` before each probe (raises at the deadline). An image under 8 px
+    on a side has no scale for SSIMULACRA2 to compare (every encode would score 100): it is written at the
+    format's default quality, ``limited_by: too_small``."""
+    if ssimulacra2.scales_of(pixels.shape[0], pixels.shape[1]) == 0:
+        if check is not None:
+            check()
+        quality = DEFAULT_QUALITY[fmt]
+        return Found(encode(quality), quality, 100.0, 1, True, "too_small")
     score = Scorer(pixels, fmt)
     probes: dict[int, float] = {}
     encoded: dict[int, bytes] = {}

@@ -130,3 +130,13 @@ def test_identical_files_are_scored_once(monkeypatch: pytest.MonkeyPatch) -> Non
     found = search.search(search.pixels_of(im), "jpeg", 75.0, lambda q: im.jpegsave_buffer(Q=q - q % 2))
     assert found.reached and len(scored) < found.probes  # some probe reused a score
     assert found.quality % 2 == 0  # an odd quality's file is its even neighbour's: the lower one is chosen
+
+
+def test_an_image_too_small_to_score_gets_the_default_quality() -> None:
+    """Under 8 px on a side SSIMULACRA2 has nothing to compare (every encode scores 100): no search."""
+    im = image("dragonfly").resize(6 / 320).copy_memory()
+    assert min(im.width, im.height) < 8
+    calls, encode = encoder(im, "jpeg")
+    found = search.search(search.pixels_of(im), "jpeg", 75.0, encode)  # type: ignore[arg-type]
+    assert (found.quality, found.probes, list(calls)) == (85, 1, [85])
+    assert found.fields("auto", 75.0)["limited_by"] == "too_small"
