@@ -25,7 +25,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyvips
-import simplejpeg
+
+try:
+    import simplejpeg
+except ImportError:  # not on every image (the GPU device image): libvips decodes the probes, same pixels
+    simplejpeg = None
 
 from imgworker.core.formats import DEFAULT_QUALITY
 from imgworker.imaging.quality import ssimulacra2
@@ -92,7 +96,7 @@ def pixels_of(image: pyvips.Image) -> npt.NDArray[np.uint8]:
 
 def decode(data: bytes, fmt: str, bands: int) -> npt.NDArray[np.uint8]:
     """The probe's pixels, (H, W, bands), as a viewer decodes them (libjpeg-turbo for JPEG, libvips else)."""
-    if fmt == "jpeg" and bands in (1, 3):
+    if fmt == "jpeg" and bands in (1, 3) and simplejpeg is not None:
         return simplejpeg.decode_jpeg(data, colorspace="RGB" if bands == 3 else "GRAY")
     # An animated WebP is scored as its frame strip, every frame (the encoder was given the strip).
     return pixels_of(pyvips.Image.new_from_buffer(data, "", n=-1) if fmt == "webp" else

@@ -140,3 +140,12 @@ def test_an_image_too_small_to_score_gets_the_default_quality() -> None:
     found = search.search(search.pixels_of(im), "jpeg", 75.0, encode)  # type: ignore[arg-type]
     assert (found.quality, found.probes, list(calls)) == (85, 1, [85])
     assert found.fields("auto", 75.0)["limited_by"] == "too_small"
+
+
+def test_without_simplejpeg_libvips_decodes_the_probes_to_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """simplejpeg is not on every image (the GPU device image): the probes' libvips decode gives the same pixels."""
+    im = image("dragonfly")
+    with_it = search.search(search.pixels_of(im), "jpeg", 75.0, lambda q: im.jpegsave_buffer(Q=q))
+    monkeypatch.setattr(search, "simplejpeg", None)
+    without = search.search(search.pixels_of(im), "jpeg", 75.0, lambda q: im.jpegsave_buffer(Q=q))
+    assert (without.quality, without.score, without.probes) == (with_it.quality, with_it.score, with_it.probes)
