@@ -247,7 +247,8 @@ class BatchRunner:
     def __init__(self, config: WorkerConfig, stores: Stores, client_id: str) -> None:
         self.config = config
         self.stores = stores
-        self.gearman = Worker(config.servers, client_id=f"{client_id}-batch", max_jobs=config.batch_slots)
+        self.gearman = Worker(config.servers, client_id=f"{client_id}-batch", max_jobs=config.batch_slots,
+                              request_timeout=config.job_server_timeout)
         self.gearman.register(FUNCTION, self.handle)
 
     async def handle(self, job: Job) -> bytes:

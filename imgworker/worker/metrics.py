@@ -56,6 +56,12 @@ SERVER_UP = Gauge(
     ["server"],
     multiprocess_mode="liveall",
 )
+SERVER_UNRESPONSIVE = Gauge(
+    "imgworker_job_server_unresponsive",
+    "1 while this job server leaves requests unanswered (--job-server-timeout; the worker reconnects)",
+    ["server"],
+    multiprocess_mode="liveall",
+)
 HEARTBEAT = Gauge(
     "imgworker_heartbeat_timestamp_seconds",
     "last tick of the job loop (Unix time)",
@@ -131,6 +137,10 @@ def observe_job(backend: str) -> Callable[[str, dict[str, Any], float], None]:
 
 def set_server_up(server: str, up: bool) -> None:
     SERVER_UP.labels(server).set(1 if up else 0)
+
+
+def set_server_unresponsive(server: str, unresponsive: bool) -> None:
+    SERVER_UNRESPONSIVE.labels(server).set(1 if unresponsive else 0)
 
 
 def set_gpu_memory(used_bytes: int, total_bytes: int) -> None:

@@ -186,6 +186,7 @@ class WorkerProcess:
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
             on_connection_change=metrics.set_server_up, on_oversized=oversized_result,
+            request_timeout=config.job_server_timeout, on_unresponsive=metrics.set_server_unresponsive,
         )
         self.runner.on_overrun = lambda _n: self._update_holds()
         self.out_of_fds = False
