@@ -7,6 +7,10 @@ budget: a job that fits runs; one that does not fit beside the jobs in flight wa
 limit) and then runs alone; one larger than the whole budget is refused with LIMIT_EXCEEDED saying which
 limit. The budget comes from ``--memory-budget`` (MiB) or else the container's memory limit (cgroup
 ``memory.max``) or the machine's memory, shared by ``--processes``, less a fixed base per process.
+
+A job charged in steps (its decode at the header, its output once the size is planned) waits only for *other*
+jobs, never for what it holds itself, and its steps together are held to the budget like one charge. When every
+job holding memory waits for more, one goes ahead over the budget instead of all waiting out their time limits.
 """
 
 from __future__ import annotations
@@ -101,19 +105,34 @@ class Budget:
         self.limit = limit
         self.source = source  # how the limit was chosen, for messages
         self.in_use = 0
-        self.jobs = 0
+        self.jobs = 0  # jobs holding memory now
+        self.stuck = 0  # of those, jobs waiting in admit for more (a job charges its decode, then its output)
         self._cv = threading.Condition()
 
     @contextlib.contextmanager
-    def admit(self, cost: Cost) -> Iterator[None]:
+    def admit(self, cost: Cost, held: int = 0) -> Iterator[None]:
+        """``held``: what the same job already holds (its earlier charges): never waited for, and counted
+        with ``cost`` against the limit."""
         need = cost.total
-        if need > self.limit:
-            raise LimitExceeded(f"job needs {cost.describe()}; this worker's memory budget is "
+        if held + need > self.limit:
+            what = cost.describe() if not held else f"~{(held + need) / MIB:.0f} MiB in all ({cost.describe()} " \
+                f"on top of {held / MIB:.0f} MiB already admitted)"
+            raise LimitExceeded(f"job needs {what}; this worker's memory budget is "
                                 f"{self.limit / MIB:.0f} MiB per process ({self.source}): use a smaller source "
-                                "or output, or a worker with more memory", memory_needed=need, memory_budget=self.limit)
+                                "or output, or a worker with more memory", memory_needed=held + need,
+                                memory_budget=self.limit)
+        mine = 1 if held else 0  # this job is one of ``jobs`` already
         with self._cv:
             waited = False
-            while self.jobs and self.in_use + need > self.limit:
+            while self.jobs > mine and self.in_use + need > self.limit:
+                # Every other job holding memory waits for more too (each holds its decode and wants its output):
+                # none would ever go first, so this one does, over the budget, rather than all waiting out their
+                # time limits. The others see it running and wait for it.
+                if mine and self.stuck >= self.jobs - 1:
+                    log.warning("job admitted over the memory budget: every other job holding memory waits for "
+                                "more too (%d of %d MiB in use, needs %d MiB)", self.in_use // MIB,
+                                self.limit // MIB, need // MIB)
+                    break
                 left = time_left()
                 if left is not None and left <= 0:
                     raise JobTimeout(f"job waited for memory ({cost.describe()}) past its time limit")
@@ -121,16 +140,20 @@ class Budget:
                     log.info("job waits for memory: needs %d MiB, %d of %d MiB in use", need // MIB,
                              self.in_use // MIB, self.limit // MIB)
                     waited = True
-                self._cv.wait(min(left, 1.0) if left is not None else 1.0)
+                self.stuck += mine
+                try:
+                    self._cv.wait(min(left, 1.0) if left is not None else 1.0)
+                finally:
+                    self.stuck -= mine
             self.in_use += need
-            self.jobs += 1
+            self.jobs += 1 - mine
         _publish(self)
         try:
             yield
         finally:
             with self._cv:
                 self.in_use -= need
-                self.jobs -= 1
+                self.jobs -= 1 - mine
                 self._cv.notify_all()
             _publish(self)
 
@@ -150,6 +173,7 @@ _BUDGET: Budget = Budget(1 << 62, "unlimited")
 
 class _Scope(contextlib.ExitStack):
     last: Cost | None = None  # the job's last charge, for charge_frames
+    held = 0  # bytes the job has been admitted with so far
 
 
 # The running job's admissions, released when the job ends (Service.handle's job_scope).
@@ -186,7 +210,8 @@ def charge(cost: Cost) -> None:
     if stack is None:
         with _BUDGET.admit(cost):
             return
-    stack.enter_context(_BUDGET.admit(cost))
+    stack.enter_context(_BUDGET.admit(cost, stack.held))
+    stack.held += cost.total
     stack.last = cost
     if time.monotonic() - started > 0.05:
         log.info("job admitted after %.2f s waiting for memory", time.monotonic() - started)
