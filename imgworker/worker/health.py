@@ -78,16 +78,23 @@ class WorkerChecks:
         self.registry = registry
         self.max_age = max_age
 
+    def _silent(self, beats: dict[str, list[tuple[dict[str, str], float]]]) -> str | None:
+        """Why some job loop counts as wedged (stopped, stuck), or None."""
+        now = time.time()
+        stale = {pid: now - max(v for _, v in rows) for pid, rows in beats.items()}
+        wedged = {pid: age for pid, age in stale.items() if age > self.max_age}
+        if not wedged:
+            return None
+        detail = ", ".join(f"{pid}: {age:.0f} s" for pid, age in sorted(wedged.items()))
+        return f"job loop silent for more than {self.max_age:g} s ({detail})"
+
     def healthz(self) -> Verdict:
         beats = _beats(self.registry())
         if not beats:
             return False, "no worker process has reported yet"
-        now = time.time()
-        stale = {pid: now - max(v for _, v in rows) for pid, rows in beats.items()}
-        wedged = {pid: age for pid, age in stale.items() if age > self.max_age}
-        if wedged:
-            detail = ", ".join(f"{pid}: {age:.0f} s" for pid, age in sorted(wedged.items()))
-            return False, f"job loop silent for more than {self.max_age:g} s ({detail})"
+        silent = self._silent(beats)
+        if silent:
+            return False, silent
         stalled = stalled_processes(self.registry())
         if stalled:
             return False, "cannot take jobs: " + ", ".join(f"{pid}: {why}" for pid, why in sorted(stalled.items()))
@@ -104,14 +111,18 @@ class WorkerChecks:
         # A server that stopped answering is not one to be registered with (the worker reconnects to it).
         up = {pid: [(labels, v) for labels, v in rows if (pid, labels["server"]) not in mute]
               for pid, rows in up.items()}
-        silent = sorted({server for _, server in mute})
+        muted = sorted({server for _, server in mute})
         if not beats:
             return False, "no worker process has reported yet"
+        # A stopped or wedged process holds its jobs as running in gearmand until the supervisor replaces it.
+        wedged = self._silent(beats)
+        if wedged:
+            return False, wedged
         stalled = stalled_processes(registry)
         if stalled and len(stalled) >= len(beats):
             return False, "no process can take jobs: " + ", ".join(sorted(set(stalled.values())))
         waiting = [pid for pid in beats if not any(v for _, v in up.get(pid, []))]
-        not_answering = f"; not answering: {', '.join(silent)}" if silent else ""
+        not_answering = f"; not answering: {', '.join(muted)}" if muted else ""
         if waiting:
             return False, (f"not registered with any job server ({len(waiting)} of {len(beats)} processes)"
                            f"{not_answering}")

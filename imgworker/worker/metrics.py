@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from imgworker.stores import Store, Stores, WriteOptions
+from imgworker.worker import heartbeat
 
 STAGES = ("read", "decode", "encode", "write")  # result["ms"] keys; "decode" is decode + process
 
@@ -157,6 +158,7 @@ def observe_gpu_batch(size: int) -> None:
 def tick() -> None:
     """Called by the job loop about once a second: heartbeat plus the memory gauges."""
     HEARTBEAT.set(time.time())
+    heartbeat.beat()  # the supervisor's (prefork children only)
     sample_memory()
 
 
