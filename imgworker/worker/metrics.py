@@ -85,7 +85,7 @@ GPU_BATCH = Histogram(
     "imgworker_gpu_batch_size", "images per GPU batch (GPU backend)", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
 FAILED_RECORDS = Counter(
-    "imgworker_failed_job_records", "failed-job records: written, or not (the store refused)", ["result"]
+    "imgworker_failed_job_records", "failed-job records: written, or logged instead (the store refused)", ["result"]
 )
 JOB_RETRIES = Counter(
     "imgworker_job_retries", "worker retries of background jobs after a transient failure", ["function", "code"]
