@@ -38,6 +38,19 @@ STREAM_ROWS = 256  # rows of the source a streaming decode holds at once (tiles,
 ENCODER_BYTES = {"jpeg": 1.0, "png": 2.0, "webp": 8.0, "avif": 25.0, "gif": 4.0}
 # Loaders that decode the whole frame into memory before the first pixel leaves.
 WHOLE_DECODE = ("heif", "webp", "gif")
+# What a decode holds at its peak, in full decoded frames (width x height x bands x bytes per sample), per decoder
+# path, measured against a worker-like process (benchmarks/probes/memory_estimates.py; docs/security.md has the
+# table) and rounded up. A PNG or TIFF without shrink-on-load does not stream a few rows as once assumed: its
+# resize holds ~0.6 of the frame. An interlaced PNG holds the frame plus an 8-bit sRGB working copy of it
+# (INTERLACED_RGB8 x width x height x 3). HEVC HEIF decodes in pillow-heif, is copied for libvips, then resized;
+# AVIF (libvips' heif loader: libheif and its AV1 decoder) holds over five frames' worth.
+FRAME_SHARE = {"stream": 0.7, "interlaced": 1.1, "gif": 1.6, "heic": 2.8, "heif": 5.6}
+INTERLACED_RGB8 = 0.6
+# The source's bytes are held about twice at the peak (the bytes read, and the loader's own copy of them).
+SOURCE_COPIES = 2.0
+# Per decode, whatever its size: codec state, libvips buffers and thread caches, the output's own buffers; 6 MiB
+# covers one job alone, jobs side by side measured ~4 MiB more each.
+JOB_OVERHEAD = 10 * MIB
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -57,23 +70,33 @@ class Cost:
 
 
 def estimate(*, width: int, height: int, bands: int, bytes_per_sample: int, loader: str, whole: bool,
-             out_width: int, out_height: int, fmt: str, frames: int = 1, shrink: int = 1) -> Cost:
+             out_width: int, out_height: int, fmt: str, frames: int = 1, shrink: int = 1,
+             source_bytes: int = 0) -> Cost:
     """What a job will hold at its peak. ``whole``: the loader decodes the frame at once (interlaced PNG,
-    progressive JPEG, HEIF/AVIF, WebP, GIF); else it streams ``STREAM_ROWS`` rows at a time. ``shrink``: the
-    JPEG DCT scale, which a progressive JPEG's coefficient buffer does not get (it is full size)."""
+    progressive JPEG, HEIF/AVIF, WebP, GIF). ``shrink``: the JPEG DCT scale, which a progressive JPEG's
+    coefficient buffer does not get (it is full size). ``source_bytes``: the encoded source, held while it
+    decodes. Measured against reality per decoder path: FRAME_SHARE above."""
     sample = max(1, bytes_per_sample)
     if loader == "gif":
         bands, sample = 4, 1  # libvips decodes GIF frames to RGBA
+    frame = width * height * bands * sample
     if loader == "jpeg" and whole:
         # libjpeg buffers every DCT coefficient of a progressive image: 2 bytes per sample, at full size.
         decode = width * height * bands * 2
-    elif whole or loader in WHOLE_DECODE:
-        decode = (width // shrink) * (height // shrink) * bands * sample
-    else:
+    elif loader == "jpeg":  # shrink-on-load, streamed
         decode = (width // shrink) * min(height, STREAM_ROWS) * bands * sample * 2
+    elif loader in FRAME_SHARE:
+        decode = int(frame * FRAME_SHARE[loader])
+    elif loader in WHOLE_DECODE:  # WebP (scaled in the decoder)
+        decode = (width // shrink) * (height // shrink) * bands * sample
+    elif whole:  # interlaced PNG
+        decode = int(frame * FRAME_SHARE["interlaced"] + width * height * 3 * INTERLACED_RGB8)
+    else:  # PNG, TIFF: no shrink-on-load
+        decode = int(frame * FRAME_SHARE["stream"])
+    fixed = int(source_bytes * SOURCE_COPIES) + (JOB_OVERHEAD if frame else 0)
     out_px = out_width * out_height
     output = int(out_px * 4 + out_px * ENCODER_BYTES.get(fmt, 4.0))
-    return Cost(decode * frames, output * frames, frames)
+    return Cost(decode * frames + fixed, output * frames, frames)
 
 
 def container_limit() -> int | None:
