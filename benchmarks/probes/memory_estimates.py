@@ -1,4 +1,4 @@
-"""The memory budget's estimate (``imgworker.worker.budget``) against what a job really holds, per decoder path.
+"""The memory budget's estimate (``imgworker.core.budget``) against what a job really holds, per decoder path.
 
 For each kind of source (interlaced and plain PNG, tiled and one-strip TIFF, progressive, baseline and CMYK JPEG,
 WebP, HEIC, AVIF, GIF) an image is generated and resized in a fresh process set up as a worker process is (malloc
@@ -107,10 +107,10 @@ def _status_kb(field: str) -> int:
 def _one(path: Path, warm_path: Path, params: dict[str, Any]) -> dict[str, Any]:
     """In the fresh process: set up as a worker, warm up on a small file of the kind, then measure one job."""
     from imgworker.backends.cpu import CpuBackend
+    from imgworker.core import budget
     from imgworker.core.limits import Limits
     from imgworker.jobs.service import Service
     from imgworker.stores import FileStore, Stores
-    from imgworker.worker import budget
     from imgworker.worker.process import keep_job_buffers, limit_malloc_arenas
 
     limit_malloc_arenas()

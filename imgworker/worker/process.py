@@ -20,41 +20,37 @@ import tempfile
 import time
 from typing import Any
 
+import pyvips
+
 from imgworker.backends.base import Backend
+from imgworker.backends.cpu import CpuBackend
+from imgworker.backends.gpu import create_backend, gpu_available, require_gpu
 from imgworker.core.config import ConfigError, WorkerConfig
+from imgworker.features.job_end import open_records
+from imgworker.pipeline import PipelineError, PipelineSet
 from imgworker.stores import FileStore, Store, Stores
-from imgworker.worker import heartbeat
+from imgworker.stores.s3 import S3Store
+from imgworker.worker import health, heartbeat, hybrid
+from imgworker.worker.health import child_exited
 
 log = logging.getLogger("imgworker")
 
 
 def build_backend(config: WorkerConfig) -> Backend:
-    from imgworker.backends.cpu import CpuBackend
-
     if config.backend == "cpu":
         return CpuBackend(fail_on=config.fail_on)
     if config.backend == "numpy":
-        from imgworker.backends.gpu import create_backend
-
         return create_backend(config, numpy=True)
-    try:
-        from imgworker.backends import gpu
-    except ImportError:
-        gpu = None  # type: ignore[assignment]
     if config.backend == "gpu":
-        if gpu is None:
-            raise ConfigError("--backend gpu: this build has no GPU backend")
-        return gpu.create_backend(config)  # raises ConfigError naming the extra when no device works
-    if gpu is not None and getattr(gpu, "gpu_available", lambda: False)():
-        return gpu.create_backend(config)
+        return create_backend(config)  # raises ConfigError naming the extra when no device works
+    if gpu_available():
+        return create_backend(config)
     return CpuBackend(fail_on=config.fail_on)
 
 
 def build_stores(config: WorkerConfig) -> Stores:
     stores: dict[str, Store] = {"file": FileStore(config.roots)}
     if config.s3_buckets:
-        from imgworker.stores.s3 import S3Store
-
         stores["s3"] = S3Store.from_config(config)
     return stores_from(stores)
 
@@ -67,23 +63,15 @@ def backend_name(config: WorkerConfig) -> str:
     """The backend a worker of this config would get, checked without building it (no CUDA context)."""
     if config.backend in ("cpu", "numpy"):
         return config.backend
-    try:
-        from imgworker.backends import gpu
-    except ImportError:
-        if config.backend == "gpu":
-            raise ConfigError("--backend gpu: this build has no GPU backend") from None
-        return "cpu"
     if config.backend == "gpu":
-        gpu.require_gpu()  # raises ConfigError naming the extra when no device works
+        require_gpu()  # raises ConfigError naming the extra when no device works
         return "gpu"
-    return "gpu" if gpu.gpu_available() else "cpu"
+    return "gpu" if gpu_available() else "cpu"
 
 
 def build_pipelines(config: WorkerConfig, backend: str) -> Any:
     if config.pipelines is None:
         return None
-    from imgworker.pipeline import PipelineError, PipelineSet
-
     try:
         return PipelineSet.load(config.pipelines, backend=backend)
     except PipelineError as exc:  # the worker refuses to start; each line is file:line: problem and fix
@@ -132,8 +120,6 @@ def keep_job_buffers() -> None:
         _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
-    import pyvips
-
     pyvips.cache_set_max(0)
 
 
@@ -179,8 +165,6 @@ def _child(config: WorkerConfig, parent_pid: int, beat_path: str) -> None:
 
 def _serve_children_metrics(config: WorkerConfig) -> Any:
     """Prefork: children write metrics to PROMETHEUS_MULTIPROC_DIR; this process serves them all."""
-    from imgworker.worker import health
-
     path = os.environ.get(health.MULTIPROC_ENV)
     if path:
         os.makedirs(path, exist_ok=True)
@@ -222,8 +206,6 @@ def run(config: WorkerConfig) -> int:
 
     A GPU worker's group also holds CPU-backend children on the cores its GPU processes leave (hybrid.py).
     """
-    from imgworker.worker import hybrid
-
     # Resolving "auto"/"gpu" probes CUDA (no context); cpu and numpy need no probe.
     resolved = config.backend if config.backend in ("cpu", "numpy") else backend_name(config)
     layout = hybrid.plan(config, resolved)
@@ -241,8 +223,6 @@ def run(config: WorkerConfig) -> int:
     if layout.hybrid:
         build_pipelines(config, "cpu")
     stores = build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
-    from imgworker.features.job_end import open_records
-
     open_records(config, stores)  # so does a --failed-jobs prefix outside the roots / buckets
     ctx = multiprocessing.get_context("spawn")
     beats = tempfile.mkdtemp(prefix="imgworker-heartbeat-")
@@ -306,8 +286,6 @@ def run(config: WorkerConfig) -> int:
                 log.warning("worker process %s exited with %s; restarting it in %.1f s (crash %d in a row)",
                             proc.pid, proc.exitcode, delay, backoff[i].crashes)
                 if server is not None and proc.pid is not None:
-                    from imgworker.worker.health import child_exited
-
                     child_exited(proc.pid)
             elif now >= restart_at[i]:
                 del restart_at[i]

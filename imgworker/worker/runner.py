@@ -15,7 +15,6 @@ import errno
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -25,16 +24,21 @@ from typing import Any
 
 from imgworker import __version__
 from imgworker.backends.base import Backend
+from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
-from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
+from imgworker.core.contract import Payload, read_payload
 from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
+from imgworker.core.functions import INFO as INFO_FUNCTION
+from imgworker.core.urls import CONTROL_CHARACTERS as _UNPRINTABLE
+from imgworker.features import metrics
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
 from imgworker.features.notify import Notifier
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
 from imgworker.jobs.service import Service, error_result
 from imgworker.stores import Stores
-from imgworker.worker import budget, health, metrics
+from imgworker.worker import health
+from imgworker.worker import heartbeat as heartbeat_file
 from imgworker.worker.process import trim_heap
 
 IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed
@@ -129,9 +133,6 @@ def overrun_grace(timeout_s: float) -> float:
     the job stops itself at the deadline (checks between stages, libvips set_kill); this covers a stage
     that cannot be stopped (an AV1 encode, an interlaced PNG decoding whole)."""
     return min(5.0, max(0.5, timeout_s / 4))
-
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(value: object, limit: int = 300) -> str:
@@ -316,6 +317,7 @@ class WorkerProcess:
         idle, trimmed, seen = 0, True, self.jobs_started
         while True:
             metrics.tick()
+            heartbeat_file.beat()  # the supervisor's (prefork children only: worker/heartbeat.py)
             if self.gearman.in_flight or self.jobs_started != seen:  # a job between two beats counts too
                 idle, trimmed, seen = 0, False, self.jobs_started
             elif not trimmed:

@@ -18,8 +18,8 @@ import pyvips
 from support.fixtures_hostile import code, job
 from support.fixtures_reliability import NamedWorker
 
+from imgworker.core import budget
 from imgworker.testing.gearmand import Gearmand
-from imgworker.worker import budget
 
 JOB_TIMEOUT_S = 5
 

@@ -56,7 +56,7 @@ def test_idle_worker_hands_the_kept_heap_back(progressive_12mp: Path) -> None:
 
 CHILD = """
 import ctypes, sys
-from imgworker import app
+from imgworker.worker import process as app
 app.keep_job_buffers()
 def rss():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) // 1024

@@ -18,8 +18,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from imgworker.core import budget
 from imgworker.stores import Store, Stores, WriteOptions
-from imgworker.worker import heartbeat
 
 STAGES = ("read", "decode", "encode", "write")  # result["ms"] keys; "decode" is decode + process
 
@@ -112,6 +112,14 @@ MEMORY_BUDGET_BYTES = Gauge(
 MEMORY_RESERVED_BYTES = Gauge(
     "imgworker_memory_reserved_bytes", "estimated memory of the jobs admitted now", multiprocess_mode="liveall"
 )
+
+
+def _publish_budget(current: budget.Budget) -> None:
+    MEMORY_BUDGET_BYTES.set(current.limit)
+    MEMORY_RESERVED_BYTES.set(current.in_use)
+
+
+budget.watch(_publish_budget)
 INFO = Gauge(
     "imgworker_build_info", "1, with the version and backend", ["version", "backend"], multiprocess_mode="max"
 )
@@ -158,7 +166,6 @@ def observe_gpu_batch(size: int) -> None:
 def tick() -> None:
     """Called by the job loop about once a second: heartbeat plus the memory gauges."""
     HEARTBEAT.set(time.time())
-    heartbeat.beat()  # the supervisor's (prefork children only)
     sample_memory()
 
 

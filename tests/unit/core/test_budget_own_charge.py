@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from imgworker.core import budget
+from imgworker.core.budget import MIB, Cost
+from imgworker.core.deadline import Deadline, set_running
 from imgworker.core.errors import LimitExceeded
-from imgworker.core.limits import set_job_deadline
-from imgworker.worker import budget
-from imgworker.worker.budget import MIB, Cost
 
 LIMIT = 100 * MIB
 TIME_LIMIT_S = 3.0
@@ -38,7 +38,7 @@ def _job(steps: list[Cost], started: threading.Event | None = None, hold: float 
     """One job's charges in its own context with a time limit; what it ended with, and when."""
     def run() -> tuple[str, float]:
         t0 = time.monotonic()
-        set_job_deadline(t0 + TIME_LIMIT_S)
+        set_running(Deadline(t0, TIME_LIMIT_S))
         try:
             with budget.job_scope():
                 for i, cost in enumerate(steps):
@@ -89,7 +89,7 @@ def test_two_jobs_holding_their_decode_do_not_wait_for_each_other_until_both_tim
     def run() -> None:
         def steps() -> tuple[str, float]:
             t0 = time.monotonic()
-            set_job_deadline(t0 + TIME_LIMIT_S)
+            set_running(Deadline(t0, TIME_LIMIT_S))
             try:
                 with budget.job_scope():
                     budget.charge(Cost(40 * MIB, 0))
