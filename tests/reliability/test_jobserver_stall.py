@@ -9,6 +9,7 @@ client's background submit to the stopped server times out waiting for JOB_CREAT
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from integration.test_metrics import free_port, http_get
+from support.fixtures_gearman import run_async, running_worker
 from support.fixtures_reliability import NamedWorker, make_tiny_image, wait_for
 
 from imgworker import Client
-from imgworker.gearman import SyncClient
+from imgworker.gearman import Job, SyncClient
 from imgworker.testing.gearmand import Gearmand
 
 SERVER_TIMEOUT_S = 2.0
@@ -107,3 +109,35 @@ def test_stopped_job_server_does_not_stall_worker_health_or_client(
     code, body = wait_for(lambda: (lambda r: r if "not answering" not in r[1] and r[0] == 200 else None)(
         http_get(f"http://127.0.0.1:{port}/readyz")), 30, 0.2, "/readyz to stop reporting A")
     assert a.address in body and b.address in body, body
+
+
+def test_an_idle_worker_notices_a_stopped_server_by_its_probe_and_takes_it_back_when_it_answers(
+    gearmand_factory: Callable[[], Gearmand], gearman_fn: Callable[[str], str]
+) -> None:
+    """No job, so no grab outstanding (the worker sleeps after PRE_SLEEP): the ECHO_REQ probe of a connection
+    silent for the timeout finds the stopped server all the same, and the first answer after SIGCONT clears it."""
+    g = gearmand_factory()
+    assert g.proc is not None
+    changes: list[tuple[str, bool]] = []
+
+    async def scenario() -> None:
+        async def handler(job: Job) -> bytes:
+            return b"ok"
+
+        async with running_worker([g.address], {gearman_fn("idle"): handler}, request_timeout=1.0,
+                                  on_unresponsive=lambda s, u: changes.append((s, u))) as w:
+            await asyncio.sleep(0.5)  # registered, asleep
+            os.kill(g.proc.pid, signal.SIGSTOP)
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while not w.unresponsive and loop.time() < deadline:
+                    await asyncio.sleep(0.1)
+                assert w.unresponsive == [g.address] and w.connected == []
+            finally:
+                os.kill(g.proc.pid, signal.SIGCONT)
+            await w.wait_connected(timeout=30)
+            assert w.unresponsive == []
+
+    run_async(scenario(), 60)
+    assert changes[0] == (g.address, True) and changes[-1] == (g.address, False), changes
