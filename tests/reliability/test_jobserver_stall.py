@@ -40,9 +40,9 @@ def _done(root: Path, name: str, n: int) -> int:
     return sum((root / "out" / f"{name}-{i}.jpg").exists() for i in range(n))
 
 
-def _queue(server: str, root: Path, name: str, n: int) -> None:
+def _queue(server: str, root: Path, name: str, n: int, first: int = 0) -> None:
     with SyncClient([server]) as c:
-        for i in range(n):
+        for i in range(first, first + n):
             c.submit_background("resize", json.dumps(_job(root, name, i)).encode())
 
 
@@ -84,12 +84,13 @@ def test_stopped_job_server_does_not_stall_worker_health_or_client(
     # The worker is taking A's jobs (so it has grabs outstanding there) when A stops.
     wait_for(lambda: _done(root, "a", ON_A) >= 3, 30, what="the worker to take A's jobs")
     assert a.proc is not None
+    _queue(b.address, root, "b", ON_B // 2)  # both servers have work when A stops
     os.kill(a.proc.pid, signal.SIGSTOP)
     try:
         stopped_at = time.monotonic()
         done_a = _done(root, "a", ON_A)
         assert done_a < ON_A, "A ran out of work before it was stopped: the test proves nothing"
-        _queue(b.address, root, "b", ON_B)
+        _queue(b.address, root, "b", ON_B - ON_B // 2, first=ON_B // 2)
         wait_for(lambda: _done(root, "b", ON_B) == ON_B, 30, 0.1, f"all {ON_B} of B's jobs with A stopped")
         # Health: still ready (B serves), and the stopped server is named.
         code, body = wait_for(lambda: (lambda r: r if "not answering" in r[1] else None)(
