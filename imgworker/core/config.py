@@ -24,7 +24,7 @@ ENV_PREFIX = "IMGWORKER_"
 _LIMITS = Limits()
 # Variables read elsewhere (not worker options) that must not be reported as unknown.
 _OTHER_ENV = {
-    "IMGWORKER_CORPUS", "IMGWORKER_LOG_JSON", "IMGWORKER_TEST_GEARMAND", "IMGWORKER_TEST_LOOP", "IMGWORKER_VENV"
+    "IMGWORKER_CORPUS", "IMGWORKER_TEST_GEARMAND", "IMGWORKER_TEST_LOOP", "IMGWORKER_VENV"
 }
 
 

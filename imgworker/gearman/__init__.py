@@ -15,6 +15,7 @@ from .errors import (
     ProtocolError,
 )
 from .protocol import FunctionStatus, Packet, PacketType, WorkerInfo
+from .registered import unserved_hint, unserved_hint_sync
 from .sync import SyncClient
 from .worker import Job, Worker
 
@@ -38,6 +39,8 @@ __all__ = [
     "admin_command",
     "maxqueue",
     "status",
+    "unserved_hint",
+    "unserved_hint_sync",
     "version",
     "workers",
 ]

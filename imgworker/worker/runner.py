@@ -223,6 +223,7 @@ class WorkerProcess:
                 result, attempts, background = await self._run_with_retries(job, payload, function, pipeline)
             finally:
                 metrics.IN_FLIGHT.dec()
+            metrics.count_job(function, result, self.backend.name)
             if not result.get("ok"):
                 self._check_fds()  # before the next GRAB: a process out of descriptors takes no more jobs
             try:
