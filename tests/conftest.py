@@ -19,6 +19,7 @@ from support.fixtures_gearman import *  # noqa: F403
 from support.fixtures_pipeline import *  # noqa: F403
 from support.fixtures_reliability import *  # noqa: F403
 from support.fixtures_s3 import *  # noqa: F403
+from support.receivers import receivers  # noqa: F401
 from support.tools import check_marks
 
 TESTS = Path(__file__).resolve().parent

@@ -124,7 +124,7 @@ class WorkerConfig:
         default=None, repr=False, metadata=_meta("HMAC-SHA256 key signing callbacks (prefer the environment variable)")
     )
     callback_tries: int = field(default=5, metadata=_meta("attempts per callback before giving up"))
-    callback_timeout: float = field(default=5.0, metadata=_meta("callback connect and response timeout, seconds"))
+    callback_timeout: float = field(default=5.0, metadata=_meta("total deadline of one callback attempt, seconds"))
     log_level: str = field(default="info", metadata=_meta("log level", choices=("debug", "info", "warning", "error")))
 
     @property

@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 from imgworker.core.config import ConfigError, WorkerConfig
+from imgworker.core.contract import Payload
 from imgworker.core.errors import ImgworkerError
 from imgworker.features.callbacks import CallbackPolicy, CallbackSender, Delivery
 from imgworker.features.failed_jobs import FailedJobs, build_record
@@ -62,22 +63,24 @@ class JobEnd:
             )
 
     async def finished(self, job: Job, function: str, result: dict[str, Any], attempts: int,
-                       background: bool | None) -> None:
+                       background: bool | None, payload: Payload) -> None:
         """Record a failure (store I/O in a thread, before WORK_COMPLETE), then queue the callback."""
         if not result.get("ok") and self.records is not None:
             if background is None:
                 background = await job.is_background()
-            record = build_record(function, job.data, job.unique, result.get("error") or {}, attempts,
+            record = build_record(function, payload, job.unique, result.get("error") or {}, attempts,
                                   background=background, worker=self.worker_id)
             await asyncio.get_running_loop().run_in_executor(None, self.records.write, record)
         if self.sender is not None:
-            self.sender.send(job.data, function, job.unique, result)
+            self.sender.send(payload, function, job.unique, result)
 
     def _callback_given_up(self, d: Delivery, reason: str, tries: int) -> None:
         if self.records is None:
             return
         error = {"code": "UNAVAILABLE", "message": f"callback to {d.target} gave up: {reason}", "retryable": True}
-        callback = {"url": str(d.target), "tries": tries, "reason": reason}
+        # Tries left > 0: the worker stopped before they were used (`failed retry` sends it again).
+        callback = {"url": str(d.target), "tries": tries, "reason": reason,
+                    "tries_left": max(0, self.sender.tries - tries) if self.sender is not None else 0}
         self.records.write(build_record(d.function, d.payload, d.unique, error, tries, callback=callback,
                                         worker=self.worker_id))
 

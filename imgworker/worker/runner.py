@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -27,15 +28,16 @@ from imgworker.backends.base import Backend
 from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
 from imgworker.core.contract import Payload, read_payload
-from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
+from imgworker.core.errors import ImgworkerError, JobTimeout, redact_url
 from imgworker.core.functions import INFO as INFO_FUNCTION
-from imgworker.core.urls import CONTROL_CHARACTERS as _UNPRINTABLE
+from imgworker.core.limits import Limits
+from imgworker.core.text import escape_controls
 from imgworker.features import metrics
 from imgworker.features.job_end import JobEnd, retry_delay, should_retry
 from imgworker.features.notify import Notifier
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
-from imgworker.jobs.service import Service, error_result
+from imgworker.jobs.service import Service, error_result, oversized_result
 from imgworker.stores import Stores
 from imgworker.worker import health
 from imgworker.worker import heartbeat as heartbeat_file
@@ -68,8 +70,8 @@ class JobRunner:
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
         self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
-        # Checks on the raw payload before any work (the callback allow-list); they raise ImgworkerError.
-        self.prechecks: list[Callable[[bytes], None]] = []
+        # Checks on the decoded payload before any work (the callback allow-list); they raise ImgworkerError.
+        self.prechecks: list[Callable[[Payload], None]] = []
         # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
         # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
         self.overrunning = 0
@@ -91,7 +93,7 @@ class JobRunner:
         def work() -> dict[str, Any]:
             loop.call_soon_threadsafe(mark_running)
             for check in self.prechecks:
-                check(payload.raw)
+                check(payload)
             return self.service.handle(payload, pipeline=pipeline)
 
         future = loop.run_in_executor(self.executor, work)
@@ -135,10 +137,21 @@ def overrun_grace(timeout_s: float) -> float:
     return min(5.0, max(0.5, timeout_s / 4))
 
 
+INLINE_PARSE_BYTES = 4096  # payloads up to this are decoded on the event loop (well under a millisecond)
+
+
+async def decode(data: bytes, limits: Limits) -> Payload:
+    """``read_payload``, off the event loop for a payload over INLINE_PARSE_BYTES: a hostile 64 KiB of
+    ``[[],[],...]`` takes tens of milliseconds to decode and check, which would stall every connection, the
+    heartbeat and /healthz. Payloads over the limit never get here decoded (gearman skips them unread)."""
+    if len(data) <= INLINE_PARSE_BYTES:
+        return read_payload(data, limits)
+    return await asyncio.get_running_loop().run_in_executor(None, read_payload, data, limits)
+
+
 def printable(value: object, limit: int = 300) -> str:
-    """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
-    text = redact_url(str(value))[:limit]
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """A payload value for one log line: credentials redacted, controls and bidi escaped (no forged lines)."""
+    return escape_controls(redact_url(str(value))[:limit])
 
 
 def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:
@@ -155,13 +168,6 @@ def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payl
         src,
         dst,
     )
-
-
-def oversized_result(function: str, size: int) -> bytes:
-    """The answer to a job whose packet was over the Gearman packet limit (read by nobody, answered once)."""
-    err = LimitExceeded(f"the job's payload is {size} bytes, over the job server packet limit; "
-                        "a job carries URLs, never image data")
-    return json.dumps(error_result(err), separators=(",", ":")).encode()
 
 
 class WorkerProcess:
@@ -186,7 +192,9 @@ class WorkerProcess:
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
-            on_connection_change=metrics.set_server_up, on_oversized=oversized_result,
+            on_connection_change=metrics.set_server_up,
+            on_oversized=functools.partial(oversized_result, config.limits),
+            max_job_data=config.limits.max_payload_bytes,
             request_timeout=config.job_server_timeout, on_unresponsive=metrics.set_server_unresponsive,
         )
         self.runner.on_overrun = lambda _n: self._update_holds()
@@ -217,7 +225,7 @@ class WorkerProcess:
         async def handle(job: Job) -> bytes:
             started = time.perf_counter()
             self.jobs_started += 1
-            payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every use below reads this
+            payload = await decode(job.data, self.runner.service.limits)  # once; every use below reads this
             metrics.IN_FLIGHT.inc()
             try:
                 result, attempts, background = await self._run_with_retries(job, payload, function, pipeline)
@@ -230,7 +238,7 @@ class WorkerProcess:
                 log_job(function, result, time.perf_counter() - started, payload)
                 # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
                 await self.notifier.send(payload, function, result)
-                await self.job_end.finished(job, function, result, attempts, background)
+                await self.job_end.finished(job, function, result, attempts, background, payload)
             except Exception:  # the job has its result: logging, notifying or recording never makes it WORK_FAIL
                 log.exception("after job %s: logging, notifying or recording failed", function)
             return json.dumps(result, separators=(",", ":")).encode()
