@@ -40,6 +40,7 @@ from imgworker.jobs.batch import BatchRunner
 from imgworker.jobs.service import Service, error_result, oversized_result
 from imgworker.stores import Stores
 from imgworker.worker import health
+from imgworker.worker import heartbeat as heartbeat_file
 from imgworker.worker.process import trim_heap
 
 IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed
@@ -194,6 +195,7 @@ class WorkerProcess:
             on_connection_change=metrics.set_server_up,
             on_oversized=functools.partial(oversized_result, config.limits),
             max_job_data=config.limits.max_payload_bytes,
+            request_timeout=config.job_server_timeout, on_unresponsive=metrics.set_server_unresponsive,
         )
         self.runner.on_overrun = lambda _n: self._update_holds()
         self.out_of_fds = False
@@ -324,6 +326,7 @@ class WorkerProcess:
         idle, trimmed, seen = 0, True, self.jobs_started
         while True:
             metrics.tick()
+            heartbeat_file.beat()  # the supervisor's (prefork children only: worker/heartbeat.py)
             if self.gearman.in_flight or self.jobs_started != seen:  # a job between two beats counts too
                 idle, trimmed, seen = 0, False, self.jobs_started
             elif not trimmed:

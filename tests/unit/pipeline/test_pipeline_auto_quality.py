@@ -138,7 +138,7 @@ def test_a_job_override_of_the_format_is_checked_before_any_work(run_pipeline, t
 
 def test_the_search_is_charged_to_the_memory_budget(run_pipeline, monkeypatch) -> None:
     """A budget too small for the search's planes refuses the job with LIMIT_EXCEEDED (fixed quality fits)."""
-    small = budget.Budget(12 * budget.MIB, "test")
+    small = budget.Budget(40 * budget.MIB, "test")
     monkeypatch.setattr(budget, "_BUDGET", small)
     run_pipeline(YAML, photo("dragonfly").name, "fixed.jpg", quality=80)
     with pytest.raises(LimitExceeded, match="memory budget"):
