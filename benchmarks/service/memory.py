@@ -32,7 +32,7 @@ JOBS = [{"width": 512, "format": "jpeg"}, {"width": 1600, "format": "webp"}, {"w
 
 def child(passes: int, concurrency: int, mallopt: bool) -> None:
     if mallopt:
-        from imgworker.worker.process import limit_malloc_arenas
+        from imgworker.worker.memory import limit_malloc_arenas
 
         limit_malloc_arenas()
     os.environ.setdefault("VIPS_CONCURRENCY", "1")

@@ -1,2 +1,3 @@
-"""What happens around a job: callbacks, completion notices, failed-job records, the end-of-job hooks.
+"""What happens around a job: callbacks, completion notices, failed-job records (the worker's lifecycle hooks,
+worker/lifecycle/, call them).
 """

@@ -8,8 +8,6 @@ process let store I/O overlap with image work.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -20,15 +18,19 @@ import time
 from typing import Any
 
 from imgworker.backends.base import Backend
+from imgworker.backends.cpu import CpuBackend
 from imgworker.core.config import ConfigError, WorkerConfig
+from imgworker.pipeline import PipelineError, PipelineSet
 from imgworker.stores import FileStore, Store, Stores
+from imgworker.worker import health, hybrid
+from imgworker.worker.lifecycle.failed_record import open_records
+from imgworker.worker.memory import MALLOC_ARENA_MAX, keep_job_buffers, limit_malloc_arenas
+from imgworker.worker.runner import WorkerProcess
 
 log = logging.getLogger("imgworker")
 
 
 def build_backend(config: WorkerConfig) -> Backend:
-    from imgworker.backends.cpu import CpuBackend
-
     if config.backend == "cpu":
         return CpuBackend(fail_on=config.fail_on)
     if config.backend == "numpy":
@@ -80,8 +82,6 @@ def backend_name(config: WorkerConfig) -> str:
 def build_pipelines(config: WorkerConfig, backend: str) -> Any:
     if config.pipelines is None:
         return None
-    from imgworker.pipeline import PipelineError, PipelineSet
-
     try:
         return PipelineSet.load(config.pipelines, backend=backend)
     except PipelineError as exc:  # the worker refuses to start; each line is file:line: problem and fix
@@ -98,62 +98,12 @@ def setup_logging(level: str) -> None:
     logging.getLogger("pyvips").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
-MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double
-BIG_BUFFER = 32 * 2**20  # allocations from here on get their own mapping (glibc's largest mmap threshold)
-HEAP_KEEP = 64 * 2**20  # freed heap kept for the next job before glibc trims it
-
-
-def limit_malloc_arenas() -> None:
-    """mallopt(M_ARENA_MAX, 2) unless MALLOC_ARENA_MAX is set (glibc then applied the operator's value).
-
-    Must run before job threads start: arenas already created stay. benchmarks/service/memory.py measures it.
-    """
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        _glibc("mallopt", -8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
-
-
-def keep_job_buffers() -> None:
-    """Keep a job's big buffers in the heap for the next job (up to HEAP_KEEP freed), and no libvips cache.
-
-    Each job allocates the same few big buffers (the source, libjpeg's coefficient planes for a progressive
-    JPEG: ~40 MB at 13 MP, the decoded frame). Handed back to the OS at every free, as glibc does past its
-    mmap threshold, every job pays the kernel to fault and zero them again: 15-25 % of a progressive
-    thumbnail, 5-15 % of a mixed workload. So: a fixed M_MMAP_THRESHOLD of 32 MiB (glibc's highest; fixed,
-    so the threshold does not drift) and an M_TRIM_THRESHOLD of HEAP_KEEP, unless MALLOC_MMAP_THRESHOLD_ /
-    MALLOC_TRIM_THRESHOLD_ are set (glibc then applied the operator's values). Cost, measured with 2 job
-    threads on the corpus: peak RSS +16 % (187 -> 217 MiB; w2048 167 -> 193), and ~200 MiB held between
-    jobs, which ``trim_heap`` hands back once the process is idle (docs/operations.md, "Memory on long runs").
-    libvips' operation cache only holds references to old sources in a worker (no job repeats an operation
-    on the same buffer): off.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
-    import pyvips
-
-    pyvips.cache_set_max(0)
-
-
-def trim_heap() -> None:
-    """Hand the heap glibc keeps for the next job (keep_job_buffers) back to the OS: malloc_trim(0)."""
-    _glibc("malloc_trim", 0)
-
-
-def _glibc(function: str, *args: int) -> None:
-    """``function(*args)`` from glibc; nothing where the C library is another (musl, macOS): nothing to tune."""
-    with contextlib.suppress(OSError, AttributeError):
-        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
-
-
 def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None = None) -> int:
     """Run a single worker process in the foreground (the prefork group's children run this too)."""
     limit_malloc_arenas()
     keep_job_buffers()
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
     setup_logging(config.log_level)
-    from imgworker.worker.runner import WorkerProcess
-
     backend = build_backend(config)
     stores = build_stores(config)
     pipelines = build_pipelines(config, backend.name)
@@ -176,8 +126,6 @@ def _child(config: WorkerConfig, parent_pid: int) -> None:
 
 def _serve_children_metrics(config: WorkerConfig) -> Any:
     """Prefork: children write metrics to PROMETHEUS_MULTIPROC_DIR; this process serves them all."""
-    from imgworker.worker import health
-
     path = os.environ.get(health.MULTIPROC_ENV)
     if path:
         os.makedirs(path, exist_ok=True)
@@ -215,8 +163,6 @@ def run(config: WorkerConfig) -> int:
 
     A GPU worker's group also holds CPU-backend children on the cores its GPU processes leave (hybrid.py).
     """
-    from imgworker.worker import hybrid
-
     # Resolving "auto"/"gpu" probes CUDA (no context); cpu and numpy need no probe.
     resolved = config.backend if config.backend in ("cpu", "numpy") else backend_name(config)
     layout = hybrid.plan(config, resolved)
@@ -234,8 +180,6 @@ def run(config: WorkerConfig) -> int:
     if layout.hybrid:
         build_pipelines(config, "cpu")
     stores = build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
-    from imgworker.features.job_end import open_records
-
     open_records(config, stores)  # so does a --failed-jobs prefix outside the roots / buckets
     ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []
@@ -282,9 +226,7 @@ def run(config: WorkerConfig) -> int:
                 log.warning("worker process %s exited with %s; restarting it in %.1f s (crash %d in a row)",
                             proc.pid, proc.exitcode, delay, backoff[i].crashes)
                 if server is not None and proc.pid is not None:
-                    from imgworker.worker.health import child_exited
-
-                    child_exited(proc.pid)
+                    health.child_exited(proc.pid)
             elif now >= restart_at[i]:
                 del restart_at[i]
                 children[i] = start_child(i)

@@ -10,12 +10,10 @@ way. docs/contract.md has the details.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -26,16 +24,17 @@ from typing import Any
 from imgworker import __version__
 from imgworker.backends.base import Backend
 from imgworker.core.config import WorkerConfig
-from imgworker.core.contract import INFO_FUNCTION, Payload, read_payload
-from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded, redact_url
-from imgworker.features.job_end import JobEnd, retry_delay, should_retry
-from imgworker.features.notify import Notifier
+from imgworker.core.contract import INFO_FUNCTION, read_payload
+from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
 from imgworker.jobs.service import Service, error_result
 from imgworker.stores import Stores
 from imgworker.worker import budget, health, metrics
-from imgworker.worker.process import trim_heap
+from imgworker.worker.lifecycle.chain import Lifecycle
+from imgworker.worker.lifecycle.default import default_hooks
+from imgworker.worker.lifecycle.hook import JobState
+from imgworker.worker.memory import trim_heap
 
 IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed
 log = logging.getLogger("imgworker.worker.runner")
@@ -57,15 +56,12 @@ def function_names(backend: str, pipelines: list[str]) -> dict[str, str | None]:
 
 
 class JobRunner:
-    """Runs jobs in a thread pool and turns every outcome into a JSON result; observers see each job."""
+    """Runs jobs in a thread pool and turns every outcome into a JSON result, within the job time limit."""
 
     def __init__(self, service: Service, concurrency: int, timeout_s: float) -> None:
         self.service = service
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
-        self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
-        # Checks on the raw payload before any work (the callback allow-list); they raise ImgworkerError.
-        self.prechecks: list[Callable[[bytes], None]] = []
         # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
         # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
         self.overrunning = 0
@@ -75,10 +71,13 @@ class JobRunner:
     def busy_threads(self) -> bool:
         return self.overrunning > 0
 
-    async def run(self, function: str, pipeline: str | None, payload: Payload) -> dict[str, Any]:
+    async def run(self, job: JobState, admit: Callable[[JobState], None]) -> tuple[dict[str, Any], float]:
+        """One run of the job's work: its result and seconds. ``admit`` runs first in the thread (the
+        lifecycle's admission checks); its refusal is the result, as any job error is."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         running: asyncio.Future[None] = loop.create_future()
+        payload = job.payload
 
         def mark_running() -> None:
             if not running.done():
@@ -86,9 +85,8 @@ class JobRunner:
 
         def work() -> dict[str, Any]:
             loop.call_soon_threadsafe(mark_running)
-            for check in self.prechecks:
-                check(payload.raw)
-            return self.service.handle(payload, pipeline=pipeline)
+            admit(job)
+            return self.service.handle(payload, pipeline=job.pipeline)
 
         future = loop.run_in_executor(self.executor, work)
         try:
@@ -107,14 +105,11 @@ class JobRunner:
         except ImgworkerError as exc:
             result = error_result(exc)
         except Exception as exc:
-            log.exception("job failed with an internal error", extra={"function": function})
+            log.exception("job failed with an internal error", extra={"function": job.function})
             result = error_result(exc)
         if not result.get("ok") and payload.id is not None:
             result["id"] = payload.id
-        elapsed = time.perf_counter() - started
-        for observe in self.observers:
-            observe(function, result, elapsed)
-        return result
+        return result, time.perf_counter() - started
 
     def _overrun_ended(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled():
@@ -129,31 +124,6 @@ def overrun_grace(timeout_s: float) -> float:
     the job stops itself at the deadline (checks between stages, libvips set_kill); this covers a stage
     that cannot be stopped (an AV1 encode, an interlaced PNG decoding whole)."""
     return min(5.0, max(0.5, timeout_s / 4))
-
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def printable(value: object, limit: int = 300) -> str:
-    """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
-    text = redact_url(str(value))[:limit]
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
-def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:
-    outcome = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
-    src = dst = ""
-    if payload is not None:
-        src, dst = printable(payload.fields.get("src", "")), printable(payload.fields.get("dst", ""))
-    log.info(
-        "job function=%s outcome=%s backend=%s ms=%.1f src=%s dst=%s",
-        function,
-        outcome,
-        result.get("backend", "-"),
-        elapsed * 1000,
-        src,
-        dst,
-    )
 
 
 def oversized_result(function: str, size: int) -> bytes:
@@ -181,7 +151,6 @@ class WorkerProcess:
                f"{config.effective_processes} process(es)")
         budget.configure(limit, how)
         self.runner = JobRunner(service, config.concurrency, config.job_timeout)
-        self.runner.observers.append(metrics.observe_job(backend.name))
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
@@ -196,13 +165,15 @@ class WorkerProcess:
         self.parent_pid = parent_pid
         self.health_max_age = health.HEARTBEAT_MAX_AGE_S
         self.health_server: health.HealthServer | None = None
-        self.notifier = Notifier(config.servers)
-        self.job_end = JobEnd(config, stores, client_id)  # failed-job records, callbacks
-        self.runner.prechecks.append(self.job_end.policy.precheck)
         self.abandoned = 0  # jobs handed back to gearmand when the drain deadline passed
         self.jobs_started = 0  # for the heartbeat's idle trim
         self._stopping = 0
         self._stopped = asyncio.Event()
+        # Everything around the work (admission ... callback), in order: lifecycle/default.py.
+        self.lifecycle = Lifecycle(default_hooks(
+            config, stores, worker_id=client_id, backend=backend.name, stopped=self._stopped,
+            check_fds=self._check_fds,
+        ))
 
     def pipeline_names(self) -> list[str]:
         return sorted(self.pipelines.current()) if self.pipelines is not None else []
@@ -213,51 +184,14 @@ class WorkerProcess:
 
     def _handler(self, function: str, pipeline: str | None) -> Callable[[Job], Any]:
         async def handle(job: Job) -> bytes:
-            started = time.perf_counter()
+            received = time.perf_counter()
             self.jobs_started += 1
-            payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every use below reads this
-            metrics.IN_FLIGHT.inc()
-            try:
-                result, attempts, background = await self._run_with_retries(job, payload, function, pipeline)
-            finally:
-                metrics.IN_FLIGHT.dec()
-            if not result.get("ok"):
-                self._check_fds()  # before the next GRAB: a process out of descriptors takes no more jobs
-            try:
-                log_job(function, result, time.perf_counter() - started, payload)
-                # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
-                await self.notifier.send(payload, function, result)
-                await self.job_end.finished(job, function, result, attempts, background)
-            except Exception:  # the job has its result: logging, notifying or recording never makes it WORK_FAIL
-                log.exception("after job %s: logging, notifying or recording failed", function)
+            payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every hook reads this
+            state = JobState(function, pipeline, payload, job.unique, job.is_background, received=received)
+            result = await self.lifecycle.run(state, self.runner.run)
             return json.dumps(result, separators=(",", ":")).encode()
 
         return handle
-
-    async def _run_with_retries(
-        self, job: Job, payload: Payload, function: str, pipeline: str | None
-    ) -> tuple[dict[str, Any], int, bool | None]:
-        """Run the job; a background job's transient failure runs again (job_end.py has the policy)."""
-        result = await self.runner.run(function, pipeline, payload)
-        attempts, background = 1, None
-        while should_retry(result) and attempts <= self.config.retries and not self._stopping:
-            if background is None:
-                background = await job.is_background()
-            if not background:
-                break
-            code = str(result["error"]["code"])
-            delay = retry_delay(self.config.retry_backoff, attempts)
-            metrics.JOB_RETRIES.labels(function, code).inc()
-            log.warning("job function=%s %s: retry %d/%d in %.1f s", function, code, attempts,
-                        self.config.retries, delay)
-            # A stop request cuts the wait short: the failure is then final (and recorded).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), delay)
-            if self._stopping:
-                break
-            attempts += 1
-            result = await self.runner.run(function, pipeline, payload)
-        return result, attempts, background
 
     def _check_fds(self) -> None:
         """Whether this process can still open a file; if not, hold every slot until it can again."""
@@ -376,8 +310,7 @@ class WorkerProcess:
             self.abandoned = self.gearman.in_flight
             log.warning("drain deadline passed with %d jobs in flight: handing them back", self.abandoned)
         await self.gearman.close()
-        await self.notifier.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.job_end.close)
+        await self.lifecycle.close()
         serving.cancel()
         if batches is not None:
             batches.cancel()

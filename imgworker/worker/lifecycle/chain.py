@@ -1,0 +1,72 @@
+"""Run one job through the ordered hook list: every phase calls every hook in list order (hook.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from imgworker.worker.lifecycle.hook import Hook, JobState
+
+# The runner's logger: the line that says a hook failed sits with the job lines that log queries filter on.
+log = logging.getLogger("imgworker.worker.runner")
+
+# One run of the work: given the job and the admission check to call in its thread, its result and seconds.
+Attempt = Callable[[JobState, Callable[[JobState], None]], Awaitable[tuple[dict[str, Any], float]]]
+
+
+class Lifecycle:
+    """The hooks of a worker, in order. ``run`` takes a job from its decoded payload to its final result."""
+
+    def __init__(self, hooks: list[Hook]) -> None:
+        self.hooks = hooks
+
+    async def run(self, job: JobState, attempt: Attempt) -> dict[str, Any]:
+        for hook in self.hooks:
+            hook.before_job(job)
+        try:
+            while True:
+                job.result, elapsed = await attempt(job, self.admit)
+                for hook in self.hooks:
+                    with _guarded("after a run", job, hook):  # bookkeeping never costs the job its result
+                        hook.after_run(job, elapsed)
+                if not await self._run_again(job):
+                    break
+                job.attempts += 1
+        finally:
+            for hook in self.hooks:
+                with _guarded("after the work", job, hook):
+                    hook.after_work(job)
+        for hook in self.hooks:
+            # The job has its result: a hook never makes it WORK_FAIL, nor keeps the hooks after it from running.
+            with _guarded("after the job", job, hook):
+                await hook.after_job(job)
+        return job.result
+
+    def admit(self, job: JobState) -> None:
+        """Every hook's admission check, in the job's thread; the first refusal (an exception) stands."""
+        for hook in self.hooks:
+            hook.admit(job)
+
+    async def _run_again(self, job: JobState) -> bool:
+        for hook in self.hooks:
+            with _guarded("after a run", job, hook):  # a retry that cannot be decided is not made
+                if await hook.run_again(job):
+                    return True
+        return False
+
+    async def close(self) -> None:
+        for hook in self.hooks:
+            try:
+                await hook.close()
+            except Exception:
+                log.exception("shutdown: the %s hook failed to close", hook.name)
+
+
+@contextlib.contextmanager
+def _guarded(phase: str, job: JobState, hook: Hook) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception("%s %s: the %s hook failed", phase, job.function, hook.name)

@@ -1,0 +1,27 @@
+"""Metrics: jobs in flight while they run, and every run's outcome, duration and stage times.
+
+``imgworker_jobs_in_flight`` counts a job from its decode until no run follows (also when it is cancelled);
+``imgworker_jobs_total``, ``imgworker_job_duration_seconds``, ``imgworker_busy_seconds`` and the stage
+histogram count each run, retries included (worker/metrics.py ``observe_job``).
+"""
+
+from __future__ import annotations
+
+from imgworker.worker import metrics
+from imgworker.worker.lifecycle.hook import Hook, JobState
+
+
+class JobMetrics(Hook):
+    name = "metrics"
+
+    def __init__(self, backend: str) -> None:
+        self.observe = metrics.observe_job(backend)
+
+    def before_job(self, job: JobState) -> None:
+        metrics.IN_FLIGHT.inc()
+
+    def after_run(self, job: JobState, elapsed: float) -> None:
+        self.observe(job.function, job.result, elapsed)
+
+    def after_work(self, job: JobState) -> None:
+        metrics.IN_FLIGHT.dec()
