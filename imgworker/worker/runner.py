@@ -319,7 +319,7 @@ class WorkerProcess:
             metrics.set_server_up(server, False)
         if self.health_server is not None:
             self.health_server.stop()
-        # Threads still running abandoned jobs cannot be cancelled: app.run_one exits without joining them.
+        # Threads still running abandoned jobs cannot be cancelled: process.run_one exits without joining them.
         self.runner.executor.shutdown(wait=False, cancel_futures=True)
         if self.abandoned:
             log.warning("worker stopped; %d jobs handed back to the job server", self.abandoned)
