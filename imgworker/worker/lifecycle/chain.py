@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from imgworker.worker.lifecycle.hook import Hook, JobState
@@ -23,25 +22,31 @@ class Lifecycle:
         self.hooks = hooks
 
     async def run(self, job: JobState, attempt: Attempt) -> dict[str, Any]:
+        # try/except written out in each loop, not a helper: this runs for every hook of every job.
         for hook in self.hooks:
             hook.before_job(job)
         try:
             while True:
                 job.result, elapsed = await attempt(job, self.admit)
                 for hook in self.hooks:
-                    with _guarded("after a run", job, hook):  # bookkeeping never costs the job its result
+                    try:
                         hook.after_run(job, elapsed)
+                    except Exception:  # bookkeeping never costs the job its result
+                        _failed("after a run", job, hook)
                 if not await self._run_again(job):
                     break
                 job.attempts += 1
         finally:
             for hook in self.hooks:
-                with _guarded("after the work", job, hook):
+                try:
                     hook.after_work(job)
+                except Exception:
+                    _failed("after the work", job, hook)
         for hook in self.hooks:
-            # The job has its result: a hook never makes it WORK_FAIL, nor keeps the hooks after it from running.
-            with _guarded("after the job", job, hook):
+            try:
                 await hook.after_job(job)
+            except Exception:  # the job has its result: a hook never makes it WORK_FAIL, nor stops the next
+                _failed("after the job", job, hook)
         return job.result
 
     def admit(self, job: JobState) -> None:
@@ -51,9 +56,11 @@ class Lifecycle:
 
     async def _run_again(self, job: JobState) -> bool:
         for hook in self.hooks:
-            with _guarded("after a run", job, hook):  # a retry that cannot be decided is not made
+            try:
                 if await hook.run_again(job):
                     return True
+            except Exception:  # a retry that cannot be decided is not made
+                _failed("after a run", job, hook)
         return False
 
     async def close(self) -> None:
@@ -64,9 +71,5 @@ class Lifecycle:
                 log.exception("shutdown: the %s hook failed to close", hook.name)
 
 
-@contextlib.contextmanager
-def _guarded(phase: str, job: JobState, hook: Hook) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        log.exception("%s %s: the %s hook failed", phase, job.function, hook.name)
+def _failed(phase: str, job: JobState, hook: Hook) -> None:
+    log.exception("%s %s: the %s hook failed", phase, job.function, hook.name)
