@@ -5,6 +5,10 @@ WORK_COMPLETE with a JSON object (``{"ok": true, ...}`` or ``{"ok": false, "erro
 1.1.20 mangles WORK_EXCEPTION for clients that did not ask for exceptions, and WORK_FAIL cannot carry a
 message, so a JSON body is the one signal every client family (CLI, PHP, Perl, Python, Node) reads the same
 way. docs/contract.md has the details.
+
+What happens around the work of each job (admission, timing, logging, metrics, retries, failed-job record,
+completion notice, callback) is one ordered list of hooks, lifecycle/default.py; this module decodes the
+payload, runs the work in a thread within the time limit, and hands both to that list.
 """
 
 from __future__ import annotations
