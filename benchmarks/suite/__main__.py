@@ -1,6 +1,6 @@
 """``python -m benchmarks.suite run``: every engine on the same files and cores, one table, ratios as the headline.
 
-    python -m benchmarks setup            # install the peers (thumbor, sharp, simplejpeg) under benchmarks/.peers
+    python -m benchmarks.suite setup      # install the peers (thumbor, sharp, simplejpeg) under benchmarks/.peers
     python -m benchmarks.suite run              # ~5-8 minutes on 2 cores; writes docs/performance.md
     python -m benchmarks.suite run --quick --no-peers --json out.json --no-doc   # the smoke test's run
 
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help="install the peers into benchmarks/.peers")

@@ -20,7 +20,7 @@ from typing import Any
 from imgworker.commands.demo_page import Row, write_page
 from imgworker.commands.submit import IMAGE_SUFFIXES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGES = REPO / "examples" / "images"
 PIPELINES = REPO / "pipelines"
 
