@@ -10,6 +10,8 @@ import contextlib
 import ctypes
 import os
 
+import pyvips
+
 MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double
 BIG_BUFFER = 32 * 2**20  # allocations from here on get their own mapping (glibc's largest mmap threshold)
 HEAP_KEEP = 64 * 2**20  # freed heap kept for the next job before glibc trims it
@@ -42,8 +44,6 @@ def keep_job_buffers() -> None:
         _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
-    import pyvips  # here, not at the top: importing this module (the job runner does) need not load libvips
-
     pyvips.cache_set_max(0)
 
 
