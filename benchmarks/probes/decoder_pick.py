@@ -3,7 +3,7 @@
     python -m benchmarks.probes.decoder_pick            # every JPEG of the corpus, thumb512 and w2048 scales
     python -m benchmarks.probes.decoder_pick --repeats 9
 
-For each corpus JPEG and each DCT scale the worker uses (``jpeg_shrink`` for a 512 px box and for 2048 px wide),
+For each corpus JPEG and each DCT scale the worker uses (``shrink_on_load`` for a 512 px box and for 2048 px wide),
 times libvips' ``jpegload_buffer(shrink=N)`` to memory, simplejpeg (the fast path's decoder) and Pillow's draft
 mode, interleaved, min and median of ``--repeats``; and checks both bindings give libvips' pixels (PSNR). The
 three are ratios within one run, so they hold under load; pin it to a core (``taskset -c 0``) for steadier
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pyvips
 
-    from imgworker.backends.cpu import jpeg_shrink
     from imgworker.imaging import jpeg_fast
+    from imgworker.imaging.load import shrink_on_load
 
     pyvips.cache_set_max(0)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         w, h = frame.width, frame.height
         for box in (512, 2048):
             scale = min(box / w, box / h) if box == 512 else box / max(w, h)
-            shrink = jpeg_shrink(w, h, max(1, round(w * scale)), max(1, round(h * scale)))
+            shrink = shrink_on_load(w, h, max(1, round(w * scale)), max(1, round(h * scale)))
             ref = pyvips.Image.jpegload_buffer(data, shrink=shrink)
             ref_px = np.ndarray(buffer=ref.write_to_memory(), dtype=np.uint8, shape=(ref.height, ref.width, ref.bands))
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import pyvips
 
 from imgworker.analysis import FACTS, of_decoded
-from imgworker.backends.cpu import CpuBackend, probe
+from imgworker.analysis.source import facts_of_source
+from imgworker.backends.cpu import CpuBackend
 from imgworker.core.contract import ResizeSpec
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
-from imgworker.jobs.info import facts_of_source
+from imgworker.imaging.probe import probe
 
 PHOTOS = Path(__file__).resolve().parents[2] / "examples" / "images"
 

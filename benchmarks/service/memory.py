@@ -41,9 +41,9 @@ def child(passes: int, concurrency: int, mallopt: bool) -> None:
 
     from imgworker.backends.cpu import CpuBackend
     from imgworker.core.limits import Limits
+    from imgworker.features.metrics import resident_bytes
     from imgworker.jobs.service import Service
     from imgworker.stores import FileStore, Stores
-    from imgworker.worker.metrics import resident_bytes
 
     out = Path(tempfile.mkdtemp(prefix="membench-"))
     roots = [str(PHOTOS.resolve()), str(out)]

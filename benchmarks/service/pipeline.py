@@ -5,7 +5,7 @@ job at a time, so the figures compare the work, not the queue. ``web_equivalent`
 resize jobs encode (plain JPEG and WebP, same qualities); the shipped ``web`` adds progressive mozjpeg-style
 JPEG (trellis quantisation etc.), which costs encode time for smaller files. ``thumb-decode`` is
 ``web_equivalent`` with the pipeline's JPEG decode left to libvips thumbnail's shrink-on-load (which keeps a
-factor of 2 spare) instead of the smallest-scale decode (backends.cpu.load_jpeg_resized): the reference for it.
+factor of 2 spare) instead of the smallest-scale decode (imaging.load.load_jpeg_resized): the reference for it.
 
     .venv/bin/python benchmarks/service/pipeline.py [--rounds 5] [--clock cpu|wall]
 

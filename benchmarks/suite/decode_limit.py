@@ -22,9 +22,9 @@ def shrink_plan(workload: Workload) -> dict[str, list[int]]:
     """file -> [stored width, stored height, shrink], with the worker's own shrink rule."""
     import pyvips
 
-    from imgworker.backends.cpu import jpeg_shrink
     from imgworker.core.geometry import plan
     from imgworker.core.limits import Limits
+    from imgworker.imaging.load import shrink_on_load
 
     out: dict[str, list[int]] = {}
     for path in workload.files:
@@ -33,7 +33,7 @@ def shrink_plan(workload: Workload) -> dict[str, list[int]]:
         orientation = image.get("orientation") if "orientation" in image.get_fields() else 1
         dw, dh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
         geo = plan(dw, dh, workload.op.width, workload.op.height, "inside", Limits())
-        out[path] = [w, h, jpeg_shrink(dw, dh, geo.resize_w, geo.resize_h)]
+        out[path] = [w, h, shrink_on_load(dw, dh, geo.resize_w, geo.resize_h)]
     return out
 
 

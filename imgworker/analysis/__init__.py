@@ -16,7 +16,7 @@ import pyvips
 from imgworker.analysis import blurhash, dominant, phash, thumbhash
 from imgworker.analysis.meta import describe
 from imgworker.analysis.small import Small, prepare
-from imgworker.core.errors import BadRequest
+from imgworker.core.contract import FACTS
 
 # Pixel facts: name -> function of the small image. ``meta`` is the header fact (no pixels).
 PIXEL_FACTS: dict[str, Callable[[Small], Any]] = {
@@ -25,22 +25,8 @@ PIXEL_FACTS: dict[str, Callable[[Small], Any]] = {
     "dominant": lambda s: dominant.palette(s.rgba),
     "phash": lambda s: phash.encode(s.grey32),
 }
-FACTS = ("meta", *PIXEL_FACTS)
-
-
-def parse_analyze(value: Any, where: str = "'analyze'") -> tuple[str, ...]:
-    """A job's (or a pipeline file's) ``analyze`` list, checked; BadRequest names the fix."""
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadRequest(f"{where} must be a list of facts from {', '.join(FACTS)}; got {value!r}")
-    from imgworker.core.contract import suggest
-
-    for name in value:
-        if name not in FACTS:
-            raise BadRequest(f"{where} has unknown fact {name!r}{suggest(name, FACTS)}; "
-                             f"known facts: {', '.join(FACTS)}")
-    return tuple(dict.fromkeys(value))  # in the order given, once each
+if ("meta", *PIXEL_FACTS) != FACTS:  # the contract names the facts; this module computes each of them
+    raise ImportError(f"analysis computes {('meta', *PIXEL_FACTS)}, the contract names {FACTS}")
 
 
 def merge(*lists: Iterable[str]) -> tuple[str, ...]:

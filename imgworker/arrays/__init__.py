@@ -10,9 +10,7 @@ A step has two executors (imgworker/pipeline/steps/base.py): ``vips`` (libvips o
 - ``smartcrop``: libvips' ``attention`` and ``entropy`` heuristics on ``xp``.
 - ``executor``: run a pipeline's steps on an array, frame by frame for animations.
 - ``device_io``: device JPEG decode (one call per array batch) and encode for pipeline jobs on a GPU worker.
-- ``orientation``: the one EXIF orientation rule (displayed sides, and the pixels' turn on ``xp``).
-- ``encode``: the one libvips encoder (pipeline encode step and plain resize jobs).
-- ``deadline``: the job's one deadline check.
+- ``orientation``: EXIF orientation applied to the pixels on ``xp`` (the sides' table: imaging/orientation.py).
 
 Around it: imgworker/core/formats.py (the formats table), imgworker/core/options.py (one validation path),
 imgworker/jobs/builtin.py (``resize`` and ``info`` as built-in pipelines: every job is a runner).

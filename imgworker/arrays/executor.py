@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pyvips
 
 from imgworker.arrays import image as arrays
+from imgworker.imaging.metadata import keep_only
 
 XP = Any
 # Metadata fields an output may keep (the metadata step decides which; see steps/metadata.py).
@@ -58,6 +59,5 @@ def to_encoder(host: npt.NDArray[Any], page_height: int | None, source: pyvips.I
     for name in source.get_fields():
         if name.startswith(_META_PREFIXES):
             image.set_type(source.get_typeof(name), name, source.get(name))
-    from imgworker.pipeline.steps.metadata import vips as metadata
-
-    return metadata(image, {"keep": keep}, ctx)
+    ctx.keep = tuple(sorted(set(keep)))  # what the encoder keeps of this output (steps/encode.py keep_flags)
+    return keep_only(image, keep)

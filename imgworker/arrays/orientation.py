@@ -1,19 +1,10 @@
-"""The one orientation rule: what EXIF orientation (1-8) does to a picture's sides and to its pixels.
-
-Every place that needs the displayed size (the CPU probe, the pipeline header, the GPU plan) asks ``shown``;
-the array executor and the GPU decode turn pixels with ``orient`` (libvips' autorot does it on the vips side).
+"""EXIF orientation (1-8) applied to array pixels: the array executor and the GPU decode turn with ``orient``,
+as libvips' autorot does on the vips side (the sides' table is imaging/orientation.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-SWAPS_SIDES = frozenset({5, 6, 7, 8})  # transposed orientations: displayed width is the stored height
-
-
-def shown(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """(width, height) as displayed of a picture stored ``width`` x ``height`` with EXIF ``orientation``."""
-    return (height, width) if orientation in SWAPS_SIDES else (width, height)
 
 
 def orient(xp: Any, img: Any, orientation: int) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from imgworker.arrays import colour, filters
+from imgworker.arrays import colour, filters, resample
 from imgworker.arrays.image import as_float, split_alpha
 
 XP = Any
@@ -32,8 +32,6 @@ def _rgb(xp: XP, img: Array) -> Array:
 
 
 def attention(xp: XP, img: Array, width: int, height: int) -> tuple[int, int]:
-    from imgworker.arrays import resample
-
     h, w = int(img.shape[0]), int(img.shape[1])
     hscale, vscale = 32.0 / w, 32.0 / h
     small = resample.resize(xp, _rgb(xp, img), max(1, round(w * hscale)), max(1, round(h * vscale)), "lanczos3")

@@ -17,16 +17,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyvips
+
+from imgworker.client import Client
 from imgworker.commands.demo_page import Row, write_page
 from imgworker.commands.submit import IMAGE_SUFFIXES
+from imgworker.core.errors import ImgworkerError
+from imgworker.testing.gearmand import Gearmand
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGES = REPO / "examples" / "images"
 PIPELINES = REPO / "pipelines"
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run gearmand + a worker locally and resize sample images", description=__doc__)
+def add_parser(sub: Any, summary: str) -> None:
+    p = sub.add_parser("demo", help=summary, description=__doc__)
     p.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of source images (default: the samples)")
     p.add_argument("--out", default="demo-out", help="folder for results and the contact sheet")
     p.add_argument("--width", type=int, default=512)
@@ -47,8 +52,6 @@ def wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) 
 
 def source_facts(path: Path) -> dict[str, Any]:
     """Displayed size (EXIF orientation applied) and format of a source, from its header only."""
-    import pyvips
-
     try:
         image = pyvips.Image.new_from_file(str(path), access="sequential")
     except pyvips.Error:
@@ -60,9 +63,6 @@ def source_facts(path: Path) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imgworker.client import Client
-    from imgworker.testing.gearmand import Gearmand
-
     images = Path(args.images).resolve()
     out = Path(args.out).resolve()
     if not images.is_dir():
@@ -110,8 +110,6 @@ def pick_web_photo(sources: list[Path]) -> Path:
 
 
 def timed_job(client: Any, function: str, payload: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    from imgworker.core.errors import ImgworkerError
-
     started = time.perf_counter()
     try:
         result = client.run(function, payload).raw

@@ -19,7 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fnmatch
+import logging
 import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -30,10 +33,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from imgworker.core.config import ConfigError
+from imgworker.core.functions import registered
 from imgworker.gearman import FunctionStatus, WorkerInfo, status, workers
+from imgworker.pipeline.model import PipelineError
+from imgworker.pipeline.registry import load_dir
+from imgworker.worker.health import HealthServer
 
 DEFAULT_PORT = 9731
-BASE_FUNCTIONS = ("resize", "info")  # as imgworker.worker.runner (not imported: it pulls in the whole worker)
 BACKENDS = ("cpu", "gpu")
 
 
@@ -45,14 +52,11 @@ def imgworker_functions(pipelines_dir: str | None) -> list[str]:
     """
     served: dict[str, list[str]] = {b: [] for b in BACKENDS}
     if pipelines_dir:
-        from imgworker.pipeline.registry import load_dir
-
         for backend in BACKENDS:
             served[backend] = sorted(load_dir(pipelines_dir, backend)[0])
     names: set[str] = set()
     for backend, pipelines in served.items():
-        for name in [*BASE_FUNCTIONS, *pipelines]:
-            names |= {name, f"{name}@{backend}"}
+        names |= set(registered(backend, pipelines))
     return sorted(names)
 
 
@@ -201,9 +205,9 @@ class GearmanCollector(Collector):
             yield family
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, summary: str) -> None:
     p = sub.add_parser(
-        "exporter", help="export job server queue depths as Prometheus metrics", description=__doc__
+        "exporter", help=summary, description=__doc__
     )
     p.add_argument("--server", action="append", help="job server HOST:PORT, repeatable [IMGWORKER_SERVERS]")
     p.add_argument(
@@ -227,13 +231,6 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import logging
-    import signal
-    import threading
-
-    from imgworker.core.config import ConfigError
-    from imgworker.worker.health import HealthServer
-
     servers = args.server or [
         s.strip() for s in os.environ.get("IMGWORKER_SERVERS", "").split(",") if s.strip()
     ]
@@ -244,7 +241,6 @@ def main(args: argparse.Namespace) -> int:
     pipelines = args.pipelines or os.environ.get("IMGWORKER_PIPELINES") or None
     if pipelines is not None and not os.path.isdir(pipelines):
         raise ConfigError(f"--pipelines {pipelines!r} is not an existing directory")
-    from imgworker.pipeline.model import PipelineError
 
     try:
         functions = FunctionFilter([*imgworker_functions(pipelines), *args.function])

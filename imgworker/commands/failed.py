@@ -17,14 +17,18 @@ from urllib.parse import urlsplit
 
 from imgworker.core.errors import ERROR_CODES, ImgworkerError
 from imgworker.features.failed_jobs import FailedJobs
+from imgworker.gearman import Client, GearmanError
 from imgworker.stores import FileStore, Store, Stores
 from imgworker.stores.file import url_to_path
+from imgworker.stores.s3 import S3Store
+from imgworker.stores.s3_client import make_client
+from imgworker.stores.s3_url import parse_s3_url
 
 SUBMIT_TIMEOUT_S = 10.0
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("failed", help="list or retry failed-job records", description=__doc__)
+def add_parser(sub: Any, summary: str) -> None:
+    p = sub.add_parser("failed", help=summary, description=__doc__)
     actions = p.add_subparsers(dest="action", required=True)
     for name, what in (("list", "print the records"), ("retry", "resubmit them as background jobs")):
         a = actions.add_parser(name, help=what)
@@ -48,10 +52,6 @@ def open_records(args: argparse.Namespace) -> FailedJobs:
     if scheme == "file":
         store = FileStore([url_to_path(url)])
     elif scheme == "s3":
-        from imgworker.stores.s3 import S3Store
-        from imgworker.stores.s3_client import make_client
-        from imgworker.stores.s3_url import parse_s3_url
-
         loc = parse_s3_url(url, allow_empty_key=True)
         store = S3Store(make_client(endpoint=args.s3_endpoint), [f"{loc.bucket}/{loc.key}".rstrip("/")])
     else:
@@ -84,8 +84,6 @@ def list_main(args: argparse.Namespace) -> int:
 
 
 async def _resubmit(servers: list[str], records: FailedJobs, rows: list[tuple[str, dict[str, Any]]]) -> int:
-    from imgworker.gearman import Client, GearmanError
-
     failed = 0
     async with Client(servers) as client:
         for url, record in rows:

@@ -15,9 +15,9 @@ import urllib.request
 from typing import Any
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, summary: str) -> None:
     p = sub.add_parser(
-        "health", help="probe a worker's /healthz or /readyz; exit 0 if healthy", description=__doc__
+        "health", help=summary, description=__doc__
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--url", help="full URL to probe, e.g. http://10.0.0.5:9730/readyz")

@@ -9,11 +9,13 @@ import argparse
 import sys
 from typing import Any
 
+from imgworker.pipeline import PipelineError, load_dir
+
 BACKENDS = ("cpu", "gpu")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("pipelines", help="check pipeline YAML files", description=__doc__)
+def add_parser(sub: Any, summary: str) -> None:
+    p = sub.add_parser("pipelines", help=summary, description=__doc__)
     actions = p.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="validate a pipelines directory; exit 0 when all is well")
     check.add_argument("directory")
@@ -23,8 +25,6 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imgworker.pipeline import PipelineError, load_dir
-
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     failed = False
     seen: set[str] = set()

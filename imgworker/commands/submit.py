@@ -18,13 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imgworker.client import default_unique
+from imgworker.client import Client, default_unique
 from imgworker.core.contract import FITS, FORMATS
+from imgworker.core.errors import ImgworkerError
 from imgworker.core.formats import SOURCE_SUFFIXES as IMAGE_SUFFIXES
 from imgworker.core.formats import suffix as format_suffix
 from imgworker.gearman import Client as AsyncClient
 from imgworker.gearman import GearmanError, NoServerAvailable
 from imgworker.gearman.protocol import parse_address
+from imgworker.stores.file import url_to_path
+from imgworker.stores.s3 import list_objects
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -36,8 +39,8 @@ def to_url(path: str) -> str:
     return Path(path).resolve().as_uri()
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("submit", help="submit a job, or one job per image in a directory", description=__doc__)
+def add_parser(sub: Any, summary: str) -> None:
+    p = sub.add_parser("submit", help=summary, description=__doc__)
     p.add_argument("src", help="source: path, file:// or s3:// URL; a directory or prefix ending in / for a batch")
     p.add_argument("dst", help="destination: path or URL; for a batch, a directory / prefix")
     p.add_argument("--server", action="append", help="job server HOST:PORT (repeatable) [IMGWORKER_SERVERS]")
@@ -82,10 +85,7 @@ def servers_from(args: argparse.Namespace) -> list[str]:
 
 def list_sources(src: str) -> list[str]:
     if src.startswith("s3://"):
-        from imgworker.stores.s3 import list_objects
-
         return [u for u in list_objects(src) if Path(u).suffix.lower() in IMAGE_SUFFIXES]
-    from imgworker.stores.file import url_to_path
 
     # Not resolved per file: a symlinked image keeps its own name (and so its own destination).
     base = Path(url_to_path(src))
@@ -207,9 +207,6 @@ async def run_batch(args: argparse.Namespace, function: str, batch: Batch) -> No
 
 
 def run_one_job(args: argparse.Namespace, function: str, payload: dict[str, Any]) -> int:
-    from imgworker.client import Client
-    from imgworker.core.errors import ImgworkerError
-
     with Client(servers_from(args), timeout=args.timeout) as client:
         try:
             result = client.run(function, payload)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from imgworker.core.callback_url import parse_allow
 from imgworker.core.cpus import available_cpus
 from imgworker.core.limits import Limits
 
@@ -192,10 +193,6 @@ class WorkerConfig:
                               "sizes itself with --processes")
 
     def _validate_reliability(self) -> None:
-        from imgworker.features.callbacks import (
-            parse_allow,  # local: callbacks imports nothing from here, but keep it lazy
-        )
-
         if self.failed_jobs is not None and not self.failed_jobs.startswith(("file:///", "s3://")):
             raise ConfigError(f"--failed-jobs must be a file:/// or s3:// prefix, got {self.failed_jobs!r}")
         if self.retries < 0 or self.retry_backoff < 0:

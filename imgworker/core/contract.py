@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from imgworker.analysis import parse_analyze
+from imgworker.core.callback_url import parse_target
 from imgworker.core.errors import BadRequest
 from imgworker.core.formats import DEFAULT_QUALITY, format_from_path
 from imgworker.core.formats import RESIZE_FORMATS as FORMATS
+from imgworker.core.functions import INFO
 from imgworker.core.limits import Limits
 from imgworker.core.options import Opt, check_options, choice, colour, integer, suggest
+from imgworker.core.urls import CONTROL_CHARACTERS, split_credentials
 
 CONTRACT_VERSION = 1
 
@@ -27,9 +28,23 @@ FITS = ("inside", "cover", "contain", "fill", "outside")
 RESIZE_KEYS = ("width", "height", "fit", "format", "quality", "background")
 COMMON_KEYS = ("src", "dst", "pipeline", "notify", "id", "callback", "analyze")
 KNOWN_KEYS = COMMON_KEYS + RESIZE_KEYS
-# The ``info`` function (facts of a source, nothing written) and the keys its payload takes.
-INFO_FUNCTION = "info"
+# The keys an ``info`` payload takes (facts of a source, nothing written).
 INFO_KEYS = ("src", "analyze", "notify", "id", "callback")
+# The facts a job may ask for with ``analyze`` (imgworker/analysis computes them; docs/contract.md).
+FACTS = ("meta", "thumbhash", "blurhash", "dominant", "phash")
+
+
+def parse_analyze(value: Any, where: str = "'analyze'") -> tuple[str, ...]:
+    """A job's (or a pipeline file's) ``analyze`` list, checked; BadRequest names the fix."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{where} must be a list of facts from {', '.join(FACTS)}; got {value!r}")
+    for name in value:
+        if name not in FACTS:
+            raise BadRequest(f"{where} has unknown fact {name!r}{suggest(name, FACTS)}; "
+                             f"known facts: {', '.join(FACTS)}")
+    return tuple(dict.fromkeys(value))  # in the order given, once each
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,25 +157,16 @@ def _depth(obj: Any) -> int:
     return deepest
 
 
-# C0 and C1 controls, DEL and the Unicode line/paragraph separators: a log line or a path must not hold them
-# ("\n" forges log lines; urlsplit silently drops "\t" and "\n", so the object written would differ from
-# the one reported).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def check_url(key: str, value: str) -> None:
     """Refuse control characters and credentials in a URL (the message never echoes the credentials)."""
-    bad = _CONTROL.search(value)
+    bad = CONTROL_CHARACTERS.search(value)
     if bad:
         raise BadRequest(f"{key!r} holds the control character {bad.group()!r} at {bad.start()}; "
                          "URLs may not contain control characters (percent-encode them)")
-    scheme, sep, rest = value.partition("://")
-    if sep and "@" in rest:
-        authority = rest.split("/", 1)[0]
-        # "s3://KEY:SECRET@b/k", "s3://SECRET@b/k", and a secret with a slash: "s3://KEY:ab/cd@b/k".
-        if "@" in authority or ":" in authority:
-            raise BadRequest(f"{key!r} carries credentials (user:password@): object-store credentials "
-                             f"belong in the worker's configuration, never in a job; use {scheme}://bucket/key")
+    found = split_credentials(value)
+    if found is not None:
+        raise BadRequest(f"{key!r} carries credentials (user:password@): object-store credentials "
+                         f"belong in the worker's configuration, never in a job; use {found[0]}://bucket/key")
 
 
 def _str(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
@@ -225,8 +231,6 @@ def _job_id(obj: dict[str, Any]) -> str | int | None:
 def _callback(obj: dict[str, Any]) -> str | None:
     callback = obj.get("callback")
     if callback is not None:
-        from imgworker.features.callbacks import parse_target
-
         parse_target(callback)  # BadRequest naming what is wrong with it
     return callback
 
@@ -257,7 +261,7 @@ def parse_request(data: bytes | Payload, limits: Limits, *, pipeline: str | None
     """Parse a job payload (raw, or as ``read_payload`` decoded it once for the whole job). ``pipeline`` is
     set when the job came in on a pipeline's own function name."""
     obj = decode_payload(data, limits) if isinstance(data, bytes) else _fields(data)
-    if pipeline == INFO_FUNCTION:
+    if pipeline == INFO:
         return parse_info(obj)
     src = _str(obj, "src", required=True)
     dst = _str(obj, "dst", required=True)

@@ -24,6 +24,8 @@ import json
 import re
 from typing import Any, ClassVar
 
+from imgworker.core.urls import split_credentials
+
 __all__ = [
     "BadRequest",
     "DecodeFailed",
@@ -56,11 +58,9 @@ def redact(text: str) -> str:
 def redact_url(url: str) -> str:
     """One URL (a job's ``src``/``dst``) with any credentials cut, even a password with a space, quote or
     slash in it, which free-text redaction cannot delimit: everything up to the last "@" goes."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        authority = rest.split("/", 1)[0]
-        if "@" in authority or ":" in authority:
-            return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    found = split_credentials(url)
+    if found is not None:
+        return f"{found[0]}://***@{found[1]}"
     return redact(url)
 
 

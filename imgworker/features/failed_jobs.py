@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from imgworker.core.errors import ImgworkerError, redact
+from imgworker.features import metrics
 from imgworker.stores import Store, Stores, WriteOptions
-from imgworker.worker import metrics
+from imgworker.stores.file import url_to_path
+from imgworker.stores.s3_url import parse_s3_url
 
 log = logging.getLogger("imgworker.features.failed_jobs")
 
@@ -135,13 +137,9 @@ class FailedJobs:
         store: Any = getattr(self.store, "inner", self.store)  # metrics.MeteredStore wraps the real one
         store.check(url, write=True)
         if store.scheme == "file":
-            from imgworker.stores.file import url_to_path
-
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(url_to_path(url))
         else:
-            from imgworker.stores.s3_url import parse_s3_url
-
             loc = parse_s3_url(url)
             try:
                 store.client.delete_object(Bucket=loc.bucket, Key=loc.key)

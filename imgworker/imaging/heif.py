@@ -20,6 +20,7 @@ import pyvips
 
 from imgworker.core.errors import DecodeFailed, LimitExceeded, UnsupportedImage
 from imgworker.core.limits import Limits
+from imgworker.imaging.metadata import exif_date, icc_description
 
 LOADER = "heic"
 # ISO/IEC 23008-12 brands of HEVC-coded images and sequences; "mif1"/"msf1" are generic (checked below).
@@ -118,8 +119,6 @@ def decode(source: bytes, size: tuple[int, int] | None) -> pyvips.Image:
 
 def describe(source: bytes) -> dict[str, Any]:
     """The ``meta`` fact of an HEVC HEIF source, from its boxes (analysis.meta for the other formats)."""
-    from imgworker.analysis.meta import exif_date, icc_description
-
     heif_file = _open(source)
     width, height = heif_file.size
     info = heif_file.info

@@ -17,6 +17,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pyvips
+
+from imgworker.core.deadline import Deadline
+from imgworker.core.errors import JobTimeout
+from imgworker.imaging.errors import translate
+
 
 class _Watchdog:
     def __init__(self) -> None:
@@ -65,12 +71,25 @@ WATCHDOG = _Watchdog()
 
 
 @contextlib.contextmanager
-def kill_at(deadline: float, *images: Any) -> Iterator[list[Any]]:
+def kill_at(deadline: Deadline, *images: Any) -> Iterator[list[Any]]:
     """Within the block, the images in the yielded list (append more as they are made) are killed at
-    ``deadline`` (time.monotonic()); a libvips call on them then fails, and the caller reports TIMEOUT."""
+    ``deadline``; a libvips call on them then fails, and the caller reports TIMEOUT."""
     watched = list(images)
-    token = WATCHDOG.watch(deadline, watched)
+    token = WATCHDOG.watch(deadline.at, watched)
     try:
         yield watched
     finally:
         WATCHDOG.cancel(token)
+
+
+def evaluate(image: pyvips.Image, deadline: Deadline, stage: str = "decode",
+             watched: list[Any] | None = None) -> pyvips.Image:
+    """``image`` computed into memory, stopped at ``deadline`` with JobTimeout: libvips'
+    kill flag is set on ``image`` and on every image in ``watched`` (the loader's, which does the work)."""
+    with kill_at(deadline, image, *(watched or ())):
+        try:
+            return image.copy_memory()
+        except pyvips.Error as exc:
+            if deadline.passed():
+                raise JobTimeout(f"job passed its time limit during {stage}") from None
+            raise translate(exc, "source") from None

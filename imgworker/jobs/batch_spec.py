@@ -20,6 +20,7 @@ from typing import Any
 from imgworker.core.contract import RESIZE_KEYS, decode_payload, parse_resize, suggest
 from imgworker.core.errors import BadRequest
 from imgworker.core.formats import RESIZE_FORMATS, suffix
+from imgworker.core.functions import RESIZE, untagged
 from imgworker.core.limits import Limits
 from imgworker.stores.file import url_to_path
 
@@ -46,7 +47,7 @@ class BatchSpec:
     @property
     def checks_outputs(self) -> bool:
         """Whether an existing ``dst`` means done: true for resize; a pipeline may write other names."""
-        return "pipeline" not in self.params and self.function.split("@")[0] == "resize"
+        return "pipeline" not in self.params and untagged(self.function) == RESIZE
 
     def relative(self, src_url: str) -> str:
         if self.src.startswith("file://"):
@@ -84,7 +85,7 @@ def parse_batch(data: bytes, limits: Limits) -> BatchSpec:
     pipeline = obj.get("pipeline")
     if pipeline is not None and (not isinstance(pipeline, str) or not pipeline):
         raise BadRequest(f"'pipeline' must be a pipeline name, got {pipeline!r}")
-    function = obj.get("function") or pipeline or "resize"
+    function = obj.get("function") or pipeline or RESIZE
     if not isinstance(function, str):
         raise BadRequest(f"'function' must be a Gearman function name, got {function!r}")
     params = {k: v for k, v in obj.items() if k not in OWN_KEYS}

@@ -1,6 +1,6 @@
 """The built-in pipelines every worker serves: ``resize`` (a plain resize job) and ``info`` (facts, no write).
 
-They are runners like the YAML pipelines' (imgworker.jobs.service.PipelineRunner), so the service has one path:
+They are runners like the YAML pipelines' (imgworker.pipeline.context.PipelineRunner), so the service has one path:
 payload -> runner -> result. ``resize`` is one output through the backend's executor for a whole resize
 (``Backend.resize``): on the CPU that is the fast path (header probe -> plan -> shrink-on-load -> geometry ->
 encode, libvips stopped at the deadline), on a GPU worker its batched hardware decode, CUDA resize and
@@ -11,17 +11,12 @@ of steps but would take the hardware decoder away from ``resize@gpu``; hence a r
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from imgworker.jobs.info import facts_of_source, run_info
-
-if TYPE_CHECKING:
-    from imgworker.jobs.service import JobContext
-
-RESIZE = "resize"
-INFO = "info"
+from imgworker.analysis.source import facts_of_source
+from imgworker.core.functions import INFO, RESIZE
+from imgworker.jobs.info import run_info
+from imgworker.pipeline.context import JobContext
 
 
 class ResizePipeline:
@@ -30,17 +25,14 @@ class ResizePipeline:
     name = RESIZE
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
-        from imgworker.jobs.service import refuse_overwriting_source
-
         request = ctx.request
         assert request.resize is not None
-        refuse_overwriting_source(request.src, request.dst)
+        ctx.refuse_overwriting_source(request.dst)  # before any work; write() does not check it again
         ctx.stores.for_url(request.dst).check(request.dst, write=True)
         source = ctx.read_source()
         ctx.check_deadline("decode")
-        # The backend bounds its own work by the time left (CPU: libvips set_kill at the deadline).
-        left = replace(ctx.limits, job_timeout_s=max(0.001, ctx.deadline - time.monotonic()))
-        rendered = ctx.backend.resize(source, request.resize, left)
+        # The backend bounds its own work by the job's deadline (CPU: libvips set_kill at it).
+        rendered = ctx.backend.resize(source, request.resize, ctx.limits, ctx.deadline)
         ctx.timings["decode"] = rendered.timings.get("decode", 0.0)
         ctx.timings["encode"] = rendered.timings.get("encode", 0.0)
         ctx.write(request.dst, rendered.data, rendered.format)
@@ -58,8 +50,8 @@ class ResizePipeline:
                 result["analysis"] = rendered.analysis
                 ctx.timings["analysis"] = rendered.timings.get("analysis", 0.0)
             else:
-                fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
-                result["analysis"] = facts_of_source(source, request.analyze, ctx.limits, fail_on, ctx.timings)
+                result["analysis"] = facts_of_source(source, request.analyze, ctx.limits, ctx.backend.fail_on,
+                                                     ctx.timings)
         return result
 
 

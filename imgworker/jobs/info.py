@@ -1,47 +1,14 @@
-"""The ``info`` function: the facts of a source without writing anything.
-
-Only the header is read for ``meta``; the pixel facts decode one small image with shrink-on-load (a JPEG
-at 1/8 scale when that still covers 100 px), so ``info`` costs a fraction of a thumbnail job.
-"""
+"""The ``info`` function: the facts of a source without writing anything (analysis/source.py computes them)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pyvips
-
-from imgworker.analysis import needs_pixels, of_decoded
-from imgworker.analysis.thumbhash import MAX_SIDE
-from imgworker.backends.cpu import _translate, probe
-from imgworker.core.limits import Limits
-from imgworker.imaging import heif
-
-if TYPE_CHECKING:
-    from imgworker.jobs.service import JobContext
+from imgworker.analysis.source import facts_of_source
+from imgworker.pipeline.context import JobContext
 
 DEFAULT_FACTS = ("meta",)
-
-
-def decode_small(source: bytes, fail_on: str) -> pyvips.Image:
-    """The source at most 100x100, oriented, in memory (shrink-on-load; HEVC HEIF through pillow-heif)."""
-    try:
-        if heif.handles(source):
-            image = heif.resized(source, (MAX_SIDE, MAX_SIDE), inside=True)
-        else:
-            image = pyvips.Image.thumbnail_buffer(source, MAX_SIDE, height=MAX_SIDE,
-                                                  option_string=f"fail_on={fail_on}")
-        return image.copy_memory()
-    except pyvips.Error as exc:
-        raise _translate(exc, "source") from None
-
-
-def facts_of_source(source: bytes, facts: tuple[str, ...], limits: Limits, fail_on: str = "warning",
-                    timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Facts from the source bytes: header check first (limits), then one small decode if a fact needs it."""
-    probe(source, limits)
-    image = decode_small(source, fail_on) if needs_pixels(facts) else pyvips.Image.black(1, 1)
-    return of_decoded(image, source, facts, timings=timings)
 
 
 def run_info(ctx: JobContext) -> dict[str, Any]:
@@ -49,7 +16,6 @@ def run_info(ctx: JobContext) -> dict[str, Any]:
     source = ctx.read_source()
     ctx.check_deadline("decode")
     t0 = time.perf_counter()
-    fail_on = str(getattr(ctx.backend, "fail_on", "warning"))
-    analysis = facts_of_source(source, request.analyze or DEFAULT_FACTS, ctx.limits, fail_on)
+    analysis = facts_of_source(source, request.analyze or DEFAULT_FACTS, ctx.limits, ctx.backend.fail_on)
     ctx.timings["analysis"] = (time.perf_counter() - t0) * 1000
     return {"src": request.src, "analysis": analysis}

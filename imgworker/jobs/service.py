@@ -7,79 +7,20 @@ job's JSON result.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from imgworker.arrays.deadline import check as check_deadline
 from imgworker.backends.base import Backend
+from imgworker.core import budget
 from imgworker.core.contract import CONTRACT_VERSION, JobRequest, Payload, parse_request
+from imgworker.core.deadline import Deadline, set_running
 from imgworker.core.errors import BadRequest, ImgworkerError, InternalError
-from imgworker.core.formats import content_type
-from imgworker.core.limits import Limits, set_job_deadline
-from imgworker.jobs.builtin import BUILTIN, INFO, RESIZE
-from imgworker.stores import Stores, WriteOptions
-from imgworker.worker import budget
-
-
-class PipelineRunner(Protocol):
-    """A named pipeline (imgworker.pipeline) as the service sees it."""
-
-    name: str
-
-    def run(self, ctx: JobContext) -> dict[str, Any]: ...
-
-
-@dataclass
-class JobContext:
-    request: JobRequest
-    stores: Stores
-    backend: Backend
-    limits: Limits
-    deadline: float
-    timings: dict[str, float] = field(default_factory=dict)
-    timeout_s: float | None = None  # what ``deadline`` allows (None: the worker's --job-timeout)
-
-    def narrow(self, deadline: float, timeout_s: float) -> None:
-        """A pipeline's own ``timeout`` shortens the job's one deadline, writes included."""
-        if deadline < self.deadline:
-            self.deadline, self.timeout_s = deadline, timeout_s
-
-    def check_deadline(self, stage: str) -> None:
-        check_deadline(self.deadline, self.timeout_s or self.limits.job_timeout_s, stage)
-
-    def read_source(self) -> bytes:
-        t0 = time.perf_counter()
-        store = self.stores.for_url(self.request.src)
-        data = store.read(self.request.src, max_bytes=self.limits.max_source_bytes)
-        self.timings["read"] = self.timings.get("read", 0.0) + (time.perf_counter() - t0) * 1000
-        return data
-
-    def write(self, url: str, data: bytes, fmt: str, **options: Any) -> None:
-        self.check_deadline("write")
-        refuse_overwriting_source(self.request.src, url)
-        t0 = time.perf_counter()
-        store = self.stores.for_url(url)
-        store.write(url, data, WriteOptions(content_type=content_type(fmt), **options))
-        self.timings["write"] = self.timings.get("write", 0.0) + (time.perf_counter() - t0) * 1000
-
-
-def same_object(a: str, b: str) -> bool:
-    if a.startswith("file:") and b.startswith("file:"):
-        from imgworker.stores.file import url_to_path
-
-        try:
-            return os.path.realpath(url_to_path(a)) == os.path.realpath(url_to_path(b))
-        except (BadRequest, OSError, ValueError):
-            return False
-    return a == b
-
-
-def refuse_overwriting_source(src: str, dst: str) -> None:
-    if same_object(src, dst):
-        raise BadRequest(f"dst {dst[:300]!r} is the source itself: the source is never modified; write elsewhere")
+from imgworker.core.functions import INFO, RESIZE
+from imgworker.core.limits import Limits
+from imgworker.jobs.builtin import BUILTIN
+from imgworker.pipeline.context import JobContext, PipelineRunner
+from imgworker.stores import Stores
 
 
 class Service:
@@ -101,7 +42,7 @@ class Service:
         return self._pipelines() if callable(self._pipelines) else self._pipelines
 
     def runner(self, request: JobRequest) -> PipelineRunner:
-        """The job's pipeline: built-in ``resize`` / ``info`` (pipeline/builtin.py) or a loaded YAML one."""
+        """The job's pipeline: built-in ``resize`` / ``info`` (jobs/builtin.py) or a loaded YAML one."""
         if request.info:
             return BUILTIN[INFO]
         if request.pipeline is None:
@@ -118,17 +59,17 @@ class Service:
             return self._handle(payload, pipeline)
 
     def _handle(self, payload: bytes | Payload, pipeline: str | None) -> dict[str, Any]:
-        started = time.monotonic()
-        set_job_deadline(started + self.limits.job_timeout_s)  # stores size their timeouts to what is left
+        deadline = Deadline.after(self.limits.job_timeout_s)
+        set_running(deadline)  # stores size their timeouts to what is left, the memory budget its waits
         request = parse_request(payload, self.limits, pipeline=pipeline)
         # Check access to both ends before any work, so a forbidden dst costs nothing.
         self.stores.for_url(request.src).check(request.src)
-        ctx = JobContext(request, self.stores, self.backend, self.limits, started + self.limits.job_timeout_s)
+        ctx = JobContext(request, self.stores, self.backend, self.limits, deadline)
         result = self.runner(request).run(ctx)
         result.setdefault("ok", True)
         result["backend"] = self.backend.name
         result["ms"] = {k: round(v, 2) for k, v in ctx.timings.items()}
-        result["ms"]["total"] = round((time.monotonic() - started) * 1000, 2)
+        result["ms"]["total"] = round((time.monotonic() - deadline.started) * 1000, 2)
         result["contract"] = CONTRACT_VERSION
         if request.id is not None:
             result["id"] = request.id

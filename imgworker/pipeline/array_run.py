@@ -19,27 +19,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyvips
 
 from imgworker.analysis import needs_pixels
+from imgworker.analysis.source import facts_of_source
 from imgworker.arrays import device_io
 from imgworker.arrays import executor as array_executor
 from imgworker.arrays import image as arrays
-from imgworker.backends.cpu import jpeg_shrink
+from imgworker.backends.base import array_backend
 from imgworker.core.formats import DEFAULT_QUALITY
-from imgworker.jobs.info import facts_of_source
+from imgworker.imaging.colour import to_srgb
+from imgworker.imaging.load import shrink_on_load
 from imgworker.pipeline import decode as decoder
 from imgworker.pipeline import frames
+from imgworker.pipeline.context import JobContext, StepContext
+from imgworker.pipeline.outputs import Decoding, Output, Resolved, decode_cpu, encode_output, resize_def, store
 from imgworker.pipeline.steps.colour import STEP as COLOUR
-from imgworker.pipeline.steps.colour import to_srgb
 from imgworker.pipeline.steps.watermark import STEP as WATERMARK
-
-if TYPE_CHECKING:
-    from imgworker.jobs.service import JobContext
-    from imgworker.pipeline.context import StepContext
-    from imgworker.pipeline.run import Decoding, Resolved, Runner, _Output
 
 log = logging.getLogger("imgworker.pipeline")
 
@@ -60,21 +58,19 @@ class _Done:
 def decode_route(ctx: JobContext, job: Decoding) -> str | None:
     """None: decode on the device in the job's array batch; "off": not wanted here (no device decoder, not a
     JPEG, an animation); else why the policy keeps this source on the CPU."""
-    backend = ctx.backend
-    route = getattr(backend, "gpu_decode_route", None)
-    if route is None or getattr(backend, "device_decoder", None) is None or job.head.loader != "jpeg" \
-            or job.animated:
+    backend = array_backend(ctx.backend)
+    if backend.device_decoder is None or job.head.loader != "jpeg" or job.animated:
         return "off"
     if needs_pixels(job.facts) and not job.orient:
         return "analysis of the unoriented image"  # facts_of_source reads an oriented thumbnail
     w, h = job.head.shown(job.orient)
-    shrink = jpeg_shrink(w, h, *job.size) if job.size else 1  # the CPU decode's shrink-on-load for this job
-    why = route(job.head.loader, shrink, job.source)
+    shrink = shrink_on_load(w, h, *job.size) if job.size else 1  # the CPU decode's shrink-on-load for this job
+    why = backend.gpu_decode_route(job.head.loader, shrink, job.source)
     return None if why is None else str(why)
 
 
-def run_array(runner: Runner, ctx: JobContext, sctx: StepContext, job: Decoding, shared: list[Resolved],
-              outputs: list[_Output], names: list[tuple[str, dict[str, Any]]]) -> tuple[list[dict[str, Any]], Any]:
+def run_array(pipeline: str, ctx: JobContext, sctx: StepContext, job: Decoding, shared: list[Resolved],
+              outputs: list[Output], names: list[tuple[str, dict[str, Any]]]) -> tuple[list[dict[str, Any]], Any]:
     """The job on the array executor: (result entries, analysis facts or None)."""
     route = decode_route(ctx, job)
     if route is None:
@@ -82,19 +78,19 @@ def run_array(runner: Runner, ctx: JobContext, sctx: StepContext, job: Decoding,
         found = facts_of_source(job.source, job.facts, ctx.limits, job.fail_on, ctx.timings) if job.facts else None
         jpeg = device_io.DeviceJpeg(job.source, job.head.orientation if job.orient else 1, ctx.timings)
         try:
-            return _run(runner, ctx, sctx, job, None, jpeg, shared, outputs, names), found
+            return _run(pipeline, ctx, sctx, job, None, jpeg, shared, outputs, names), found
         except device_io.GpuDecodeRefused as exc:
-            log.debug("pipeline %s: device decode refused (%s); libvips decodes it", runner.name, exc)
+            log.debug("pipeline %s: device decode refused (%s); libvips decodes it", pipeline, exc)
             ctx.timings.pop("decode_gpu", None)
             ctx.timings["decode_gpu_refused"] = 1.0
-            image, _ = runner.decode_cpu(ctx, sctx, job, facts=False)  # DECODE_FAILED here, as on the CPU path
-            return _run(runner, ctx, sctx, job, image, None, shared, outputs, names), found
+            image, _ = decode_cpu(ctx, sctx, job, facts=False)  # DECODE_FAILED here, as on the CPU path
+            return _run(pipeline, ctx, sctx, job, image, None, shared, outputs, names), found
     if route != "off":
-        log.debug("pipeline %s: source decoded on the CPU: %s", runner.name, route)
+        log.debug("pipeline %s: source decoded on the CPU: %s", pipeline, route)
         ctx.timings["decode_routed_cpu"] = 1.0
         ctx.timings[device_io.reason_key("decode_routed_cpu", route)] = 1.0
-    image, found = runner.decode_cpu(ctx, sctx, job)
-    return _run(runner, ctx, sctx, job, image, None, shared, outputs, names), found
+    image, found = decode_cpu(ctx, sctx, job)
+    return _run(pipeline, ctx, sctx, job, image, None, shared, outputs, names), found
 
 
 def _host_pixels(image: pyvips.Image, shared: list[Resolved], sctx: StepContext) -> tuple[Any, int | None]:
@@ -103,26 +99,24 @@ def _host_pixels(image: pyvips.Image, shared: list[Resolved], sctx: StepContext)
     # The array executor's pixels are 8-bit sRGB or grey: ICC / CMYK / 16-bit conversions happen here, on
     # the CPU, with the colour step's code (colour: keep keeps 8-bit RGB as it is, profile attached later).
     as_is = image.format == "uchar" and image.interpretation in ("srgb", "b-w", "rgb")
-    pixels = image if as_is and (keep_profile or image.interpretation != "rgb") else to_srgb(image)
+    pixels = image if as_is and (keep_profile or image.interpretation != "rgb") else to_srgb(image, "any")
     page_height = frames.page_height(pixels) if frames.is_animated(pixels) else None
     return arrays.from_vips(decoder.materialise(pixels, sctx, "decode")), page_height
 
 
-def _run(runner: Runner, ctx: JobContext, sctx: StepContext, job: Decoding, image: pyvips.Image | None,
-         jpeg: device_io.DeviceJpeg | None, shared: list[Resolved], outputs: list[_Output],
+def _run(pipeline: str, ctx: JobContext, sctx: StepContext, job: Decoding, image: pyvips.Image | None,
+         jpeg: device_io.DeviceJpeg | None, shared: list[Resolved], outputs: list[Output],
          names: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every step on the backend's array module (one batcher call), then the writes on this thread."""
-    from imgworker.pipeline.run import resize_def
-
-    backend: Any = ctx.backend  # a GpuBackend (xp, run_array, kernels, device_encoder)
+    backend = array_backend(ctx.backend)
     xp = backend.xp
     host, page_height = _host_pixels(image, shared, sctx) if image is not None else (None, None)
     ctx.timings["decode"] = (time.perf_counter() - job.t0) * 1000  # device decode: header checks; + decode_gpu
     for step, options in shared + [s for out in outputs for s in out.steps]:
         if step is WATERMARK and options["opacity"] > 0:
             sctx.read(options["src"])  # store I/O here, on the job thread, not in the batch
-    sctx.kernels = getattr(backend, "kernels", None)
-    encoder = getattr(backend, "device_encoder", None)
+    sctx.kernels = backend.kernels
+    encoder = backend.device_encoder
     resize = resize_def()
 
     def work() -> list[_Done]:
@@ -138,7 +132,7 @@ def _run(runner: Runner, ctx: JobContext, sctx: StepContext, job: Decoding, imag
                               int(img.shape[1]), int(res.page_height or img.shape[0])))
         ctx.timings["array"] = (time.perf_counter() - t1) * 1000
         if encoder is not None:
-            _device_encode(ctx, encoder, xp, outputs, done, runner.name)
+            _device_encode(ctx, encoder, xp, outputs, done, pipeline)
         for d in done:
             if any(e is None for e in d.encoded):
                 d.host = arrays.download(d.img)
@@ -155,13 +149,13 @@ def _run(runner: Runner, ctx: JobContext, sctx: StepContext, job: Decoding, imag
         for enc, data in zip(out.encodes, d.encoded, strict=True):
             name = names[len(results)]
             if data is not None:
-                results.append(runner.store(ctx, data, d.width, d.height, enc, name))
+                results.append(store(ctx, data, d.width, d.height, enc, name))
                 continue
             if encodable is None:
                 if meta is None and d.keep:
                     meta = _header_image(job)
                 encodable = array_executor.to_encoder(d.host, d.page_height, meta, d.keep, sctx)
-            results.append(runner.encode_output(ctx, sctx, encodable, enc, name))
+            results.append(encode_output(ctx, sctx, encodable, enc, name))
     return results
 
 
@@ -171,7 +165,7 @@ def _header_image(job: Decoding) -> pyvips.Image:
     return head.autorot() if job.orient else head  # autorot drops the Orientation tag, as the oriented decode does
 
 
-def _device_encode(ctx: JobContext, encoder: Any, xp: Any, outputs: list[_Output], done: list[_Done],
+def _device_encode(ctx: JobContext, encoder: Any, xp: Any, outputs: list[Output], done: list[_Done],
                    pipeline: str) -> None:
     """Encode the job's GPU-encodable JPEG outputs in one encoder call (on the batch thread, images on device)."""
     wanted: list[tuple[int, int]] = []

@@ -1,22 +1,94 @@
-"""What a step may see besides its image: the job (stores, deadline), the focal point, metadata to keep."""
+"""What a pipeline runs with: the job (JobContext: request, stores, backend, deadline, timings, reads and
+writes) and, per step, what a step may see besides its image (StepContext: the focal point, metadata to keep).
+
+JobContext lives here, below jobs/, because every runner (the YAML pipelines' here, the built-in ones in
+jobs/builtin.py) takes one; jobs/service.py makes one per job.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from imgworker.arrays.deadline import check as check_deadline
+from imgworker.backends.base import Backend
+from imgworker.core.contract import JobRequest
+from imgworker.core.deadline import Deadline
+from imgworker.core.errors import BadRequest
+from imgworker.core.formats import content_type
 from imgworker.core.limits import Limits
+from imgworker.stores import Stores, WriteOptions
+from imgworker.stores.file import url_to_path
 
-if TYPE_CHECKING:
-    from imgworker.jobs.service import JobContext
+
+class PipelineRunner(Protocol):
+    """A named pipeline (imgworker.pipeline) as the service sees it."""
+
+    name: str
+
+    def run(self, ctx: JobContext) -> dict[str, Any]: ...
+
+
+@dataclass
+class JobContext:
+    request: JobRequest
+    stores: Stores
+    backend: Backend
+    limits: Limits
+    deadline: Deadline
+    timings: dict[str, float] = field(default_factory=dict)
+    checked: set[str] = field(default_factory=set)  # destinations known not to be the source
+
+    def narrow(self, limit_s: float) -> None:
+        """A pipeline's own ``timeout`` shortens the job's one deadline, writes included."""
+        self.deadline = self.deadline.narrowed(limit_s)
+
+    def check_deadline(self, stage: str) -> None:
+        self.deadline.check(stage)
+
+    def read_source(self) -> bytes:
+        t0 = time.perf_counter()
+        store = self.stores.for_url(self.request.src)
+        data = store.read(self.request.src, max_bytes=self.limits.max_source_bytes)
+        self.timings["read"] = self.timings.get("read", 0.0) + (time.perf_counter() - t0) * 1000
+        return data
+
+    def refuse_overwriting_source(self, url: str) -> None:
+        """BAD_REQUEST when ``url`` is the job's source (checked once per URL: early for a known dst, else at
+        its write)."""
+        if url not in self.checked:
+            refuse_overwriting_source(self.request.src, url)
+            self.checked.add(url)
+
+    def write(self, url: str, data: bytes, fmt: str, **options: Any) -> None:
+        self.check_deadline("write")
+        self.refuse_overwriting_source(url)
+        t0 = time.perf_counter()
+        store = self.stores.for_url(url)
+        store.write(url, data, WriteOptions(content_type=content_type(fmt), **options))
+        self.timings["write"] = self.timings.get("write", 0.0) + (time.perf_counter() - t0) * 1000
+
+
+def same_object(a: str, b: str) -> bool:
+    if a.startswith("file:") and b.startswith("file:"):
+        try:
+            return os.path.realpath(url_to_path(a)) == os.path.realpath(url_to_path(b))
+        except (BadRequest, OSError, ValueError):
+            return False
+    return a == b
+
+
+def refuse_overwriting_source(src: str, dst: str) -> None:
+    if same_object(src, dst):
+        raise BadRequest(f"dst {dst[:300]!r} is the source itself: the source is never modified; write elsewhere")
+
 
 
 @dataclass
 class StepContext:
     limits: Limits
-    deadline: float
-    timeout_s: float
+    deadline: Deadline  # the job's (JobContext.deadline, narrowed by the pipeline's timeout)
     job: JobContext | None = None
     focal: tuple[float, float] | None = None
     # Metadata the encoder keeps (set by the metadata step): exif, icc, xmp, iptc ("copyright" keeps exif).
@@ -30,7 +102,7 @@ class StepContext:
     loaded: list[Any] = field(default_factory=list)
 
     def check_deadline(self, stage: str) -> None:
-        check_deadline(self.deadline, self.timeout_s, stage)
+        self.deadline.check(stage)
 
     def read(self, url: str) -> bytes:
         """Read an extra input (a watermark) through the job's stores, with the same access checks as src."""

@@ -3,25 +3,25 @@
 A JPEG decodes at 1/2, 1/4 or 1/8 scale and WebP at any scale when the result is at least the size the
 pipeline needs, which is most of the cost saved: so the decoder targets the first resize when only
 scale-invariant steps come before it, or else the largest output when the outputs are the only resizes.
-JPEGs take the CPU backend's smallest-scale decode (``load_jpeg_resized``), not libvips thumbnail's choice,
+JPEGs take the smallest-scale decode (``load_jpeg_resized``, imaging/load.py), not libvips thumbnail's choice,
 which keeps a factor of 2 spare (a 20 MP photo would decode at full size for a 1024-2048 px target).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyvips
 
-from imgworker.arrays import orientation
-from imgworker.backends.cpu import NO_SHRINK_ON_LOAD, _translate, load_jpeg_resized, probe
-from imgworker.core.errors import JobTimeout, LimitExceeded
+from imgworker.core.errors import LimitExceeded
 from imgworker.core.limits import Limits
-from imgworker.imaging import heif
+from imgworker.imaging import heif, orientation
+from imgworker.imaging.errors import translate
 from imgworker.imaging.kill import kill_at
+from imgworker.imaging.load import NO_SHRINK_ON_LOAD, load_jpeg_resized
+from imgworker.imaging.probe import probe
 from imgworker.pipeline.context import StepContext
 from imgworker.pipeline.steps import StepDef
 from imgworker.pipeline.steps import resize as resize_step
@@ -44,7 +44,7 @@ class Header:
 
 
 def header(source: bytes, limits: Limits) -> Header:
-    """Header-only open (milliseconds): refuse bombs before any pixel is decoded (the CPU backend's probe)."""
+    """Header-only open (milliseconds): refuse bombs before any pixel is decoded (imaging/probe.py)."""
     info = probe(source, limits)
     width, height = orientation.shown(info.width, info.height, info.orientation)  # back to as stored
     return Header(width, height, info.orientation, info.pages, info.loader, info.cmyk)
@@ -94,7 +94,7 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
            head: Header | None = None, metadata: bool = False, loaded: list[Any] | None = None) -> pyvips.Image:
     """The one decode of a pipeline job (tests count calls to this); ``head`` enables the JPEG fast path.
     The loader's image, the one that does the work, is appended to ``loaded`` where there is one to reach:
-    ``materialise`` kills it at the deadline (backends/kill.py), as a plain resize does."""
+    ``materialise`` kills it at the deadline (imaging/kill.py), as a plain resize does."""
     options = f"fail_on={fail_on}" + (",n=-1" if frames else "")
     loaded = [] if loaded is None else loaded
     try:
@@ -114,7 +114,7 @@ def decode(source: bytes, size: tuple[int, int] | None, *, fail_on: str, orient:
             return image.thumbnail_image(size[0], height=size[1], size="force", no_rotate=not orient)
         return image.autorot() if orient else image
     except pyvips.Error as exc:
-        raise _translate(exc, "source") from None
+        raise translate(exc, "source") from None
 
 
 def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Image:
@@ -127,6 +127,6 @@ def materialise(image: pyvips.Image, ctx: StepContext, stage: str) -> pyvips.Ima
         with kill_at(ctx.deadline, watched, *ctx.loaded):
             return watched.copy_memory()
     except pyvips.Error as exc:
-        if time.monotonic() > ctx.deadline:
-            raise JobTimeout(f"job passed its time limit of {ctx.timeout_s:g} s during {stage}") from None
-        raise _translate(exc, "source") from None
+        if ctx.deadline.passed():
+            raise ctx.deadline.timeout(stage) from None
+        raise translate(exc, "source") from None

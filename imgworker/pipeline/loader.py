@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-from imgworker.analysis import parse_analyze
+from imgworker.core.contract import parse_analyze
 from imgworker.core.errors import BadRequest
+from imgworker.core.functions import BUILTIN
 from imgworker.pipeline.model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
 from imgworker.pipeline.outputs_spec import OUTPUT_KEYS, _line, read_outputs
 from imgworker.pipeline.steps import ENCODE, STEPS, Opt, OptionError, StepDef
@@ -193,7 +194,7 @@ def parse(path: str, text: str, registry: dict[str, StepDef] | None = None) -> P
         raise PipelineError([Problem(path, 1, "empty file: a pipeline needs name, steps and outputs")])
     top = dict(r.pairs(root, "pipeline", TOP_KEYS))
     name = r.value(top["name"]) if "name" in top else None
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in ("resize", "info"):
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in BUILTIN:
         r.problem(top.get("name", root), "name must be lower-case letters, digits and _ (a Gearman function name, "
                   f"not 'resize' or 'info'), got {name!r}")
     params: dict[str, Param] = {}

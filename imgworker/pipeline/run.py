@@ -11,51 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyvips
 
 from imgworker import analysis
+from imgworker.core import budget
 from imgworker.core.errors import BadRequest
 from imgworker.core.formats import EXTENSIONS
 from imgworker.pipeline import decode as decoder
 from imgworker.pipeline import frames, naming
-from imgworker.pipeline.context import StepContext
+from imgworker.pipeline.array_run import run_array
+from imgworker.pipeline.context import JobContext, StepContext
 from imgworker.pipeline.model import Pipeline
+from imgworker.pipeline.outputs import Decoding, Output, Resolved, decode_cpu, encode_output, resize_def
 from imgworker.pipeline.steps import StepDef
 from imgworker.pipeline.steps.auto_orient import STEP as AUTO_ORIENT
-from imgworker.pipeline.steps.encode import encode
-from imgworker.worker import budget
-
-if TYPE_CHECKING:
-    from imgworker.jobs.service import JobContext
 
 log = logging.getLogger("imgworker.pipeline")
-Resolved = tuple[StepDef, dict[str, Any]]
-
-
-@dataclass
-class _Output:
-    resize: dict[str, Any] | None
-    steps: list[Resolved]
-    encodes: list[dict[str, Any]]
-    label: str | None
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """What the job's one decode needs (both executors; the array one may decode on the device instead)."""
-
-    source: bytes
-    head: decoder.Header
-    size: tuple[int, int] | None
-    orient: bool
-    animated: bool
-    fail_on: str
-    metadata: bool
-    facts: tuple[str, ...]
-    t0: float  # when the header check began: "decode" in the timings counts from here
 
 
 def apply(image: pyvips.Image, step: StepDef, options: dict[str, Any], ctx: StepContext) -> pyvips.Image:
@@ -65,22 +38,21 @@ def apply(image: pyvips.Image, step: StepDef, options: dict[str, Any], ctx: Step
 
 
 class Runner:
-    """A loaded pipeline as the service runs it (imgworker.jobs.service.PipelineRunner)."""
+    """A loaded pipeline as the service runs it (imgworker.pipeline.context.PipelineRunner)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.name = pipeline.name
 
-    def _resolve(self, ctx: JobContext) -> tuple[StepContext, list[Resolved], list[_Output]]:
+    def _resolve(self, ctx: JobContext) -> tuple[StepContext, list[Resolved], list[Output]]:
         p = self.pipeline
         values, focal = p.resolve_params(ctx.request.overrides)
-        timeout = min(ctx.limits.job_timeout_s, p.timeout or ctx.limits.job_timeout_s)
-        started = ctx.deadline - ctx.limits.job_timeout_s
-        sctx = StepContext(ctx.limits, min(ctx.deadline, started + timeout), timeout, ctx, focal)
-        ctx.narrow(sctx.deadline, timeout)  # one deadline: the job's writes keep the pipeline's timeout too
+        if p.timeout:
+            ctx.narrow(p.timeout)  # one deadline: the job's writes keep the pipeline's timeout too
+        sctx = StepContext(ctx.limits, ctx.deadline, ctx, focal)
         shared = [(s.step, s.resolve(values, p.name)) for s in p.steps]
         outputs = [
-            _Output(
+            Output(
                 o.resize.resolve(values, p.name) if o.resize else None,
                 [(s.step, s.resolve(values, p.name)) for s in o.steps],
                 [e.resolve(values, p.name) for e in o.encodes],
@@ -90,7 +62,7 @@ class Runner:
         ]
         return sctx, shared, outputs
 
-    def _names(self, ctx: JobContext, outputs: list[_Output]) -> list[tuple[str, dict[str, Any]]]:
+    def _names(self, ctx: JobContext, outputs: list[Output]) -> list[tuple[str, dict[str, Any]]]:
         """(template, known values) per encode; checked for access and clashes before any work."""
         count = sum(len(o.encodes) for o in outputs)
         template = naming.template_for(ctx.request.dst, self.pipeline.dst_template, count)
@@ -127,36 +99,19 @@ class Runner:
         every = shared + [s for o in outputs for s in o.steps]
         metadata = any(step.name == "metadata" and set(o["keep"]) - {"icc"} for step, o in every)
         facts = analysis.merge(p.analyze, ctx.request.analyze)
-        job = Decoding(source, head, size, orient, animated, str(getattr(ctx.backend, "fail_on", "warning")),
+        job = Decoding(source, head, size, orient, animated, ctx.backend.fail_on,
                        metadata, facts, t0)
-        if getattr(ctx.backend, "executor", "vips") == "array":
-            from imgworker.pipeline.array_run import (
-                run_array,  # the array executor's job side (device decode/encode routing)
-            )
-
-            results, found = run_array(self, ctx, sctx, job, shared, outputs, names)
+        if ctx.backend.executor == "array":
+            results, found = run_array(p.name, ctx, sctx, job, shared, outputs, names)
         else:
-            image, found = self.decode_cpu(ctx, sctx, job)
+            image, found = decode_cpu(ctx, sctx, job)
             results = self._run_vips(ctx, sctx, image, shared, outputs, names, t0)
         first = results[0]
         return {**{k: first[k] for k in ("dst", "width", "height", "format", "bytes")}, "pipeline": p.name,
                 "outputs": results, **({"analysis": found} if found is not None else {})}
 
-    def decode_cpu(self, ctx: JobContext, sctx: StepContext, job: Decoding,
-                   facts: bool = True) -> tuple[pyvips.Image, Any]:
-        """The job's one libvips decode (shrink-on-load, oriented) and its analysis facts (None if none)."""
-        image = decoder.decode(job.source, job.size, fail_on=job.fail_on, orient=job.orient, frames=job.animated,
-                               head=job.head, metadata=job.metadata, loaded=sctx.loaded)
-        wanted = job.facts if facts else ()
-        if job.size is not None or wanted:  # the facts read the decoded image too: decode it once, into memory
-            # thumbnail output streams once (sequential); smart crop and faces read it twice: keep it in memory.
-            image = decoder.materialise(image, sctx, "decode")
-        found = analysis.of_decoded(image, job.source, wanted, oriented=job.orient,
-                                    timings=ctx.timings) if wanted else None
-        return image, found
-
     def _run_vips(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, shared: list[Resolved],
-                  outputs: list[_Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
+                  outputs: list[Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
         for step, options in shared:
             sctx.check_deadline(step.name)
             image = apply(image, step, options, sctx)
@@ -172,37 +127,5 @@ class Runner:
             if len(out.encodes) > 1:
                 image = decoder.materialise(image, sctx, "processing")  # shared by this size's encodes
             for enc in out.encodes:
-                results.append(self.encode_output(ctx, sctx, image, enc, names[len(results)]))
+                results.append(encode_output(ctx, sctx, image, enc, names[len(results)]))
         return results
-
-    def encode_output(self, ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: dict[str, Any],
-                name: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-        sctx.check_deadline("encode")
-        t0 = time.perf_counter()
-        data, quality = encode(image, enc, sctx)
-        ctx.timings["encode"] = ctx.timings.get("encode", 0.0) + (time.perf_counter() - t0) * 1000
-        width, height = encoded_size(image, enc["format"])
-        return self.store(ctx, data, width, height, enc, name, quality)
-
-    def store(self, ctx: JobContext, data: bytes, width: int, height: int, enc: dict[str, Any],
-              name: tuple[str, dict[str, Any]], quality: int | None = None) -> dict[str, Any]:
-        """Write one encoded output under its name: the output's result entry."""
-        template, values = name
-        values = {**values, "width": values["width"] or width, "height": values["height"] or height}
-        url = naming.render(template, values)
-        ctx.write(url, data, enc["format"])
-        result = {"dst": url, "width": width, "height": height, "format": enc["format"], "bytes": len(data)}
-        if enc["max_bytes"]:
-            result["quality"] = quality
-        return result
-
-
-def encoded_size(image: pyvips.Image, fmt: str) -> tuple[int, int]:
-    """Width and (frame) height of what was encoded."""
-    return image.width, frames.page_height(image)
-
-
-def resize_def() -> StepDef:
-    from imgworker.pipeline.steps import STEPS
-
-    return STEPS["resize"]

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from imgworker.core.config import ConfigError, WorkerConfig
 from imgworker.core.errors import LimitExceeded, StoreFailed
+from imgworker.stores import s3_errors
 from imgworker.stores.base import WriteOptions
 from imgworker.stores.s3_budget import DeadlineClients
+from imgworker.stores.s3_client import make_client
 from imgworker.stores.s3_url import AllowList, S3Url, parse_s3_url
-
-if TYPE_CHECKING:
-    from imgworker.core.config import WorkerConfig
 
 __all__ = ["S3Store", "list_objects"]
 
 MIB = 1024 * 1024
-
-
-def _errors() -> Any:
-    from imgworker.stores import s3_errors  # imports botocore: only once an S3Store exists
-
-    return s3_errors
 
 
 class S3Store:
@@ -50,17 +44,14 @@ class S3Store:
         self.allow = allow if isinstance(allow, AllowList) else AllowList(allow)
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
-        self._translate = _errors().translate
+        self._translate = s3_errors.translate
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> S3Store:
-        from imgworker.core.config import ConfigError
-
         try:
             import boto3  # noqa: F401
         except ImportError:
             raise ConfigError("s3:// needs boto3: pip install 'imgworker[s3]'") from None
-        from imgworker.stores.s3_client import make_client
 
         try:
             allow = AllowList(config.s3_buckets)
@@ -185,8 +176,6 @@ class S3Store:
 
 def list_objects(prefix_url: str) -> Iterator[str]:
     """Object URLs under an ``s3://bucket/prefix/`` (client side, e.g. ``imgworker submit``)."""
-    from imgworker.stores.s3_client import make_client
-
     loc = parse_s3_url(prefix_url, allow_empty_key=True)
     store = S3Store(make_client(), [loc.bucket])
     yield from store.list(prefix_url)

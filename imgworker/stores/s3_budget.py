@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from imgworker.core.deadline import time_left
 from imgworker.core.errors import JobTimeout
-from imgworker.core.limits import time_left
 
 # Budgets (s) a request may be given; the time left is rounded down to one of these.
 LADDER = (1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600)

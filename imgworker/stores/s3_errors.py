@@ -7,8 +7,6 @@ string-to-sign, the signature and the access key id, and a presigned or endpoint
 
 from __future__ import annotations
 
-from botocore import exceptions as bx
-
 from imgworker.core.errors import ForbiddenPath, ImgworkerError, SourceNotFound, StoreFailed
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
@@ -41,6 +39,8 @@ def translate(exc: Exception, op: str, url: str) -> ImgworkerError:
     """``op`` is a short verb phrase for the message: 'read', 'write', 'list', 'check'."""
     if isinstance(exc, ImgworkerError):
         return exc
+    from botocore import exceptions as bx  # optional dependency (the s3 extra): only S3 errors come here
+
     if isinstance(exc, bx.ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "Unknown"))[:64]

@@ -61,7 +61,7 @@ def _samples(registry: CollectorRegistry, name: str) -> dict[str, list[tuple[dic
 
 
 def _beats(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
-    # 0 means "never ticked": a process that only imported imgworker.worker.metrics (e.g. the supervisor).
+    # 0 means "never ticked": a process that only imported imgworker.features.metrics (e.g. the supervisor).
     rows = _samples(registry, "imgworker_heartbeat_timestamp_seconds")
     return {pid: r for pid, r in rows.items() if any(v for _, v in r)}
 

@@ -12,9 +12,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from imgworker.core import budget
 from imgworker.core.config import ConfigError, WorkerConfig
 from imgworker.core.cpus import available_cpus
-from imgworker.worker import budget
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from typing import Any
 
 from imgworker.backends.base import Backend
 from imgworker.backends.cpu import CpuBackend
+from imgworker.backends.gpu import create_backend, gpu_available, require_gpu
 from imgworker.core.config import ConfigError, WorkerConfig
 from imgworker.pipeline import PipelineError, PipelineSet
 from imgworker.stores import FileStore, Store, Stores
+from imgworker.stores.s3 import S3Store
 from imgworker.worker import health, hybrid
 from imgworker.worker.lifecycle.failed_record import open_records
 from imgworker.worker.memory import MALLOC_ARENA_MAX, keep_job_buffers, limit_malloc_arenas
@@ -34,27 +36,17 @@ def build_backend(config: WorkerConfig) -> Backend:
     if config.backend == "cpu":
         return CpuBackend(fail_on=config.fail_on)
     if config.backend == "numpy":
-        from imgworker.backends.gpu import create_backend
-
         return create_backend(config, numpy=True)
-    try:
-        from imgworker.backends import gpu
-    except ImportError:
-        gpu = None  # type: ignore[assignment]
     if config.backend == "gpu":
-        if gpu is None:
-            raise ConfigError("--backend gpu: this build has no GPU backend")
-        return gpu.create_backend(config)  # raises ConfigError naming the extra when no device works
-    if gpu is not None and getattr(gpu, "gpu_available", lambda: False)():
-        return gpu.create_backend(config)
+        return create_backend(config)  # raises ConfigError naming the extra when no device works
+    if gpu_available():
+        return create_backend(config)
     return CpuBackend(fail_on=config.fail_on)
 
 
 def build_stores(config: WorkerConfig) -> Stores:
     stores: dict[str, Store] = {"file": FileStore(config.roots)}
     if config.s3_buckets:
-        from imgworker.stores.s3 import S3Store
-
         stores["s3"] = S3Store.from_config(config)
     return stores_from(stores)
 
@@ -67,16 +59,10 @@ def backend_name(config: WorkerConfig) -> str:
     """The backend a worker of this config would get, checked without building it (no CUDA context)."""
     if config.backend in ("cpu", "numpy"):
         return config.backend
-    try:
-        from imgworker.backends import gpu
-    except ImportError:
-        if config.backend == "gpu":
-            raise ConfigError("--backend gpu: this build has no GPU backend") from None
-        return "cpu"
     if config.backend == "gpu":
-        gpu.require_gpu()  # raises ConfigError naming the extra when no device works
+        require_gpu()  # raises ConfigError naming the extra when no device works
         return "gpu"
-    return "gpu" if gpu.gpu_available() else "cpu"
+    return "gpu" if gpu_available() else "cpu"
 
 
 def build_pipelines(config: WorkerConfig, backend: str) -> Any:

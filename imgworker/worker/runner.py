@@ -27,14 +27,17 @@ from typing import Any
 
 from imgworker import __version__
 from imgworker.backends.base import Backend
+from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
-from imgworker.core.contract import INFO_FUNCTION, read_payload
+from imgworker.core.contract import read_payload
 from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded
+from imgworker.core.functions import registered
+from imgworker.features import metrics
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
 from imgworker.jobs.service import Service, error_result
 from imgworker.stores import Stores
-from imgworker.worker import budget, health, metrics
+from imgworker.worker import health
 from imgworker.worker.lifecycle.chain import Lifecycle
 from imgworker.worker.lifecycle.default import default_hooks
 from imgworker.worker.lifecycle.hook import JobState
@@ -43,20 +46,7 @@ from imgworker.worker.memory import trim_heap
 IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed
 log = logging.getLogger("imgworker.worker.runner")
 
-BASE_FUNCTION = "resize"
 FD_HEADROOM = 8  # descriptors a process must be able to open to take a job (worker._check_fds)
-
-
-def function_names(backend: str, pipelines: list[str]) -> dict[str, str | None]:
-    """Gearman function name -> pipeline name (None for plain resize). A CPU worker never registers @gpu."""
-    names: dict[str, str | None] = {}
-    for name in [BASE_FUNCTION, *pipelines]:
-        target = None if name == BASE_FUNCTION else name
-        names[name] = target
-        names[f"{name}@{backend}"] = target
-    # `info` (facts of a source, nothing written): the service tells it by this target (no pipeline has it).
-    names[INFO_FUNCTION] = names[f"{INFO_FUNCTION}@{backend}"] = INFO_FUNCTION
-    return names
 
 
 class JobRunner:
@@ -183,7 +173,7 @@ class WorkerProcess:
         return sorted(self.pipelines.current()) if self.pipelines is not None else []
 
     def register_all(self) -> None:
-        for name, pipeline in function_names(self.backend.name, self.pipeline_names()).items():
+        for name, pipeline in registered(self.backend.name, self.pipeline_names()).items():
             self.gearman.register(name, self._handler(name, pipeline))
 
     def _handler(self, function: str, pipeline: str | None) -> Callable[[Job], Any]:
@@ -233,10 +223,10 @@ class WorkerProcess:
         if self.pipelines is None:
             log.warning("SIGHUP: this worker has no --pipelines directory; nothing to reload")
             return
-        before = function_names(self.backend.name, self.pipeline_names())
+        before = registered(self.backend.name, self.pipeline_names())
         if not self.pipelines.reload():
             return  # the error is logged; the old set keeps serving
-        after = function_names(self.backend.name, self.pipeline_names())
+        after = registered(self.backend.name, self.pipeline_names())
         for name in sorted(set(before) - set(after)):
             self.gearman.unregister(name)
         for name, pipeline in after.items():
@@ -293,7 +283,7 @@ class WorkerProcess:
             self.backend.name,
             ",".join(self.config.servers),
             self.config.concurrency,
-            len(function_names(self.backend.name, self.pipeline_names())),
+            len(registered(self.backend.name, self.pipeline_names())),
         )
         await self._stopped.wait()
         metrics.DRAINING.set(1)

@@ -11,8 +11,9 @@ from typing import Any
 import yaml
 
 from imgworker.commands.cli import build_parser
+from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
-from imgworker.worker import budget, hybrid
+from imgworker.worker import hybrid
 
 MANIFEST = Path(__file__).resolve().parents[2] / "k8s" / "gpu" / "worker-gpu.yaml"
 

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
     not Path(PROMETHEUS).exists(), reason="Debian's prometheus is missing: ./dev setup (apt-get install prometheus)"
 )
 
-# Functions as the workers register them (imgworker.worker.runner.function_names for each backend's pipelines).
+# Functions as the workers register them (imgworker.core.functions.registered for each backend's pipelines).
 GPU_FUNCTIONS = ["resize", "resize@gpu", "thumbnail", "thumbnail@gpu", "web", "web@gpu"]
 CPU_FUNCTIONS = ["resize", "resize@cpu", "avatar", "avatar@cpu", "product_zoom", "product_zoom@cpu"]
 CPU_ONLY = "resize@cpu"  # work only CPU workers take (every shipped pipeline also runs on GPU workers)

@@ -27,10 +27,10 @@ from imgworker import __version__
 from imgworker.commands.cli import build_parser
 from imgworker.commands.exporter import GearmanCollector, ServerReport, imgworker_functions
 from imgworker.core.config import from_env
+from imgworker.core.functions import registered as function_names
+from imgworker.features import metrics
 from imgworker.pipeline.registry import load_dir
-from imgworker.worker import metrics
 from imgworker.worker.health import ROUTES
-from imgworker.worker.runner import function_names
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"

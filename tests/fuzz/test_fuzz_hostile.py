@@ -17,14 +17,15 @@ import pyvips
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from imgworker.backends.cpu import CpuBackend, probe
+from imgworker.backends.cpu import CpuBackend
+from imgworker.core import budget
 from imgworker.core.contract import check_url, parse_request
 from imgworker.core.errors import ERROR_CODES, BadRequest, ImgworkerError, LimitExceeded, redact_url
 from imgworker.core.limits import Limits
+from imgworker.imaging.probe import probe
 from imgworker.jobs.service import Service
 from imgworker.pipeline.naming import VARIABLES, render
 from imgworker.stores import FileStore, Stores
-from imgworker.worker import budget
 
 LIMITS = Limits()
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -194,7 +194,7 @@ def test_error_codes_do_not_depend_on_other_threads_failing_at_the_same_time() -
     import threading
     from collections import Counter
 
-    from imgworker.backends.cpu import probe
+    from imgworker.imaging.probe import probe
 
     codes: Counter[str] = Counter()
 

@@ -8,7 +8,6 @@ for resize (tests/gpu/test_gpu_cuda.py holds those to NumPy): PSNR >= 50 dB, max
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from support.corpus import photo
 from unit.arrays.test_arrays_executor_contract import CASES, KINDS, SIDE, psnr
 
 from imgworker.arrays import image as arrays
+from imgworker.core.deadline import Deadline
 from imgworker.core.limits import Limits
+from imgworker.imaging.colour import to_srgb
 from imgworker.pipeline.context import StepContext
 from imgworker.pipeline.steps import STEPS
-from imgworker.pipeline.steps.colour import to_srgb
 
 pytestmark = pytest.mark.gpu
 
@@ -41,7 +41,7 @@ def mark_png() -> bytes:
 
 
 def _ctx(mark: bytes, kernels: Any = None) -> StepContext:
-    c = StepContext(Limits(), time.monotonic() + 60, 60, kernels=kernels)
+    c = StepContext(Limits(), Deadline.after(60), kernels=kernels)
     c.cache["mem://mark.png"] = mark
     return c
 
@@ -52,7 +52,7 @@ def test_cupy_matches_numpy(cp: Any, mark_png: bytes, kind: str, name: str, opts
                             bound: tuple[float, int]) -> None:
     from imgworker.backends.gpu import kernels
 
-    image = to_srgb(pyvips.Image.thumbnail(str(photo(kind)), SIDE)).copy_memory()
+    image = to_srgb(pyvips.Image.thumbnail(str(photo(kind)), SIDE), "any").copy_memory()
     step = STEPS[name]
     o = {**step.defaults(), **opts}
     host = arrays.from_vips(image)

@@ -184,8 +184,8 @@ def test_heic_through_a_pipeline(tmp_path: Path, resize: bool) -> None:
 def test_without_the_heif_extra_heic_is_unsupported_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from imgworker.backends.cpu import probe
     from imgworker.core.errors import UnsupportedImage
+    from imgworker.imaging.probe import probe
 
     data = heic_of(photo("dragonfly"))
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # what `import pillow_heif` meets without the extra

@@ -19,8 +19,8 @@ import pyvips
 from support.fixtures_hostile import REPO, NamedWorker, code, job, vm_hwm_kb
 from support.fixtures_reliability import make_tiny_image
 
+from imgworker.core import budget
 from imgworker.testing.gearmand import Gearmand
-from imgworker.worker import budget
 
 BUDGET_MIB = 96
 

@@ -15,11 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyvips
 
 from imgworker.arrays import device_io
 from imgworker.backends.base import Rendered
-from imgworker.backends.cpu import FAIL_ON, probe
-from imgworker.backends.cpu import jpeg_shrink as cpu_jpeg_shrink
 from imgworker.backends.gpu import codec, decode, detect
 from imgworker.backends.gpu.batcher import MicroBatcher, run_shrinking
 from imgworker.backends.gpu.decode import GpuDecodeRefused, frame_refusal, gpu_refusal
@@ -28,9 +27,12 @@ from imgworker.backends.gpu.engine import CupyEngine, NumpyEngine, Prepared, Res
 from imgworker.core.config import ConfigError
 from imgworker.core.contract import ResizeSpec
 from imgworker.core.cpus import available_cpus
+from imgworker.core.deadline import Deadline
 from imgworker.core.errors import ImgworkerError, InternalError, Unavailable
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
+from imgworker.imaging.load import FAIL_ON, shrink_on_load
+from imgworker.imaging.probe import probe
 
 Item = tuple[bytes, ResizeSpec, Limits]
 _nullcontext = contextlib.nullcontext
@@ -193,9 +195,9 @@ class GpuBackend:
         if info.loader == "jpeg":
             # The CPU backend's rule (decode at the smallest scale still >= the output), so both resample
             # the same decoded pixels.
-            shrink = cpu_jpeg_shrink(info.width, info.height, geo.resize_w, geo.resize_h)
+            shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
-            shrink = codec.jpeg_shrink(info.width, info.height, geo)  # thumbnail's rule (WebP)
+            shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h, spare=2)  # WebP
         gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
         item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
         route = self.gpu_decode_route(info.loader, shrink, source)
@@ -220,7 +222,6 @@ class GpuBackend:
         frame = frame_refusal(source)
         if frame is not None:
             return frame
-        import pyvips
 
         return gpu_refusal(source, pyvips.Image.new_from_buffer(source, ""), self.fail_on)
 
@@ -273,7 +274,8 @@ class GpuBackend:
 
     # --- Backend interface ------------------------------------------------------------------------------
 
-    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Rendered:
+    def resize(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Rendered:
+        # The batch is not stopped mid-way: a job's deadline is kept by the worker's overrun guard.
         item = self.prepare(source, spec, limits)
         t0 = time.perf_counter()
         try:

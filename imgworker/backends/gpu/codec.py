@@ -15,24 +15,12 @@ import numpy.typing as npt
 import pyvips
 
 from imgworker.arrays import image as arrays
-from imgworker.backends.cpu import _translate, encode, to_srgb8
-from imgworker.core.geometry import Geometry
 from imgworker.imaging import heif, jpeg_fast
+from imgworker.imaging.colour import to_srgb
+from imgworker.imaging.encode import encode
+from imgworker.imaging.errors import translate
 
-__all__ = ["decode", "encode", "encode_array", "jpeg_shrink", "shrink_option"]
-
-
-def jpeg_shrink(src_w: int, src_h: int, geo: Geometry) -> int:
-    """Shrink-on-load factor (1, 2, 4 or 8), picked like libvips' thumbnail (used for WebP).
-
-    The DCT shrink is a block average that adds some aliasing, so like libvips we leave at least a factor of
-    two for the real (Lanczos) resize.
-    """
-    factor = min(src_w / geo.resize_w, src_h / geo.resize_h)
-    for shrink in (8, 4, 2):
-        if factor >= 2 * shrink:
-            return shrink
-    return 1
+__all__ = ["decode", "encode", "encode_array", "shrink_option"]
 
 
 def shrink_option(loader: str, shrink: int) -> dict[str, Any]:
@@ -45,24 +33,18 @@ def shrink_option(loader: str, shrink: int) -> dict[str, Any]:
     return {}
 
 
-def to_srgb(image: pyvips.Image) -> pyvips.Image:
-    if image.interpretation == "cmyk" and "icc-profile-data" in image.get_fields():
-        # Like thumbnail: convert CMYK with its own profile, not libvips' generic one.
-        image = image.icc_transform("srgb", embedded=True, input_profile="cmyk")
-    return to_srgb8(image)
-
-
 def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray[np.uint8]:
     """Decode (with shrink-on-load), auto-orient, 8-bit sRGB: an (H, W, C) uint8 array, C in 1..4."""
     try:
         if loader == heif.LOADER:  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif does, oriented, sRGB
-            return arrays.from_vips(to_srgb8(heif.decode(source, None)))
+            return arrays.from_vips(to_srgb(heif.decode(source, None)))
         # JPEGs (the progressive files routed off the GPU) take the CPU backend's libjpeg-turbo path.
         fast = jpeg_fast.decode_scaled(source, shrink) if loader == "jpeg" else None
         image = fast or pyvips.Image.new_from_buffer(source, "", fail_on=fail_on, **shrink_option(loader, shrink))
-        arr: npt.NDArray[np.uint8] = arrays.from_vips(to_srgb(image.autorot()))
+        # CMYK with its own profile, like thumbnail.
+        arr: npt.NDArray[np.uint8] = arrays.from_vips(to_srgb(image.autorot(), "cmyk"))
     except pyvips.Error as exc:
-        raise _translate(exc, "source") from None
+        raise translate(exc, "source") from None
     return arr
 
 

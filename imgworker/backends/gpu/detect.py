@@ -6,6 +6,8 @@ import importlib
 from functools import lru_cache
 from typing import Any
 
+import pyvips
+
 from imgworker.core.config import ConfigError
 
 INSTALL_HINT = (
@@ -85,8 +87,6 @@ def hardware_jpeg() -> bool:
     if mod is None or not hasattr(mod.BackendKind, "HW_GPU_ONLY"):
         return False
     try:
-        import pyvips
-
         ramp = pyvips.Image.xyz(640, 480)[0].cast("uchar")
         probe_jpeg = bytes(ramp.bandjoin([ramp, ramp]).copy(interpretation="srgb").jpegsave_buffer(Q=85))
         decoder = mod.Decoder(backends=[mod.Backend(mod.BackendKind.HW_GPU_ONLY)])

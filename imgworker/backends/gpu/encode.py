@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["GPU_ENCODE", "Encoded", "JpegEncoder"]
 
 GPU_ENCODE = ("auto", "always", "never")
@@ -34,7 +36,6 @@ def stream_bytes(stream: Any) -> bytes:
     try:
         return bytes(memoryview(stream))
     except (TypeError, ValueError, BufferError):  # a binding without the buffer protocol
-        import numpy as np
 
         return np.asarray(stream, dtype=np.uint8).tobytes()
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imgworker.arrays import resample
-from imgworker.backends.gpu import decode
+from imgworker.backends.gpu import decode, kernels
 from imgworker.backends.gpu.encode import Encoded, JpegEncoder
 from imgworker.core.contract import ResizeSpec
 from imgworker.core.geometry import Geometry
@@ -113,8 +113,6 @@ class CupyEngine:
         encoder: JpegEncoder | None = None,
         layout: decode.DecoderLayout | None = None,
     ) -> None:
-        from imgworker.backends.gpu import kernels
-
         self.cp = self.xp = cp
         self.kernel = kernel
         self.kernels = kernels

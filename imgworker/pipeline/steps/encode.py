@@ -10,12 +10,12 @@ from typing import Any
 
 import pyvips
 
-from imgworker.arrays.encode import save
 from imgworker.core.errors import LimitExceeded
 from imgworker.core.formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
+from imgworker.imaging.colour import to_srgb
+from imgworker.imaging.encode import save
 from imgworker.pipeline import frames
 from imgworker.pipeline.steps.base import StepDef, choice, colour, flag, integer
-from imgworker.pipeline.steps.colour import to_srgb
 from imgworker.pipeline.steps.metadata import keep_flags
 
 _QUALITY_STEPS = 6  # bisection rounds for max_bytes: quality to within ~1 of the best that fits
@@ -26,7 +26,7 @@ def prepare(image: pyvips.Image, o: Mapping[str, Any]) -> pyvips.Image:
     if o["format"] not in ANIMATED:
         image = frames.first(image)
     if image.format != "uchar":
-        image = to_srgb(image)
+        image = to_srgb(image, "any")
     if o["format"] == "jpeg" and image.hasalpha():
         bg = list(o["background"]) if image.bands >= 3 else [float(o["background"][0])]
         image = image.flatten(background=bg).cast("uchar")

@@ -10,8 +10,11 @@ import functools
 import os
 from typing import Any
 
+import numpy as np
 import pyvips
 
+from imgworker.arrays import colour, resample, smartcrop
+from imgworker.arrays import image as arrays
 from imgworker.core.errors import InternalError
 from imgworker.pipeline.steps.base import GRAVITIES, SMART
 
@@ -60,8 +63,6 @@ def window(position: str, size: tuple[int, int], w: int, h: int, ctx: Any) -> tu
 
 def crop_array(xp: Any, img: Any, w: int, h: int, position: str, ctx: Any) -> Any:
     """The array executor's crop of (H, W, C) ``img`` to w x h at ``position``."""
-    from imgworker.arrays import smartcrop
-
     size = (int(img.shape[1]), int(img.shape[0]))
     w, h = min(w, size[0]), min(h, size[1])
     if (w, h) == size:
@@ -83,9 +84,6 @@ def crop_array(xp: Any, img: Any, w: int, h: int, position: str, ctx: Any) -> An
 
 def face_box_array(xp: Any, img: Any) -> tuple[int, int, int, int] | None:
     """Faces are found on the CPU from a small copy (<= 640 px), resized on the array and downloaded."""
-    from imgworker.arrays import colour, resample
-    from imgworker.arrays import image as arrays
-
     h, w = int(img.shape[0]), int(img.shape[1])
     scale = min(1.0, _FACE_SIDE / max(w, h))
     rgb, _ = arrays.split_alpha(arrays.as_float(xp, img))
@@ -115,8 +113,6 @@ def _classifier() -> Any:
 
 def face_box(image: pyvips.Image) -> tuple[int, int, int, int] | None:
     """Bounding box (left, top, width, height) of every face found, in ``image`` pixels; None if none."""
-    import numpy as np
-
     _classifier()  # the error naming the extra comes before any work
     scale = min(1.0, _FACE_SIDE / max(image.width, image.height))
     small = image.resize(scale) if scale < 1 else image

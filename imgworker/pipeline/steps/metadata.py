@@ -3,7 +3,8 @@
 ``keep: [copyright]`` keeps only the EXIF Copyright and Artist tags; ``icc`` the colour profile; ``exif``,
 ``xmp``, ``iptc`` those blocks whole; ``all`` everything. On the array executor the pixels carry no
 metadata: ``array`` records what to keep, and the executor copies it from the decoded source onto the
-encoder's image through ``vips`` (engine/executor.py ``with_metadata``), so both outputs keep the same.
+encoder's image (arrays/executor.py ``to_encoder``) through the same ``keep_only`` (imaging/metadata.py), so
+both outputs keep the same.
 """
 
 from __future__ import annotations
@@ -13,22 +14,16 @@ from typing import Any
 
 import pyvips
 
+from imgworker.imaging.metadata import COPYRIGHT_TAGS, keep_only
 from imgworker.pipeline.steps.base import Opt, StepDef
 
 KEEP = ("copyright", "exif", "icc", "xmp", "iptc", "all")
-_COPYRIGHT = ("exif-ifd0-Copyright", "exif-ifd0-Artist")
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     keep = set(o["keep"])
     ctx.keep = tuple(sorted(keep))
-    if "copyright" not in keep or keep & {"exif", "all"}:
-        return image  # the encoder's keep flags do the rest
-    image = image.copy()  # never edit a shared image's metadata in place
-    for name in image.get_fields():
-        if name.startswith("exif-ifd") and name not in _COPYRIGHT:
-            image.remove(name)
-    return image
+    return keep_only(image, keep)
 
 
 def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
@@ -45,7 +40,7 @@ def keep_flags(keep: tuple[str, ...], image: pyvips.Image) -> int:
     names = {"exif": flags.EXIF, "icc": flags.ICC, "xmp": flags.XMP, "iptc": flags.IPTC}
     for name in keep:
         value |= names.get(name, 0)
-    if "copyright" in keep and any(f in image.get_fields() for f in _COPYRIGHT):
+    if "copyright" in keep and any(f in image.get_fields() for f in COPYRIGHT_TAGS):
         value |= flags.EXIF
     return int(value)
 

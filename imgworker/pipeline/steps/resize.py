@@ -12,9 +12,10 @@ from typing import Any
 import pyvips
 
 from imgworker.arrays import image as arrays
-from imgworker.backends.cpu import pad
+from imgworker.arrays import resample as banded
 from imgworker.core.contract import FITS
 from imgworker.core.geometry import Geometry, plan
+from imgworker.imaging.geometry import pad
 from imgworker.pipeline.steps import gravity
 from imgworker.pipeline.steps.base import KERNELS, StepDef, choice, colour, flag, integer, number
 
@@ -51,8 +52,6 @@ def resample(image: pyvips.Image, w: int, h: int, kernel: str) -> pyvips.Image:
 
 def resample_array(xp: Any, img: Any, w: int, h: int, kernel: str, kernels: Any = None) -> Any:
     """The array executor's resample; ``kernels`` (CuPy RawKernels, kernels.py) when on the GPU."""
-    from imgworker.arrays import resample as banded
-
     if (w, h) == (int(img.shape[1]), int(img.shape[0])):
         return img
     alpha = arrays.has_alpha(img)
@@ -79,8 +78,6 @@ def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
 
 
 def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
-    from imgworker.arrays import resample as banded
-
     geo = target(int(img.shape[1]), int(img.shape[0]), o, ctx.limits)
     if geo is None:
         return img

@@ -13,9 +13,9 @@ import pyvips
 
 from imgworker.arrays import colour
 from imgworker.arrays import image as arrays
-from imgworker.backends.cpu import probe
 from imgworker.core.errors import BadRequest, ImgworkerError
 from imgworker.core.limits import Limits
+from imgworker.imaging.probe import probe
 from imgworker.pipeline.steps.base import GRAVITIES, Opt, StepDef, choice, number
 from imgworker.pipeline.steps.gravity import offsets
 

@@ -7,23 +7,20 @@ newline cannot forge a line), at most 300 characters each.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from imgworker.core.contract import Payload
 from imgworker.core.errors import redact_url
+from imgworker.core.urls import CONTROL_CHARACTERS
 from imgworker.worker.lifecycle.hook import Hook, JobState
 
 # The job line keeps the runner's logger name (docs/operations.md shows it): log queries filter on it.
 log = logging.getLogger("imgworker.worker.runner")
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def printable(value: object, limit: int = 300) -> str:
     """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
     text = redact_url(str(value))[:limit]
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:

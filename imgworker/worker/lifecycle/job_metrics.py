@@ -2,12 +2,12 @@
 
 ``imgworker_jobs_in_flight`` counts a job from its decode until no run follows (also when it is cancelled);
 ``imgworker_jobs_total``, ``imgworker_job_duration_seconds``, ``imgworker_busy_seconds`` and the stage
-histogram count each run, retries included (worker/metrics.py ``observe_job``).
+histogram count each run, retries included (features/metrics.py ``observe_job``).
 """
 
 from __future__ import annotations
 
-from imgworker.worker import metrics
+from imgworker.features import metrics
 from imgworker.worker.lifecycle.hook import Hook, JobState
 
 

@@ -15,7 +15,7 @@ import logging
 import random
 from typing import Any
 
-from imgworker.worker import metrics
+from imgworker.features import metrics
 from imgworker.worker.lifecycle.hook import Hook, JobState
 
 # The retry line sits with the job lines under the runner's logger (docs/reliability.md quotes it).

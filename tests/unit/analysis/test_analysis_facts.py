@@ -9,12 +9,13 @@ import pytest
 import pyvips
 from support.corpus import photo
 
-from imgworker.analysis import FACTS, blurhash, dominant, parse_analyze, phash, thumbhash
+from imgworker.analysis import blurhash, dominant, phash, thumbhash
 from imgworker.analysis.meta import describe, icc_description
 from imgworker.analysis.small import prepare
+from imgworker.analysis.source import facts_of_source
+from imgworker.core.contract import FACTS, parse_analyze
 from imgworker.core.errors import BadRequest, LimitExceeded
 from imgworker.core.limits import Limits
-from imgworker.jobs.info import facts_of_source
 
 # One file per picture (the corpus has the same dragonfly, bridge and sunset in several encodings).
 DIFFERENT = ("baseline", "progressive", "dragonfly", "cmyk", "webp")

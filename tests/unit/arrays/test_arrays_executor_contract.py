@@ -17,7 +17,6 @@ with the wrong strength, a blur with the wrong sigma all fall far below these bo
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -27,11 +26,12 @@ from support.corpus import photo
 
 from imgworker.arrays import executor
 from imgworker.arrays import image as arrays
+from imgworker.core.deadline import Deadline
 from imgworker.core.limits import Limits
+from imgworker.imaging.colour import to_srgb
 from imgworker.pipeline import frames
 from imgworker.pipeline.context import StepContext
 from imgworker.pipeline.steps import STEPS
-from imgworker.pipeline.steps.colour import to_srgb
 
 SIDE = 200  # small copies: the contract is about maths, not sizes; keeps the suite fast
 KINDS = ("baseline", "cmyk", "rgb16", "rgba")
@@ -40,7 +40,7 @@ EXACT, FILTER, ROTATE = (99.0, 0), (40.0, 16), (28.0, 255)
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, pyvips.Image]:
-    out = {k: to_srgb(pyvips.Image.thumbnail(str(photo(k)), SIDE)).copy_memory() for k in KINDS}
+    out = {k: to_srgb(pyvips.Image.thumbnail(str(photo(k)), SIDE), "any").copy_memory() for k in KINDS}
     out["mark"] = pyvips.Image.new_from_file(str(photo("rgba")))
     return out
 
@@ -51,7 +51,7 @@ def mark_png() -> bytes:
 
 
 def ctx(mark: bytes, **kw: Any) -> StepContext:
-    c = StepContext(Limits(), time.monotonic() + 60, 60, **kw)
+    c = StepContext(Limits(), Deadline.after(60), **kw)
     c.cache["mem://mark.png"] = mark
     return c
 
@@ -200,7 +200,7 @@ def test_every_step_has_a_noop_guard_on_both_executors(images: dict[str, pyvips.
 
 
 def _animation() -> pyvips.Image:
-    base = to_srgb(pyvips.Image.thumbnail(str(photo("dragonfly")), 96)).copy_memory()
+    base = to_srgb(pyvips.Image.thumbnail(str(photo("dragonfly")), 96), "any").copy_memory()
     strip = pyvips.Image.arrayjoin([base, base.fliphor(), base.flipver()], across=1)
     strip = strip.copy()
     strip.set_type(pyvips.GValue.gint_type, "page-height", base.height)

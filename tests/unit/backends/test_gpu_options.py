@@ -13,9 +13,10 @@ import pytest
 
 from imgworker.backends.gpu import create_backend
 from imgworker.backends.gpu.decode import BatchDecoder, DecoderLayout, split
+from imgworker.core import budget
 from imgworker.core.config import ConfigError, WorkerConfig, load
 from imgworker.core.cpus import available_cpus
-from imgworker.worker import budget, hybrid
+from imgworker.worker import hybrid
 
 
 def config(**kw: Any) -> WorkerConfig:

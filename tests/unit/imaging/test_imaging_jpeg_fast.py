@@ -11,13 +11,12 @@ import pytest
 import pyvips
 from support.corpus import bad, photo
 
-from imgworker.backends import cpu
 from imgworker.backends.cpu import CpuBackend
 from imgworker.core.contract import ResizeSpec
 from imgworker.core.errors import DecodeFailed, LimitExceeded
 from imgworker.core.geometry import plan
 from imgworker.core.limits import Limits
-from imgworker.imaging import jpeg_fast
+from imgworker.imaging import jpeg_fast, load, probe
 
 LEVELS = ("none", "truncated", "error", "warning")
 
@@ -42,9 +41,9 @@ def vips_verdict(data: bytes, shrink: int, level: str) -> bool:
 
 def hook_verdict(data: bytes, level: str) -> bool:
     """What the worker's JPEG load (the hook) says: decoded, or an error."""
-    info = cpu.probe(data, Limits())
+    info = probe.probe(data, Limits())
     try:
-        cpu.load_jpeg_resized(data, (info.width, info.height), (64, 48), fail_on=level).copy_memory()
+        load.load_jpeg_resized(data, (info.width, info.height), (64, 48), fail_on=level).copy_memory()
         return True
     except pyvips.Error:
         return False
@@ -142,11 +141,11 @@ def test_plain_resize_after_the_fast_decode_is_thumbnail_image_pixel_for_pixel(j
     upscales the same way)."""
     data = jpeg if colour == "srgb" else bytes(pyvips.Image.jpegload_buffer(jpeg).colourspace("b-w")
                                                .jpegsave_buffer(Q=90))
-    info = cpu.probe(data, Limits())
+    info = probe.probe(data, Limits())
     with monkeypatch.context() as m:
         m.setattr(pyvips.Image, "thumbnail_image", lambda *a, **k: pytest.fail("took thumbnail_image"), raising=False)
-        got = cpu.load_jpeg_resized(data, (info.width, info.height), box, fail_on="warning").copy_memory()
-    shrink = cpu.jpeg_shrink(info.width, info.height, *box)
+        got = load.load_jpeg_resized(data, (info.width, info.height), box, fail_on="warning").copy_memory()
+    shrink = load.shrink_on_load(info.width, info.height, *box)
     ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(box[0], height=box[1], size="force")  # type: ignore[union-attr]
     assert (got.width, got.height) == box == (ref.width, ref.height)
     assert got.interpretation == ref.interpretation
@@ -161,14 +160,14 @@ def test_turned_plain_resize_is_thumbnail_image_pixel_for_pixel(jpeg: bytes, ori
     src = pyvips.Image.jpegload_buffer(jpeg, shrink=2).copy()
     src.set_type(pyvips.GValue.gint_type, "orientation", orientation)
     data = bytes(src.jpegsave_buffer(Q=90))
-    info = cpu.probe(data, Limits())
+    info = probe.probe(data, Limits())
     geo = plan(info.width, info.height, box[0], box[1], "inside", Limits())
     size = (geo.resize_w, geo.resize_h)
     with monkeypatch.context() as m:
         m.setattr(pyvips.Image, "thumbnail_image", lambda *a, **k: pytest.fail("took thumbnail_image"), raising=False)
-        got = cpu.load_jpeg_resized(data, (info.width, info.height), size, fail_on="warning",
+        got = load.load_jpeg_resized(data, (info.width, info.height), size, fail_on="warning",
                                     orientation=orientation).copy_memory()
-    shrink = cpu.jpeg_shrink(info.width, info.height, *size)
+    shrink = load.shrink_on_load(info.width, info.height, *size)
     ref = jpeg_fast.decode_scaled(data, shrink).thumbnail_image(size[0], height=size[1], size="force")  # type: ignore[union-attr]
     assert (got.width, got.height) == size == (ref.width, ref.height)
     assert "orientation" not in got.get_fields()  # turned, and the tag gone, as thumbnail_image leaves it
@@ -261,10 +260,10 @@ def test_generated_broken_variants_get_libvips_verdict_at_every_level(kind: str)
 
 # --- the header check from the markers (no second header open) --------------------------------------------
 
-def _libvips_probe(data: bytes, monkeypatch) -> cpu.SourceInfo:
+def _libvips_probe(data: bytes, monkeypatch) -> probe.SourceInfo:
     with monkeypatch.context() as m:
         m.setattr(jpeg_fast, "fast_header", lambda _source: None)
-        return cpu.probe(data, Limits())
+        return probe.probe(data, Limits())
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
@@ -274,14 +273,14 @@ def test_probe_from_markers_equals_libvips_header(kind: str, orientation: int, m
     src.set_type(pyvips.GValue.gint_type, "orientation", orientation)
     data = bytes(src.jpegsave_buffer(Q=80, interlace=kind == "progressive"))
     assert jpeg_fast.fast_header(data) is not None
-    assert cpu.probe(data, Limits()) == _libvips_probe(data, monkeypatch)
+    assert probe.probe(data, Limits()) == _libvips_probe(data, monkeypatch)
 
 
 def test_probe_leaves_cmyk_and_non_jpeg_to_libvips(monkeypatch) -> None:
     for kind in ("cmyk", "png_named_jpg", "webp"):
         data = photo(kind).read_bytes()
         assert jpeg_fast.fast_header(data) is None
-        assert cpu.probe(data, Limits()) == _libvips_probe(data, monkeypatch)
+        assert probe.probe(data, Limits()) == _libvips_probe(data, monkeypatch)
 
 
 def test_pixel_limit_is_checked_from_the_markers_before_any_pixel(jpeg: bytes, monkeypatch) -> None:
@@ -290,7 +289,7 @@ def test_pixel_limit_is_checked_from_the_markers_before_any_pixel(jpeg: bytes, m
     huge[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
     monkeypatch.setattr(jpeg_fast.simplejpeg, "decode_jpeg", lambda *a, **k: pytest.fail("decoded pixels"))
     with pytest.raises(LimitExceeded):
-        cpu.probe(bytes(huge), Limits())
+        probe.probe(bytes(huge), Limits())
     with pytest.raises(LimitExceeded):
         CpuBackend().resize(bytes(huge), ResizeSpec(width=64, height=64), Limits())
 
@@ -320,7 +319,7 @@ def test_gpu_backends_cpu_decode_takes_the_fast_path_with_the_same_pixels(monkey
     assert calls == [2]
     monkeypatch.setattr(jpeg_fast, "decode_scaled", lambda *a, **k: None)
     ref = codec.decode(data, "jpeg", 2, "warning")
-    shown = cpu.probe(data, Limits())
+    shown = probe.probe(data, Limits())
     assert fast.shape == ref.shape == (shown.height // 2, shown.width // 2, 3)  # oriented as displayed
     assert psnr(fast, ref) == math.inf
     with pytest.raises(DecodeFailed):

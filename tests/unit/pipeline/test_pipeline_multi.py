@@ -46,16 +46,16 @@ def test_web_writes_six_files_from_one_decode_at_the_largest_size(run_pipeline, 
 
 
 def test_jpeg_sources_decode_at_the_smallest_dct_scale_once(run_pipeline, monkeypatch, decode_calls):
-    from imgworker.backends import cpu
+    from imgworker.imaging import load
 
     loads = []
-    real = cpu.load_jpeg_resized
+    real = load.load_jpeg_resized
 
     def counted(source, shown, size, **kw):
         loads.append((shown, size))
         return real(source, shown, size, **kw)
 
-    monkeypatch.setattr(cpu, "load_jpeg_resized", counted)
+    monkeypatch.setattr(load, "load_jpeg_resized", counted)
     monkeypatch.setattr(decoder, "load_jpeg_resized", counted, raising=False)
     r = run_pipeline(WEB, photo("cmyk").name, "o/{stem}-{width}.{ext}")
     assert loads == [((1280, 720), (1024, 576))]  # one DCT-scaled JPEG decode for six outputs

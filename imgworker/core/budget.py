@@ -16,15 +16,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgworker.core.deadline import time_left
 from imgworker.core.errors import JobTimeout, LimitExceeded
-from imgworker.core.limits import time_left
 
-log = logging.getLogger("imgworker.worker.budget")
+log = logging.getLogger("imgworker.worker.budget")  # the logger keeps its name: operators filter on it
 
 MIB = 1024 * 1024
 BASE_PER_PROCESS = 160 * MIB  # interpreter, libvips, boto3, buffers: resident before any job
@@ -135,13 +135,18 @@ class Budget:
             _publish(self)
 
 
+# Who hears of each change of the budget or of what it holds (the worker's metrics: features/metrics.py adds
+# itself when imported). Inverted so that this module, which every layer charges, imports nothing above core.
+_WATCHERS: list[Callable[[Budget], None]] = []
+
+
+def watch(watcher: Callable[[Budget], None]) -> None:
+    _WATCHERS.append(watcher)
+
+
 def _publish(budget: Budget) -> None:
-    try:
-        from imgworker.worker import metrics
-    except ImportError:  # pragma: no cover - metrics are optional for library use
-        return
-    metrics.MEMORY_BUDGET_BYTES.set(budget.limit)
-    metrics.MEMORY_RESERVED_BYTES.set(budget.in_use)
+    for watcher in _WATCHERS:
+        watcher(budget)
 
 
 # The process's budget: configured by the worker at start (configure); unlimited for library use and tests.

@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from imgworker.core import budget
 from imgworker.stores import Store, Stores, WriteOptions
 
 STAGES = ("read", "decode", "encode", "write")  # result["ms"] keys; "decode" is decode + process
@@ -105,6 +106,14 @@ MEMORY_BUDGET_BYTES = Gauge(
 MEMORY_RESERVED_BYTES = Gauge(
     "imgworker_memory_reserved_bytes", "estimated memory of the jobs admitted now", multiprocess_mode="liveall"
 )
+
+
+def _publish_budget(current: budget.Budget) -> None:
+    MEMORY_BUDGET_BYTES.set(current.limit)
+    MEMORY_RESERVED_BYTES.set(current.in_use)
+
+
+budget.watch(_publish_budget)
 INFO = Gauge(
     "imgworker_build_info", "1, with the version and backend", ["version", "backend"], multiprocess_mode="max"
 )

@@ -1,5 +1,6 @@
 """The one libvips encoder: a pipeline's encode step and a plain resize job (backends/cpu.py, and the GPU
 backend's CPU encodes) both save through ``save``, so the same pixels give the same bytes on either path.
+``encode`` is a plain resize job's: flattened for JPEG, 8-bit, the encode step's defaults.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyvips
+
+from imgworker.core.formats import RESIZE_FORMATS
+from imgworker.imaging.errors import translate
 
 # The encode step's options at their defaults: what a plain resize job encodes with.
 PLAIN: Mapping[str, Any] = {"effort": None, "progressive": False, "mozjpeg": False, "palette": False,
@@ -38,3 +42,16 @@ def save(image: pyvips.Image, o: Mapping[str, Any], quality: int, keep: int) -> 
             Q=quality, keep=keep, compression="av1", lossless=o["lossless"], effort=2 if effort is None else effort,
         ))
     return bytes(image.gifsave_buffer(keep=keep, effort=7 if effort is None else max(1, effort)))
+
+
+def encode(image: pyvips.Image, fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
+    if fmt == "jpeg" and image.hasalpha():
+        image = image.flatten(background=list(background))
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    if fmt not in RESIZE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    try:  # the encode step's encoder at its defaults (save): one encoder for every job
+        return save(image, {**PLAIN, "format": fmt}, quality, keep=0)
+    except pyvips.Error as exc:
+        raise translate(exc, "output") from None
