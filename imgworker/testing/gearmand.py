@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from imgworker.testing.ports import reserve_port
+
 GEARMAND = "/usr/sbin/gearmand"
 _START_WAIT = 3.0  # gearmand retries a busy port for 20-30 s; we give up sooner and pick another
 
@@ -50,12 +52,6 @@ def _given(flag: str, args: tuple[str, ...]) -> bool:
 
 class GearmandError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
@@ -127,7 +123,7 @@ class Gearmand:
         last = ""
         for _ in range(tries):
             if not self._fixed_port:
-                self.port = _free_port()
+                self.port = reserve_port()
             # A fixed port (restart) may still be held briefly by the old process: wait longer for it.
             if self._launch(_START_WAIT if not self._fixed_port else 30.0):
                 return self
@@ -182,6 +178,8 @@ class Gearmand:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._kill()
+            else:
+                self._hold_port()
         self.proc = None
 
     def kill(self) -> None:
@@ -194,6 +192,13 @@ class Gearmand:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+            self._hold_port()
+
+    def _hold_port(self) -> None:
+        """Keep the port of a server that has just exited for its restart (a crash test's server.start())."""
+        if self.port:
+            with contextlib.suppress(OSError):  # already held in TIME_WAIT by the old server's connections
+                reserve_port(port=self.port)
 
     def restart(self, *, kill: bool = False) -> Gearmand:
         """Stop (or kill) and start again on the same port."""

@@ -12,12 +12,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from support.tools import needs_tool
 
 REPO = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-pytestmark = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool (Debian prometheus) missing")
+pytestmark = needs_tool("promtool", "apt-get install prometheus", path="/usr/bin/promtool")
 
 MI = 1024 * 1024
 

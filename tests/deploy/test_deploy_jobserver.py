@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import shlex
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.tools import require_privilege, require_tool
 
 from imgworker.testing import gearmand as local
 
@@ -152,10 +152,9 @@ class PodGearmand:
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[PodGearmand]:
     if os.geteuid() != 0:
-        pytest.fail("the pod sandbox needs root (unshare --mount --net, setpriv); CI runs as root")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.fail(f"missing tools: {missing} (util-linux, iproute2, gearman-tools)")
+        require_privilege("the pod sandbox needs root (unshare --mount --net, setpriv)", "run the tests as root")
+    for tool in TOOLS:
+        require_tool(tool, "apt-get install util-linux iproute2 gearman-tools")
     volume = tmp_path / "volume"
     volume.mkdir()
     g = PodGearmand(pod_of("gearmand-a"), volume, tmp_path / "gearmand.log")

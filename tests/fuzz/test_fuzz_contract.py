@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.fuzzing import examples
 
 from imgworker.core.contract import FITS, FORMATS, KNOWN_KEYS, JobRequest, parse_request
 from imgworker.core.errors import BadRequest
 from imgworker.core.limits import Limits
 
 LIMITS = Limits()
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_scalars = (
     st.none()

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.corpus import BAD, photo
 from support.fixtures_reliability import NamedWorker
+from support.fuzzing import examples
 
 from imgworker.backends.cpu import CpuBackend
 from imgworker.core.errors import ERROR_CODES, ImgworkerError
@@ -119,7 +120,7 @@ def run_case(service: Service, root: Path, data: bytes, name: str, width: int = 
     return result
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(seed=st.sampled_from(["jpeg", "progressive.jpeg", "png", "webp", "gif", "tiff", "avif"]),
        kind=st.sampled_from(KINDS), rnd=st.randoms(use_true_random=False))

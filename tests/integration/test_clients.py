@@ -6,12 +6,11 @@ The examples in examples/ are what these tests run, so the documented usage is p
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from support.corpus import photo
+from support.tools import require_node_client
 from support.workerproc import REPO, WorkerProc
 
 EXAMPLES = REPO / "examples"
@@ -53,9 +52,15 @@ def test_gearman_cli(core_worker: WorkerProc, core_root: Path) -> None:
     check_success(run([str(EXAMPLES / "resize.sh"), host, port, GOOD_SRC, dst.as_uri(), "320"]), dst, 320)
     bad = run([str(EXAMPLES / "resize.sh"), host, port, BAD_SRC, dst.as_uri(), "320"])
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "FORBIDDEN_PATH"
-    # Tagged function names work from the CLI too; a CPU worker does not register @gpu.
+    # Tagged function names work from the CLI too; a CPU worker does not register @gpu: gearmand's own status
+    # lists it with @cpu and untagged (the control: the same query finds those) and never with @gpu.
     tagged = run(["gearman", "-h", host, "-p", port, "-f", "resize@cpu", payload])
     assert json.loads(tagged.stdout)["backend"] == "cpu"
+    status = run(["gearadmin", "-h", host, "-p", port, "--status"])
+    assert status.returncode == 0, status.stderr
+    workers = {line.split("\t")[0]: int(line.split("\t")[3]) for line in status.stdout.splitlines() if "\t" in line}
+    assert workers["resize@cpu"] == workers["resize"] == 1, workers
+    assert workers.get("resize@gpu", 0) == 0 and not any(name.endswith("@gpu") and n for name, n in workers.items())
 
 
 def test_php_client(core_worker: WorkerProc, core_root: Path) -> None:
@@ -88,12 +93,9 @@ def test_clients_see_no_server_as_transport_error(core_root: Path) -> None:
     assert php.returncode == 2 and perl.returncode == 2
 
 
-@pytest.mark.skipif(shutil.which("npm") is None, reason="Node.js/npm not installed")
-def test_node_client(core_worker: WorkerProc, core_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_node_client(core_worker: WorkerProc, core_root: Path) -> None:
     node_dir = EXAMPLES / "node"
-    if not (node_dir / "node_modules" / "gearman").exists():
-        install = run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=node_dir)
-        assert install.returncode == 0, install.stderr
+    require_node_client(node_dir)  # ./dev setup ran npm ci there; the test never installs
     host, port = host_port(core_worker)
     dst = core_root / "out" / "node.jpg"
     check_success(run(["node", str(node_dir / "resize.js"), host, port, GOOD_SRC, dst.as_uri(), "230"]), dst, 230)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.fixtures_gearman import run_async, running_worker
+from support.tools import needs, needs_tool
 
 from imgworker.gearman import Client, Job, JobFailed
 from imgworker.testing.gearmand import Gearmand
@@ -26,9 +27,9 @@ HAVE_PHP = shutil.which("php") is not None and b"gearman" in subprocess.run(
 HAVE_PERL = shutil.which("perl") is not None and subprocess.run(
     ["perl", "-MGearman::Client", "-e1"], capture_output=True, check=False
 ).returncode == 0
-needs_php = pytest.mark.skipif(not HAVE_PHP, reason="php-gearman not installed")
-needs_perl = pytest.mark.skipif(not HAVE_PERL, reason="Perl Gearman::Client not installed")
-needs_cli = pytest.mark.skipif(shutil.which("gearman") is None, reason="gearman-tools not installed")
+needs_php = needs(HAVE_PHP, "PHP with the gearman extension", "apt-get install php-cli php-gearman")
+needs_perl = needs(HAVE_PERL, "Perl's Gearman::Client", "apt-get install libgearman-client-perl")
+needs_cli = needs_tool("gearman", "apt-get install gearman-tools")
 
 BINARY = bytes(range(256)) * 2
 UTF8 = "Ünïcödé ✓ 画像".encode()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -163,10 +162,8 @@ def test_background_and_status(gearmand: Gearmand, gearman_fn: FnMaker) -> None:
 def test_timeout_raises(gearmand: Gearmand, gearman_fn: FnMaker) -> None:
     async def main() -> None:
         async with Client([gearmand.address]) as c:
-            t = time.monotonic()
-            with pytest.raises(GearmanTimeout):
+            with pytest.raises(GearmanTimeout, match=r"did not finish within 0\.3s"):
                 await c.submit(gearman_fn("nobody"), b"x", timeout=0.3)
-            assert time.monotonic() - t < 2
 
     run_async(main())
 
@@ -189,8 +186,7 @@ def test_drain_finishes_in_flight_and_takes_no_more(gearmand: Gearmand, gearman_
                 second = await c.submit_background(fn, b"2")
                 assert await w.drain(timeout=5) is True
                 assert await first == b"done"
-                await asyncio.sleep(0.2)
-                assert started == [b"1"]
+                assert started == [b"1"]  # and the job server still holds the second (checked below)
                 assert w.in_flight == 0
             st = await c.get_status(second)
             assert st.known and not st.running  # still queued for another worker

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import pyvips
 from support.corpus import PHOTOS, photo
+from support.tools import require_module
 from support.workerproc import REPO, WorkerProc
 
 from imgworker.analysis import phash
@@ -25,7 +26,7 @@ from imgworker.core.limits import Limits
 from imgworker.imaging import heif
 from imgworker.testing.gearmand import Gearmand
 
-pillow_heif = pytest.importorskip("pillow_heif", reason="the 'heif' extra (pillow-heif) is not installed")
+pillow_heif = require_module("pillow_heif", "pip install 'imgworker[heif]'")
 from PIL import Image  # noqa: E402  (pillow-heif depends on Pillow)
 
 pillow_heif.register_heif_opener()

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,10 @@ from imgworker.core.config import WorkerConfig
 from imgworker.gearman import SyncClient
 from imgworker.stores import FileStore, Stores
 from imgworker.testing.gearmand import Gearmand
+from imgworker.testing.ports import reserve_port as free_port  # held until the server binds it
 from imgworker.worker.runner import WorkerProcess
 
 PHOTO = photo("png_named_jpg")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -14,12 +14,13 @@ import pytest
 import pyvips
 from support.corpus import photo
 from support.fixtures_pipeline import PIPELINES_DIR
+from support.tools import needs_tool, require_tool
 from support.workerproc import WorkerProc, registered
 
 from imgworker.gearman import Client
 from imgworker.testing.gearmand import Gearmand
 
-pytestmark = pytest.mark.skipif(shutil.which("gearman") is None, reason="gearman-tools not installed")
+pytestmark = needs_tool("gearman", "apt-get install gearman-tools")
 
 PHP_NOTIFY_WORKER = r"""<?php
 // Receives imgworker completion notifications and appends each workload as one line to a file.
@@ -98,8 +99,7 @@ def test_a_bad_job_for_a_pipeline_gets_a_json_error(pl_worker, pl_gearmand, pl_r
 
 def test_notify_reaches_a_php_worker_for_pipelines_and_resize(pl_worker, pl_gearmand, pl_root, tmp_path,
                                                               gearman_fn):
-    if shutil.which("php") is None:
-        pytest.skip("php-cli not installed")
+    require_tool("php", "apt-get install php-cli php-gearman")
     script, received, fn = tmp_path / "notify.php", tmp_path / "received.jsonl", gearman_fn("notified")
     script.write_text(PHP_NOTIFY_WORKER)
     host, port = pl_gearmand.address.rsplit(":", 1)

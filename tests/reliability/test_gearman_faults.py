@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.fixtures_gearman import run_async, running_worker
 
-from imgworker.gearman import Client, ConnectionLost, Job
+from imgworker.gearman import Client, ConnectionLost, Job, status
 from imgworker.testing.gearmand import Gearmand
 
 FnMaker = Callable[[str], str]
@@ -22,6 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def upper(job: Job) -> bytes:
     return job.data.upper()
+
+
+async def _queued(server: str, function: str, timeout: float = 20.0) -> None:
+    """Until gearmand's status lists a job of ``function`` (the submit has reached it)."""
+    deadline = time.monotonic() + timeout
+    while not any(r.name == function and r.queued for r in await status(server)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {function} job queued in {timeout} s")
+        await asyncio.sleep(0.02)
 
 
 def test_gearmand_restart_same_port(gearmand_factory: Callable[[], Gearmand], gearman_fn: FnMaker) -> None:
@@ -35,12 +44,11 @@ def test_gearmand_restart_same_port(gearmand_factory: Callable[[], Gearmand], ge
         ) as w, Client([g.address]) as c:
             assert await c.submit(fn, b"a") == b"A"
             waiting = asyncio.create_task(c.submit(orphan, b"never served"))
-            await asyncio.sleep(0.2)
-            t0 = time.monotonic()
+            await _queued(g.address, orphan)
             await asyncio.to_thread(g.kill)
+            # No timeout on the submit: only the lost connection can end it (the wait is a ceiling).
             with pytest.raises(ConnectionLost):
-                await waiting
-            assert time.monotonic() - t0 < 2.0
+                await asyncio.wait_for(waiting, 30)
             await asyncio.to_thread(g.restart)
             await w.wait_connected(timeout=10)
             assert await c.submit(fn, b"b", timeout=10) == b"B"  # client reconnects on demand
@@ -105,7 +113,8 @@ def test_killed_worker_job_is_requeued(gearmand: Gearmand, gearman_fn: FnMaker) 
             await asyncio.to_thread(proc.wait)
             async with running_worker([gearmand.address], {fn: finisher}):
                 assert await job == b"second:payload"
-                await asyncio.sleep(0.2)
+                # Done, so gone from the server: nothing queued or running that could run it a third time.
+                assert not [r for r in await status(gearmand.address) if r.name == fn and (r.queued or r.running)]
             assert second == [b"payload"]  # re-queued once, run once more, one result
 
     try:

@@ -21,18 +21,13 @@ from support.fixtures_reliability import make_tiny_image, wait_for
 
 from imgworker.gearman import SyncClient
 from imgworker.testing.gearmand import Gearmand
+from imgworker.testing.ports import reserve_port as free_port  # held until the server binds it
 
 
 @pytest.fixture
 def server() -> Iterator[Gearmand]:
     with Gearmand() as g:
         yield g
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def health(port: int) -> tuple[int, str]:
@@ -152,13 +147,13 @@ def _killed_at_the_deadline(server: Gearmand, worker_factory: Callable[..., Name
     w = worker_factory([server.address], [root, long_png[0].parent], name="killed",
                        extra=["--job-timeout", f"{limit:.2f}", *extra]).wait_ready()
     assert code(job(server.address, jobs[0])) == "ok"  # warm: a first job's imports do not count
-    started = time.monotonic()
     size = {"width": 64} if function == "resize" else {}  # the pipeline's own output is 64 px wide
     payload = {"src": big.as_uri(), "dst": (root / "out" / "k.png").as_uri(), **size}
     result = job(server.address, payload, function=function)
-    elapsed = time.monotonic() - started
-    assert code(result) == "TIMEOUT", (result, elapsed, decode_s)
-    assert elapsed < decode_s, (elapsed, decode_s)  # stopped, not run to its end
+    assert code(result) == "TIMEOUT", (result, decode_s)
+    # Stopped inside the decode (libvips' kill flag: "during decode"), not run to its end and caught at a later
+    # check ("before ...") or by the runner's backstop (no stage named).
+    assert "during" in result["error"]["message"], result
     assert "overran" not in w.log()  # answered by the job itself, not by the runner's backstop
     assert not (root / "out" / "k.png").exists()
 
@@ -199,10 +194,9 @@ def test_a_worker_whose_slots_are_all_stuck_takes_no_jobs_and_goes_red(
     status, body = health(port)
     assert status == 503 and "time limit" in body, (status, body)
     worker_factory([server.address], [root], name="stuck-b").wait_ready()
-    started = time.monotonic()
     results = run_all(server.address, jobs)
     assert [code(r) for r in results] == ["ok"] * 6
-    assert time.monotonic() - started < 20  # none waited behind the stuck thread
+    # None waited behind the stuck thread: A, its only slot held, took none of them.
     assert not any(a.completed_lines(f"st{i}") for i in range(6))
     wait_for(lambda: health(port)[0] == 200, 60, 0.5, "the stuck thread to end and /healthz to turn green")
 
@@ -247,12 +241,10 @@ def test_a_store_that_never_answers_fails_the_job_in_time_and_the_next_job_runs(
                        extra=["--job-timeout", "5", "--s3-endpoint", f"http://127.0.0.1:{silent_store}",
                               "--s3-bucket", "bkt"],
                        env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}).wait_ready()
-    started = time.monotonic()
     s3 = {"src": "s3://bkt/k.jpg", "dst": (root / "out" / "s3.png").as_uri(), "width": 8}
+    # A ceiling (40 s), not a measurement: before, the S3 job took 99 s and the next job waited behind it.
     out = run_all(server.address, [s3, jobs[0]], timeout=40)
-    elapsed = time.monotonic() - started
-    assert code(out[0]) in ("STORE_FAILED", "TIMEOUT"), out[0]
+    assert code(out[0]) in ("STORE_FAILED", "TIMEOUT"), out[0]  # which one depends on where the 5 s run out
     assert code(out[1]) == "ok"
-    assert elapsed < 5 + 5, elapsed  # the limit, plus a generous margin for a loaded machine
     assert "never retrieved" not in w.log()
     assert open_fds(w.pid) < 200

@@ -17,6 +17,7 @@ import pytest
 import pyvips
 from support.fixtures_hostile import REPO, NamedWorker, code, job, open_fds, vm_hwm_kb
 from support.fixtures_reliability import make_tiny_image
+from support.tools import require_privilege
 
 from imgworker.testing.gearmand import Gearmand
 
@@ -221,7 +222,7 @@ def test_a_full_disk_is_a_retryable_store_failure(env: dict[str, Any], tmp_path:
     root: Path = env["root"]
     full = root / "out" / "full"
     if not _tmpfs(full, "8k"):
-        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+        require_privilege("mounting a tmpfs needs root (CAP_SYS_ADMIN)", "run the tests as root")
     try:
         big = root / "in" / "noise.png"
         pyvips.Image.gaussnoise(256, 256).cast("uchar").pngsave(str(big))

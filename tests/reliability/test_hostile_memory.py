@@ -21,6 +21,7 @@ from support.fixtures_reliability import make_tiny_image
 
 from imgworker.core import budget
 from imgworker.testing.gearmand import Gearmand
+from imgworker.testing.ports import reserve_port
 
 BUDGET_MIB = 96
 
@@ -51,11 +52,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port_holder: dict[str, Any] = {}
     log = tmp_path_factory.mktemp("memory-log") / "worker.log"
     with Gearmand() as server:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = reserve_port()
         worker = NamedWorker([server.address], [root], log, name="memory", concurrency=2,
                             extra=["--memory-budget", str(BUDGET_MIB), "--metrics-port", str(port),
                                    "--pipelines", str(REPO / "pipelines")])

@@ -19,6 +19,7 @@ import pytest
 import pyvips
 from support.corpus import photo
 from support.fixtures_s3 import free_port
+from support.tools import needs_tool
 from support.workerproc import WorkerProc
 
 from imgworker.gearman import Client, status, workers
@@ -131,7 +132,7 @@ def test_cpu_children_take_untagged_jobs_while_the_gpu_children_are_busy(server:
     assert all(q["width"] == 48 for q in quick)
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) not installed")
+@needs_tool("taskset", "apt-get install util-linux")
 def test_process_counts_follow_available_cpus(server: Gearmand, root: Path) -> None:
     """--processes 0 means one GPU process per CPU the supervisor may use (cpus.available_cpus: here the
     affinity mask that taskset sets); the CPU children are as many as --cpu-processes says."""

@@ -18,6 +18,7 @@ from support.fixtures_reliability import NamedWorker, fixed_port_gearmand, funct
 
 from imgworker import Client
 from imgworker.client import default_unique
+from imgworker.core.errors import Unavailable
 from imgworker.testing.gearmand import Gearmand
 
 QUEUED = 20
@@ -130,7 +131,9 @@ def test_foreground_jobs_are_never_written_to_the_queue() -> None:
             assert db.execute("select count(*) from gearman_queue").fetchone() == (0,)
         server.stop()
         t.join(30)
-        assert done
+        # The job was never run, so its client heard the server go, not a result: one UNAVAILABLE, retryable.
+        assert len(done) == 1 and isinstance(done[0], Unavailable), done
+        assert done[0].retryable and "connection lost" in done[0].message
 
 
 def test_benchmark_runs_and_keeps_every_job(tmp_path: Path) -> None:

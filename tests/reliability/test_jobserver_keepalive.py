@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from support.fixtures_reliability import NamedWorker, make_tiny_image, wait_for
+from support.tools import require_tool
 
 from imgworker import Client
 from imgworker.gearman import connection
@@ -52,8 +51,7 @@ def test_enable_keepalive_sets_the_socket_options() -> None:
 
 
 def test_worker_and_client_connections_keep_alive(worker_factory: Callable[..., NamedWorker], tmp_path: Path) -> None:
-    if shutil.which("ss") is None:
-        pytest.fail("ss missing (apt-get install iproute2)")
+    require_tool("ss", "apt-get install iproute2")
     root = tmp_path / "root"
     make_tiny_image(root / "in" / "a.png")
     (root / "out").mkdir()

@@ -57,7 +57,8 @@ def test_worker_reconnects_with_backoff_and_reregisters(server: Gearmand, worker
     # One Gearman session (no batch coordinator) so the log holds one backoff sequence.
     w = worker_factory([server.address], [root], extra=["--batch-slots", "0"]).wait_ready()
     server.kill()
-    time.sleep(2.5)  # long enough for several reconnect attempts
+    # Down until the worker has retried several times (its log says each retry and the delay before it).
+    wait_for(lambda: len(re.findall(r"connect failed .*; retry in", w.log())) >= 4, 60, 0.05, "4 reconnect attempts")
     server.start()  # same port (fixed_port_gearmand)
     w.wait_ready(timeout=30)
     with Client([server.address], timeout=30) as client:
@@ -87,13 +88,11 @@ def test_foreground_client_gets_clear_error_on_server_loss_and_can_resubmit(
     t = threading.Thread(target=run, daemon=True)
     t.start()
     wait_for(lambda: getattr(function_status(server.address, "resize"), "running", 0) == 1, 20, 0.02, "job running")
-    killed_at = time.monotonic()
     server.kill()
-    t.join(30)
+    t.join(30)  # a ceiling; the client's own timeout (120 s) would say "did not finish", not "connection lost"
     assert len(outcome) == 1 and isinstance(outcome[0], Unavailable), outcome
     err = outcome[0]
     assert err.code == "UNAVAILABLE" and err.retryable and "connection lost" in err.message
-    assert time.monotonic() - killed_at < 10, "the client must learn of the loss at once, not at its timeout"
     # While the server is down a submit fails fast with the same clear error.
     with Client([server.address], timeout=5) as client, pytest.raises(Unavailable):
         client.run("resize", _job(root, 0))

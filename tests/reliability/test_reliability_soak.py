@@ -5,19 +5,19 @@ background job had to be resubmitted (tests/support/soak.py; docs/reliability.md
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from support.soak import SoakConfig, run_soak
+from support.tools import require_tool
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_soak_loses_no_job(tmp_path: Path) -> None:
-    if shutil.which("php") is None or shutil.which("perl") is None:
-        pytest.fail("the soak needs php-cli + php-gearman and libgearman-client-perl (apt, see README)")
+    require_tool("php", "apt-get install php-cli php-gearman")
+    require_tool("perl", "apt-get install libgearman-client-perl")
     report = run_soak(SoakConfig(jobs=10_000, kill_every=4.0))
     print("soak report:", json.dumps(asdict(report) | {"wrong": report.wrong[:20]}))
     (tmp_path / "soak.json").write_text(json.dumps(asdict(report), indent=2))

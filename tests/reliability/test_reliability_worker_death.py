@@ -79,8 +79,7 @@ def _start_killed_job(
     payload = {"src": SOURCE.as_uri(), "dst": (root / "out" / "big.jpg").as_uri(), **SLOW}
     value = submit(payload)
     wait_for(lambda: (function_status(server.address, "resize") or _Zero).running == 1, 20, 0.02, "job running on A")
-    time.sleep(0.3)  # well inside the multi-second job: decoding, not yet writing
-    a.kill()
+    a.kill()  # at once: the job takes seconds, and the check below proves it had not finished
     assert a.completed_lines("big.jpg") == [], "A finished the job before it was killed: the test proves nothing"
     return a, payload, value
 
@@ -174,7 +173,8 @@ def test_job_retries_cap_turns_a_poison_job_into_a_clear_error(worker_factory: C
         assert outcome[0].retryable
         # The job is gone from the server: a new worker gets nothing, and the destination was never written.
         b = worker_factory([server.address], [root, SOURCE.parent], name="after").wait_ready()
-        time.sleep(0.5)
+        st = function_status(server.address, "resize") or _Zero  # gearmand's own word: nothing queued or running
+        assert (st.queued, st.running) == (0, 0)
         assert b.completed_lines("big.jpg") == []
         assert not (root / "out" / "big.jpg").exists()
         # Resubmitting (the documented reaction to UNAVAILABLE) works.

@@ -15,6 +15,7 @@ import pytest
 from imgworker.gearman import Worker
 from imgworker.gearman.worker import Handler
 from imgworker.testing.gearmand import Gearmand
+from support.tools import require_tool
 
 T = TypeVar("T")
 
@@ -32,8 +33,7 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def gearmand() -> Iterator[Gearmand]:
     """One gearmand shared by the session; use ``gearman_fn`` names so tests do not see each other's jobs."""
-    if not os.path.exists("/usr/sbin/gearmand") and shutil.which("gearmand") is None:
-        pytest.skip("gearmand not installed (apt-get install gearman-job-server)")
+    require_tool("gearmand", "apt-get install gearman-job-server", path="/usr/sbin/gearmand")
     with Gearmand() as g:
         yield g
 
@@ -41,8 +41,7 @@ def gearmand() -> Iterator[Gearmand]:
 @pytest.fixture
 def gearmand_factory() -> Iterator[Callable[[], Gearmand]]:
     """Start private gearmands (for tests that kill/restart them); all are stopped at test end."""
-    if not os.path.exists("/usr/sbin/gearmand") and shutil.which("gearmand") is None:
-        pytest.skip("gearmand not installed (apt-get install gearman-job-server)")
+    require_tool("gearmand", "apt-get install gearman-job-server", path="/usr/sbin/gearmand")
     started: list[Gearmand] = []
 
     def make() -> Gearmand:

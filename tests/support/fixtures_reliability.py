@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from imgworker.gearman import FunctionStatus, WorkerInfo
 from imgworker.gearman import status as _admin_status
 from imgworker.gearman import workers as _admin_workers
 from imgworker.testing.gearmand import Gearmand
+from imgworker.testing.ports import reserve_port
 from support.workerproc import REPO, WorkerProc
 
 __all__ = [
@@ -37,10 +37,7 @@ __all__ = [
 
 def fixed_port_gearmand(**kw: Any) -> Gearmand:
     """A gearmand that comes back on the same port after ``kill()`` + ``start()`` (a restart with a gap)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    return Gearmand(port=port, **kw).start()
+    return Gearmand(port=reserve_port(), **kw).start()  # Gearmand keeps the port while it is down
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from imgworker.gearman import status as gearman_status
+from imgworker.testing.ports import reserve_port as free_port  # held until the server binds it
 from support.workerproc import WorkerProc
 
 __all__ = [
@@ -48,12 +49,6 @@ S3_ENV = {
 # Small multipart parts on the test server, so multipart paths run with a few hundred KiB.
 TEST_PART_SIZE = 256 * 1024
 _counter = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

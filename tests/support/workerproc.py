@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,17 @@ from pathlib import Path
 from imgworker.gearman import status
 
 REPO = Path(__file__).resolve().parents[2]
+# Where worker logs go: tests/conftest.py points this at the run's pytest temp folder (kept for the last 3
+# runs, like every tmp_path), so no test leaves files in /tmp.
+LOG_DIR: Path | None = None
+
+
+def new_log() -> Path:
+    """A fresh log file in LOG_DIR, named after the test that starts the worker."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "worker").split(" ")[0].rsplit("/", 1)[-1]
+    where = LOG_DIR or Path(tempfile.gettempdir())
+    where.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkstemp(prefix=re.sub(r"[^\w.-]+", "_", test)[:100] + "-", suffix=".log", dir=where)[1])
 
 
 def registered(server: str, function: str) -> int:
@@ -56,7 +68,7 @@ class WorkerProc:
         self.cmd = cmd + list(args)
         base = {k: v for k, v in os.environ.items() if not k.startswith("IMGWORKER_")}
         self.env = {**base, "PYTHONPATH": str(REPO), **(env or {})}
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="imgworker-", suffix=".log")[1])
+        self.log_path = log_path or new_log()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_for: str | None = "resize", timeout: float = 30.0) -> WorkerProc:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import pyvips
 from support.corpus import BAD, PHOTOS, photo
+from support.tools import require_module
 
 from imgworker.backends.base import Backend, Rendered
 from imgworker.backends.cpu import CpuBackend
@@ -191,7 +192,7 @@ def test_concurrent_resize_calls_are_batched(small_jpeg: bytes) -> None:
 
 def test_heic_resizes_on_the_array_backend_like_the_cpu_one(gpu: GpuBackend, cpu: CpuBackend) -> None:
     # HEVC HEIF decodes through pillow-heif on the GPU backend's CPU decode too (codec.decode), not libvips.
-    pillow_heif = pytest.importorskip("pillow_heif", reason="the 'heif' extra (pillow-heif) is not installed")
+    pillow_heif = require_module("pillow_heif", "pip install 'imgworker[heif]'")
     import io
 
     from PIL import Image

@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.fuzzing import examples
 
 from imgworker.gearman.errors import ProtocolError
 from imgworker.gearman.protocol import ARGC, REQ, RES, Decoder, P, encode, parse_address, parse_status, parse_workers
@@ -93,7 +94,7 @@ def test_oversized_rejected_from_header_alone() -> None:
         d.feed(struct.pack(">4sII", REQ, P.SUBMIT_JOB, 101))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes(data: bytes) -> None:
     d = Decoder(max_size=256)
@@ -106,7 +107,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     assert d.pending < 12 + 256
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.sampled_from(GOLDEN), st.integers(min_value=0, max_value=40))
 def test_fuzz_truncated_frames_wait(golden: tuple[bytes, int, tuple[bytes, ...], bytes], cut: int) -> None:
     wire = golden[3]

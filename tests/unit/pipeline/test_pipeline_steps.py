@@ -8,6 +8,7 @@ import pytest
 import pyvips
 from PIL import Image, ImageChops, ImageCms, ImageStat
 from support.corpus import photo
+from support.tools import require_module
 
 from imgworker.core.errors import BadRequest
 
@@ -73,13 +74,19 @@ def test_resize_contain_pads_with_the_background(run_pipeline, tmp_path):
     assert img.getpixel((200, 200)) != (255, 0, 0)
 
 
-def test_resize_dpr_kernel_and_without_enlargement(run_pipeline):
+def test_resize_dpr_kernel_and_without_enlargement(run_pipeline, tmp_path, pl_photos):
     assert run_pipeline(pipe("resize: {width: 200, dpr: 2}"), PNG400)["width"] == 400
     assert run_pipeline(pipe("resize: {width: 2000, without_enlargement: true}"), PNG400)["width"] == 400
     assert run_pipeline(pipe("resize: {width: 2000}"), PNG400)["width"] == 2000
     near = run_pipeline(pipe("resize: {width: 333, kernel: nearest}"), PNG400, "a.png")
     lanczos = run_pipeline(pipe("resize: {width: 333, kernel: lanczos3}"), PNG400, "b.png")
-    assert near["width"] == lanczos["width"] == 333 and near["bytes"] != lanczos["bytes"]
+    assert near["width"] == lanczos["width"] == 333
+    # Nearest neighbour only picks source pixels: every colour of its output is one of the source's. Lanczos
+    # (the control) blends neighbours into colours the source does not have.
+    source = {c for _, c in Image.open(pl_photos / PNG400).convert("RGB").getcolors(1 << 24)}
+    assert {c for _, c in pil(tmp_path, "a.png").convert("RGB").getcolors(1 << 24)} <= source
+    blended = {c for _, c in pil(tmp_path, "b.png").convert("RGB").getcolors(1 << 24)} - source
+    assert len(blended) > 1000
 
 
 def test_resize_cover_focal_point_from_the_job(run_pipeline, tmp_path):
@@ -104,13 +111,64 @@ def test_resize_cover_attention_and_faces_fallback(run_pipeline, tmp_path):
     assert diff(pil(tmp_path, "faces.png"), att) < 1
 
 
-def test_faces_box_finds_a_planted_face(pl_photos):
-    cv2 = pytest.importorskip("cv2", reason="the [faces] extra (opencv-python-headless) is not installed")
-    from imgworker.pipeline.steps.gravity import face_box
+FACE = (120, 200, 240)  # left, top, side of the face planted in ``_face_scene``
 
-    assert cv2.data.haarcascades  # the models ship inside opencv-python
-    small = pyvips.Image.new_from_file(str(photo("dragonfly"))).resize(0.25)
-    assert face_box(small) is None
+
+def _face_scene(path: Path) -> Path:
+    """A 1280x640 scene: a drawn face on the left, grey like the rest, and a saturated red and yellow patch on
+    the right that libvips' attention crop prefers. The face is what Haar cascades look for: a light oval, dark
+    brows and eyes above lighter cheeks, a lighter nose bridge between the eyes, a dark mouth (blurred, as a
+    photo is); on the 640 px copy the detector sees it is 120 px."""
+    import numpy as np
+
+    cv2 = require_module("cv2", "pip install 'imgworker[faces]'")
+    rng = np.random.default_rng(7)
+    grey = (128 + rng.integers(-6, 7, (640, 1280))).astype(np.uint8)  # texture: every window is unique
+    x, y, s = FACE
+    face = np.full((s, s), 90, np.uint8)
+    cv2.ellipse(face, (s // 2, s // 2), (int(s * 0.36), int(s * 0.46)), 0, 0, 360, 200, -1)
+    for cx in (int(s * 0.33), int(s * 0.67)):
+        cv2.ellipse(face, (cx, int(s * 0.33)), (int(s * 0.11), int(s * 0.03)), 0, 0, 360, 50, -1)  # brow
+        cv2.ellipse(face, (cx, int(s * 0.42)), (int(s * 0.08), int(s * 0.045)), 0, 0, 360, 30, -1)  # eye
+    cv2.ellipse(face, (s // 2, int(s * 0.58)), (int(s * 0.05), int(s * 0.08)), 0, 0, 360, 160, -1)  # nose
+    cv2.ellipse(face, (s // 2, int(s * 0.74)), (int(s * 0.14), int(s * 0.04)), 0, 0, 360, 60, -1)  # mouth
+    grey[y : y + s, x : x + s] = cv2.GaussianBlur(face, (0, 0), s / 60)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb[150:450, 950:1200] = (230, 20, 20)
+    rgb[250:350, 1000:1150] = (250, 230, 0)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def _window(src: Image.Image, out: Image.Image, near: tuple[int, int], reach: int = 8) -> tuple[int, int] | None:
+    """Where ``out`` (an exact crop of ``src``) sits, searched within ``reach`` px of ``near``; None if not there."""
+    import numpy as np
+
+    a, b = np.asarray(src.convert("RGB")), np.asarray(out.convert("RGB"))
+    h, w = b.shape[:2]
+    for top in range(max(0, near[1] - reach), min(a.shape[0] - h, near[1] + reach) + 1):
+        for left in range(max(0, near[0] - reach), min(a.shape[1] - w, near[0] + reach) + 1):
+            if np.array_equal(a[top : top + h, left : left + w], b):
+                return left, top
+    return None
+
+
+def test_faces_crops_around_a_planted_face(run_pipeline, tmp_path):
+    src = _face_scene(tmp_path / "scene.png")
+    x, y, s = FACE
+    # The window is centred on the face, kept inside the image: the face's centre (240, 320) -> (40, 120).
+    want = (max(0, x + s // 2 - 200), min(max(0, y + s // 2 - 200), 640 - 400))
+    assert want == (40, 120)
+    run_pipeline(pipe("crop: {width: 400, height: 400, gravity: faces}"), src, "faces.png")
+    scene, faces = Image.open(src), pil(tmp_path, "faces.png")
+    assert faces.size == (400, 400)
+    found = _window(scene, faces, want)
+    assert found is not None and abs(found[0] - want[0]) <= 4 and abs(found[1] - want[1]) <= 4, found
+    # The control: attention (the fallback when no face is found) goes to the red patch on the right.
+    run_pipeline(pipe("crop: {width: 400, height: 400, gravity: attention}"), src, "att.png")
+    red = (230, 20, 20)
+    assert red in {c for _, c in pil(tmp_path, "att.png").convert("RGB").getcolors(1 << 20)}
+    assert red not in {c for _, c in faces.convert("RGB").getcolors(1 << 20)}
 
 
 def test_crop_and_extract(run_pipeline, tmp_path, pl_photos):
@@ -225,10 +283,31 @@ def test_colour_cmyk_to_srgb_matches_littlecms(run_pipeline, tmp_path, pl_photos
     assert diff(out, ref.resize(out.size, Image.Resampling.LANCZOS)) < 8
 
 
-def test_colour_keep_keeps_the_profile_and_16_bit_becomes_8(run_pipeline, tmp_path):
-    run_pipeline(pipe("colour: keep;metadata: {keep: [icc]}", extra=""), photo("cmyk").name, "k.png")
+def test_colour_keep_keeps_the_pixels_and_metadata_keep_icc_the_profile(run_pipeline, tmp_path):
+    """docs/pipelines.md: ``colour: keep`` leaves the colour space (here CMYK) and ``metadata: {keep: [icc]}``
+    carries the source's profile, byte for byte, into the output."""
+    src = Image.open(photo("cmyk"))
+    assert src.mode == "CMYK" and len(src.info["icc_profile"]) > 100_000
+    run_pipeline(pipe("colour: keep;metadata: {keep: [icc]}", JPEG_OUT), photo("cmyk").name, "kept.jpg")
+    kept = pil(tmp_path, "kept.jpg")
+    assert kept.mode == "CMYK" and kept.size == src.size
+    assert kept.info.get("icc_profile") == src.info["icc_profile"]
+    # Controls: srgb converts (another mode, libvips' own small sRGB profile), and keeping the colour space
+    # keeps no profile unless asked.
+    run_pipeline(pipe("colour: srgb;metadata: {keep: [icc]}", JPEG_OUT), photo("cmyk").name, "srgb.jpg")
+    srgb = pil(tmp_path, "srgb.jpg")
+    assert srgb.mode == "RGB" and 0 < len(srgb.info["icc_profile"]) < 10_000
+    run_pipeline(pipe("colour: keep", JPEG_OUT), photo("cmyk").name, "bare.jpg")
+    bare = pil(tmp_path, "bare.jpg")
+    assert bare.mode == "CMYK" and "icc_profile" not in bare.info
+
+
+def test_16_bit_becomes_8(run_pipeline, tmp_path):
+    # Pillow opens a 16-bit RGB PNG as "RGB" too: the IHDR's bit depth (byte 24) tells them apart.
+    assert (photo("rgb16").read_bytes()[24], photo("rgb16").read_bytes()[25]) == (16, 2)
     run_pipeline(pipe("resize: {width: 200}"), photo("rgb16").name, "b.png")
-    assert pil(tmp_path, "b.png").mode == "RGB"
+    data = (tmp_path / "b.png").read_bytes()
+    assert (data[24], data[25]) == (8, 2)  # 8 bits per sample, truecolour
 
 
 def _tagged_source(tmp_path: Path, pl_photos: Path) -> Path:
