@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from imgworker.core.errors import InternalError, Unavailable, error_from_dict
-from imgworker.gearman import ConnectionLost, GearmanError, JobStatus, SyncClient
+from imgworker.gearman import ConnectionLost, GearmanError, GearmanTimeout, JobStatus, SyncClient, unserved_hint_sync
 
 Priority = Literal["normal", "high", "low"]
 
@@ -60,6 +60,7 @@ class Client:
         self.timeout = timeout
         self._gearman = SyncClient(list(servers))
         self._servers = len(servers)
+        self._addresses = list(servers)
 
     def __enter__(self) -> Client:
         return self
@@ -97,8 +98,13 @@ class Client:
                 if attempt + 1 >= self._servers:
                     raise Unavailable(f"job {function!r} did not complete: {exc}") from exc
             except GearmanError as exc:
-                raise Unavailable(f"job {function!r} did not complete: {exc}") from exc
+                raise Unavailable(self._not_completed(function, exc)) from exc
         return parse_result(body)
+
+    def _not_completed(self, function: str, exc: GearmanError) -> str:
+        """Why a job did not complete; a timeout asks the job servers whether any worker serves ``function``."""
+        hint = unserved_hint_sync(self._addresses, function) if isinstance(exc, GearmanTimeout) else None
+        return f"job {function!r} did not complete: {exc}" + (f"; {hint}" if hint else "")
 
     def resize(self, *, src: str, dst: str, function: str = "resize", **params: Any) -> Result:
         return self.run(function, {"src": src, "dst": dst, **params})

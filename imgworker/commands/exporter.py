@@ -8,8 +8,9 @@ running jobs too, so waiting = total - running), ``gearman_jobs_running``, ``gea
 ``gearman_jobs_queued`` (waiting + running) is what autoscaling reads: it does not drop when workers take jobs.
 
 Only imgworker's own functions are exported, never every name a client made up (per-request ``notify``
-functions, ``batch`` replies, other applications): ``resize`` and each pipeline of ``--pipelines`` with the
-@cpu/@gpu variants the workers register, plus ``--function NAME`` (exact, or a glob such as ``thumb_*``).
+functions, batch replies, other applications): ``resize``, ``info``, ``batch`` (one name: its coordinators run on
+every worker) and each pipeline of ``--pipelines`` with the @cpu/@gpu variants the workers register, plus
+``--function NAME`` (exact, or a glob such as ``thumb_*``).
 Exact names are always exported (0 until seen), so a query summing them is never empty while the exporter and a
 job server answer: an absent series means the signal is lost, and must not be read as "no work".
 """
@@ -33,9 +34,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from imgworker.core.config import ConfigError
+from imgworker.core.config import ConfigError, from_env
 from imgworker.core.functions import registered
 from imgworker.gearman import FunctionStatus, WorkerInfo, status, workers
+from imgworker.jobs.batch import FUNCTION as BATCH_FUNCTION  # registered plain, by CPU and GPU workers alike
 from imgworker.pipeline.model import PipelineError
 from imgworker.pipeline.registry import load_dir
 from imgworker.worker.health import HealthServer
@@ -45,7 +47,7 @@ BACKENDS = ("cpu", "gpu")
 
 
 def imgworker_functions(pipelines_dir: str | None) -> list[str]:
-    """The function names imgworker workers register: resize, info and each pipeline, plain and @backend.
+    """The function names imgworker workers register: batch, and resize, info and each pipeline, plain and @backend.
 
     A pipeline with ``backends: [cpu]`` has no @gpu name (GPU workers skip it). Loads the directory with the
     worker's own loader, so a pipeline the workers would refuse stops the exporter too (PipelineError).
@@ -54,7 +56,7 @@ def imgworker_functions(pipelines_dir: str | None) -> list[str]:
     if pipelines_dir:
         for backend in BACKENDS:
             served[backend] = sorted(load_dir(pipelines_dir, backend)[0])
-    names: set[str] = set()
+    names = {BATCH_FUNCTION}
     for backend, pipelines in served.items():
         names |= set(registered(backend, pipelines))
     return sorted(names)
@@ -231,6 +233,9 @@ def add_parser(sub: Any, summary: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # An IMGWORKER_* typo is refused as the worker refuses it (the exporter reads IMGWORKER_SERVERS and
+    # IMGWORKER_PIPELINES; the pod's imgworker-config also carries the workers' settings, all known names).
+    from_env({k: v for k, v in os.environ.items() if k.startswith("IMGWORKER_")})
     servers = args.server or [
         s.strip() for s in os.environ.get("IMGWORKER_SERVERS", "").split(",") if s.strip()
     ]

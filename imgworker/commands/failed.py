@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imgworker.core.errors import ERROR_CODES, ImgworkerError
+from imgworker.core.text import escape_controls
 from imgworker.features.failed_jobs import FailedJobs
+from imgworker.features.retry_lock import retry_lock
 from imgworker.gearman import Client, GearmanError
 from imgworker.stores import FileStore, Store, Stores
 from imgworker.stores.file import url_to_path
@@ -64,12 +66,16 @@ def selected(records: FailedJobs, code: str | None) -> list[tuple[str, dict[str,
 
 
 def summary(record: dict[str, Any]) -> str:
+    """One line per record, whatever the job put in it: every field has its controls, bidi characters and
+    tabs escaped (a ``\n`` in ``src`` cannot forge a line, an ESC or OSC cannot reach the terminal)."""
     err = record.get("error", {})
+    err = err if isinstance(err, dict) else {}
     payload = record.get("payload")
     src = payload.get("src", "") if isinstance(payload, dict) else ""
     fields = [record.get("time", ""), err.get("code", ""), record.get("function", ""), record.get("unique", ""),
-              f"attempts={record.get('attempts', '')}", str(src), str(err.get("message", ""))[:200]]
-    return "\t".join(str(f) for f in fields)
+              f"attempts={record.get('attempts', '')}", src, err.get("message", "")]
+    line = "\t".join(escape_controls(str(f), 300) for f in fields)
+    return line + ("\tpayload cut at write time: not resubmittable" if record.get("payload_truncated") else "")
 
 
 def list_main(args: argparse.Namespace) -> int:
@@ -87,6 +93,10 @@ async def _resubmit(servers: list[str], records: FailedJobs, rows: list[tuple[st
     failed = 0
     async with Client(servers) as client:
         for url, record in rows:
+            if record.get("payload_truncated"):
+                failed += 1
+                print(f"not resubmitted (record kept): {url}: its payload was cut at write time", file=sys.stderr)
+                continue
             payload = record.get("payload")
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             try:
@@ -96,18 +106,21 @@ async def _resubmit(servers: list[str], records: FailedJobs, rows: list[tuple[st
                 )
             except (GearmanError, OSError, TimeoutError) as exc:
                 failed += 1
-                print(f"not resubmitted (record kept): {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(f"not resubmitted (record kept): {url}: {type(exc).__name__}: {escape_controls(str(exc), 300)}",
+                      file=sys.stderr)
                 continue
             records.remove(url)  # only once gearmand has the job: a crash here resubmits, never loses
-            print(f"resubmitted {record['function']} unique={record.get('unique', '')} as {handle}")
+            print(f"resubmitted {escape_controls(record['function'], 300)} "
+                  f"unique={escape_controls(str(record.get('unique', '')), 300)} as {handle}")
     return failed
 
 
 def retry_main(args: argparse.Namespace) -> int:
     try:
         records = open_records(args)
-        rows = selected(records, args.code)
-        failed = asyncio.run(_resubmit(args.server, records, rows))
+        with retry_lock(records):  # a second retry at once would resubmit the same records again
+            rows = selected(records, args.code)
+            failed = asyncio.run(_resubmit(args.server, records, rows))
     except ImgworkerError as exc:
         print(f"imgworker failed retry: {exc.code}: {exc.to_dict()['message']}", file=sys.stderr)
         return 1

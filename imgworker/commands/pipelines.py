@@ -1,6 +1,7 @@
 """``imgworker pipelines check DIR``: validate pipeline files exactly as a worker does at start (for CI).
 
-Exit 0 when every file loads for every backend asked; 1 with each problem as ``file:line: message``.
+Exit 0 when every file loads for every backend asked; 1 with every problem of every file, at once, as
+``file:line: message`` in file and line order (a pipeline with ``outputs: []`` is one: no job on it could succeed).
 """
 
 from __future__ import annotations
@@ -26,20 +27,17 @@ def add_parser(sub: Any, summary: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     backends = BACKENDS if args.backend == "all" else (args.backend,)
-    failed = False
-    seen: set[str] = set()
+    problems: dict[str, tuple[str, int]] = {}  # the same file error once, not once per backend
     for backend in backends:
         try:
             served, skipped = load_dir(args.directory, backend)
         except PipelineError as exc:
-            failed = True
             for problem in exc.problems:
-                line = str(problem)
-                if line not in seen:  # the same file error shows up once, not once per backend
-                    seen.add(line)
-                    print(line, file=sys.stderr)
+                problems.setdefault(str(problem), (problem.path, problem.line))
             continue
         names = ", ".join(sorted(served)) or "none"
         extra = f" (skipped, cpu-only: {', '.join(skipped)})" if skipped else ""
         print(f"{backend}: {len(served)} pipelines OK: {names}{extra}")
-    return 1 if failed else 0
+    for line in sorted(problems, key=lambda text: problems[text]):
+        print(line, file=sys.stderr)
+    return 1 if problems else 0

@@ -1,8 +1,10 @@
 """``imgworker submit``: one job, or every image of a directory / prefix, with progress and a summary.
 
 Exit codes: 0 every job ok; 1 some job failed (the JSON says which); 2 nothing was submitted because the
-command is wrong (bad arguments, no images, two sources that would write one destination); 3 no job server
-reachable, nothing submitted; 130 interrupted (Ctrl-C), after printing the summary so far.
+command is wrong (bad arguments, no images, a source that cannot be listed, two sources that would write one
+destination, an unknown IMGWORKER_* variable); 3 no job server reachable, nothing submitted; 130 interrupted
+(Ctrl-C), after printing the summary so far. A job that is still waiting after a few seconds while no worker is
+registered for its function gets a hint on stderr ("no worker registered for 'X'").
 """
 
 from __future__ import annotations
@@ -14,23 +16,27 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from imgworker.client import Client, default_unique
+from imgworker.core.config import ConfigError, from_env
 from imgworker.core.contract import FITS, FORMATS
 from imgworker.core.errors import ImgworkerError
 from imgworker.core.formats import SOURCE_SUFFIXES as IMAGE_SUFFIXES
 from imgworker.core.formats import suffix as format_suffix
 from imgworker.gearman import Client as AsyncClient
-from imgworker.gearman import GearmanError, NoServerAvailable
+from imgworker.gearman import GearmanError, NoServerAvailable, unserved_hint, unserved_hint_sync
 from imgworker.gearman.protocol import parse_address
 from imgworker.stores.file import url_to_path
 from imgworker.stores.s3 import list_objects
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
+HINT_AFTER_S = 5.0  # a job still waiting this long: ask the job servers whether anyone serves its function
+# IMGWORKER_* variables submit reads; the worker's own are accepted too (one shell often sets both).
+SUBMIT_ENV = ("IMGWORKER_SERVERS", "IMGWORKER_S3_ENDPOINT")
 
 
 def to_url(path: str) -> str:
@@ -54,6 +60,8 @@ def add_parser(sub: Any, summary: str) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="extra payload key")
     p.add_argument("--in-flight", type=int, default=32, help="jobs in flight at once for a batch")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each job")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint for listing an s3:// prefix (MinIO, Ceph...); AWS "
+                   "needs none [IMGWORKER_S3_ENDPOINT]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--keep-extension", action="store_true",
                    help="batch: keep the source extension in output names (a.png -> a.png.webp), so sources "
@@ -83,9 +91,9 @@ def servers_from(args: argparse.Namespace) -> list[str]:
     return [s.strip() for s in env.split(",") if s.strip()] if env else ["127.0.0.1:4730"]
 
 
-def list_sources(src: str) -> list[str]:
+def list_sources(src: str, s3_endpoint: str | None = None) -> list[str]:
     if src.startswith("s3://"):
-        return [u for u in list_objects(src) if Path(u).suffix.lower() in IMAGE_SUFFIXES]
+        return [u for u in list_objects(src, s3_endpoint) if Path(u).suffix.lower() in IMAGE_SUFFIXES]
 
     # Not resolved per file: a symlinked image keeps its own name (and so its own destination).
     base = Path(url_to_path(src))
@@ -184,9 +192,19 @@ class Batch:
         return EXIT_FAILED if failed else EXIT_OK
 
 
+def warn_unserved(hint: str | None, timeout: float) -> None:
+    if hint:
+        print(f"imgworker submit: {hint}; the job waits until one registers (up to --timeout {timeout:g} s, "
+              "Ctrl-C to stop)", file=sys.stderr)
+
+
 async def run_batch(args: argparse.Namespace, function: str, batch: Batch) -> None:
     client = AsyncClient(servers_from(args))
     gate = asyncio.Semaphore(args.in_flight)
+
+    async def hint_if_unserved() -> None:
+        await asyncio.sleep(HINT_AFTER_S)
+        warn_unserved(await unserved_hint(servers_from(args), function), args.timeout)
 
     async def one(payload: dict[str, Any]) -> None:
         async with gate:
@@ -200,14 +218,20 @@ async def run_batch(args: argparse.Namespace, function: str, batch: Batch) -> No
                 result = {"ok": False, "error": {"code": "UNAVAILABLE", "message": str(exc), "retryable": True}}
         batch.record(payload["src"], result)
 
+    watcher = asyncio.create_task(hint_if_unserved())
     try:
         await asyncio.gather(*(one(p) for p in batch.jobs))
     finally:
+        watcher.cancel()
         await client.close()
 
 
 def run_one_job(args: argparse.Namespace, function: str, payload: dict[str, Any]) -> int:
-    with Client(servers_from(args), timeout=args.timeout) as client:
+    servers = servers_from(args)
+    watcher = threading.Timer(HINT_AFTER_S, lambda: warn_unserved(unserved_hint_sync(servers, function), args.timeout))
+    watcher.daemon = True
+    with Client(servers, timeout=args.timeout) as client:
+        watcher.start()
         try:
             result = client.run(function, payload)
         except ImgworkerError as exc:
@@ -216,17 +240,43 @@ def run_one_job(args: argparse.Namespace, function: str, payload: dict[str, Any]
         except KeyboardInterrupt:
             print(json.dumps({"ok": False, "interrupted": True, "src": payload["src"]}, indent=2))
             return EXIT_INTERRUPTED
+        finally:
+            watcher.cancel()
     print(json.dumps(result.raw, indent=2))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def check_env(environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """An IMGWORKER_* variable that neither submit nor the worker knows (a typo), as a message with a hint."""
+    known = {k: v for k, v in environ.items() if k.startswith("IMGWORKER_") and k not in SUBMIT_ENV}
+    try:
+        from_env(known)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
+    problem = check_env(os.environ)
+    if problem:
+        print(f"imgworker submit: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.s3_endpoint is None:
+        args.s3_endpoint = os.environ.get("IMGWORKER_S3_ENDPOINT")
     function = args.function or args.pipeline or "resize"
     src = to_url(args.src)
     is_batch = args.src.endswith("/") or (("://" not in args.src) and Path(args.src).is_dir())
     if not is_batch:
         return run_one_job(args, function, build_payload(args, src, to_url(args.dst)))
-    sources = list_sources(src)
+    try:
+        sources = list_sources(src, args.s3_endpoint)
+    except ImgworkerError as exc:
+        print(f"imgworker submit: cannot list {args.src}: {exc.code}: {exc.message}", file=sys.stderr)
+        if src.startswith("s3://"):
+            print("imgworker submit: listing an s3:// prefix needs credentials here (AWS_ACCESS_KEY_ID / "
+                  "AWS_SECRET_ACCESS_KEY or a profile) and, for MinIO or another S3-compatible store, "
+                  "--s3-endpoint URL", file=sys.stderr)
+        return EXIT_USAGE
     if not sources:
         print(f"imgworker submit: no images under {args.src}", file=sys.stderr)
         return EXIT_USAGE

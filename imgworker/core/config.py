@@ -24,7 +24,7 @@ ENV_PREFIX = "IMGWORKER_"
 _LIMITS = Limits()
 # Variables read elsewhere (not worker options) that must not be reported as unknown.
 _OTHER_ENV = {
-    "IMGWORKER_CORPUS", "IMGWORKER_LOG_JSON", "IMGWORKER_TEST_GEARMAND", "IMGWORKER_TEST_LOOP", "IMGWORKER_VENV"
+    "IMGWORKER_CORPUS", "IMGWORKER_TEST_GEARMAND", "IMGWORKER_TEST_LOOP", "IMGWORKER_VENV"
 }
 
 
@@ -119,7 +119,7 @@ class WorkerConfig:
         default=None, repr=False, metadata=_meta("HMAC-SHA256 key signing callbacks (prefer the environment variable)")
     )
     callback_tries: int = field(default=5, metadata=_meta("attempts per callback before giving up"))
-    callback_timeout: float = field(default=5.0, metadata=_meta("callback connect and response timeout, seconds"))
+    callback_timeout: float = field(default=5.0, metadata=_meta("total deadline of one callback attempt, seconds"))
     log_level: str = field(default="info", metadata=_meta("log level", choices=("debug", "info", "warning", "error")))
 
     @property

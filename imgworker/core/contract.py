@@ -92,22 +92,28 @@ class Payload:
         return job_id if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
 
 
+def payload_too_big(size: int, limits: Limits) -> BadRequest:
+    """The refusal of a payload over the limit: the same words whether the worker's Gearman connection skipped
+    it unread or it arrived and was measured (docs/contract.md)."""
+    return BadRequest(f"payload is {size} bytes; the limit is {limits.max_payload_bytes}: "
+                      "a job carries URLs and options, never image data")
+
+
 def read_payload(data: bytes, limits: Limits) -> Payload:
-    """Decode ``data`` once; never raises (the refusal, if any, is ``error``). An oversized payload is refused
-    as such, but still decoded for its ``id`` and the log line, as any payload the service refuses."""
-    too_big = None
+    """Decode ``data`` once; never raises (the refusal, if any, is ``error``). A payload over the limit is
+    refused on its length alone, never parsed: its cost must not grow with its size."""
     if len(data) > limits.max_payload_bytes:
-        too_big = BadRequest(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
+        return Payload(data, {}, payload_too_big(len(data), limits))
     try:
         obj: Any = _loads(data)
     except BadRequest as exc:
-        return Payload(data, {}, too_big or exc)
+        return Payload(data, {}, exc)
     fields = obj if isinstance(obj, dict) else {}
     try:
         _check_payload(obj)
     except BadRequest as exc:
-        return Payload(data, fields, too_big or exc)
-    return Payload(data, fields, too_big)
+        return Payload(data, fields, exc)
+    return Payload(data, fields, None)
 
 
 def decode_payload(data: bytes, limits: Limits) -> dict[str, Any]:

@@ -64,6 +64,9 @@ def redact_url(url: str) -> str:
     return redact(url)
 
 
+MAX_MESSAGE = 1000  # characters of an error message kept (results, records, log lines)
+
+
 class ImgworkerError(Exception):
     """Base of every error a job can end in."""
 
@@ -71,6 +74,10 @@ class ImgworkerError(Exception):
     default_retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, retryable: bool | None = None, **details: Any) -> None:
+        if len(message) > MAX_MESSAGE:
+            # Messages quote what a job sent ("got [...]"): capped, so no result, record or log line grows with
+            # the payload. Redacted before the cut, so a cut URL cannot keep a credential redact() would miss.
+            message = f"{redact(message)[:MAX_MESSAGE]}... ({len(message)} characters in all)"
         super().__init__(message)
         self.message = message
         self.retryable = self.default_retryable if retryable is None else retryable

@@ -6,6 +6,7 @@ options (pipeline/steps/) are both ``Opt``s, so ``fit: "cove"`` gets the same me
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ class Opt:
         if value is None and (self.nullable or self.default is None):
             return None
         if self.kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            # NaN passes every range check (all comparisons are False) and inf an open one: neither is a number
+            # a step can use (JSON decoding accepts NaN and Infinity).
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise self._bad(value)
             if self.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
                 raise self._bad(value)

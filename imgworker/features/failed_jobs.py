@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from imgworker.core.contract import Payload
 from imgworker.core.errors import ImgworkerError, redact
 from imgworker.features import metrics
 from imgworker.stores import Store, Stores, WriteOptions
@@ -29,6 +30,10 @@ log = logging.getLogger("imgworker.features.failed_jobs")
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 1024 * 1024
+_TEXT = 2048  # characters of each text field kept in a record that was over MAX_RECORD_BYTES
+_PAYLOAD_TEXT = 65536
+_KEPT = ("version", "kind", "function", "unique", "payload", "payload_truncated", "error", "attempts", "background",
+         "time", "worker", "callback", "truncated")
 _SECRET_KEY = re.compile(r"secret|passw|passwd|token|api[-_]?key|access[-_]?key|credential|signature|auth|cookie",
                          re.I)
 # Query parameters with secret-looking names (?token=..., X-Amz-Signature=...) in any URL-ish string.
@@ -55,8 +60,13 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def redact_payload(payload: bytes) -> Any:
-    """The job's payload as JSON (redacted), or its redacted text when it is not JSON."""
+def redact_payload(payload: bytes | Payload) -> Any:
+    """The job's payload as JSON (redacted), or its redacted text (the first 64 KiB) when it is not a JSON
+    object. A ``Payload`` is not parsed again: its decoded fields are used (the worker parses a job once)."""
+    if isinstance(payload, Payload):
+        if payload.fields:
+            return redact_value(payload.fields)
+        return redact_value(payload.raw[:65536].decode("utf-8", errors="replace"))
     try:
         return redact_value(json.loads(payload))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -64,7 +74,7 @@ def redact_payload(payload: bytes) -> Any:
 
 
 def build_record(
-    function: str, payload: bytes, unique: str, error: dict[str, Any], attempts: int, *,
+    function: str, payload: bytes | Payload, unique: str, error: dict[str, Any], attempts: int, *,
     background: bool | None = None, callback: dict[str, Any] | None = None, worker: str = "",
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
@@ -88,6 +98,31 @@ def build_record(
     return record
 
 
+def _dumps(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """The record's bytes, at most MAX_RECORD_BYTES, so every record can be listed and retried: texts are cut
+    first (``truncated``); a payload still too big (never a valid job's: those are at most 64 KiB) keeps its
+    start as text and ``payload_truncated``, which ``failed retry`` will not resubmit."""
+    data = _dumps(record)
+    if len(data) <= MAX_RECORD_BYTES:
+        return data
+    small = {k: v[:_TEXT] if isinstance(v, str) else v for k, v in record.items()}
+    small["truncated"] = True
+    for key in ("error", "callback"):
+        if isinstance(record.get(key), dict):
+            small[key] = {k: v[:_TEXT] if isinstance(v, str) else v for k, v in record[key].items()}
+    data = _dumps(small)
+    if len(data) <= MAX_RECORD_BYTES:
+        return data
+    small["payload"] = json.dumps(record.get("payload"))[:_PAYLOAD_TEXT]
+    small["payload_truncated"] = True
+    small = {k: v for k, v in small.items() if k in _KEPT}  # anything else that might be big goes
+    return _dumps(small)
+
+
 def _join(prefix: str, name: str) -> str:
     return prefix.rstrip("/") + "/" + name
 
@@ -108,7 +143,7 @@ class FailedJobs:
         # Time first, so a listing is in order of failure; the random part keeps names unique.
         name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:16]}.json"
         url = _join(self.prefix, name)
-        data = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+        data = encode_record(record)
         try:
             self.store.write(url, data, WriteOptions(content_type="application/json"))
         except ImgworkerError as exc:
@@ -127,7 +162,10 @@ class FailedJobs:
             try:
                 record = json.loads(self.store.read(url, max_bytes=MAX_RECORD_BYTES))
             except (ImgworkerError, ValueError, UnicodeDecodeError) as exc:
-                log.warning("skipping %s: not a readable record (%s)", redact(url), type(exc).__name__)
+                # Records are capped when written; one over the cap was written by an older worker.
+                why = (f"over {MAX_RECORD_BYTES} bytes, written before records were capped"
+                       if getattr(exc, "code", "") == "LIMIT_EXCEEDED" else type(exc).__name__)
+                log.warning("skipping %s: not a readable record (%s)", redact(url), why)
                 continue
             if isinstance(record, dict) and isinstance(record.get("function"), str):
                 yield url, record

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from imgworker.core import budget
+from imgworker.core.rss import resident_bytes
 from imgworker.stores import Store, Stores, WriteOptions
 
 STAGES = ("read", "decode", "encode", "write")  # result["ms"] keys; "decode" is decode + process
@@ -28,8 +29,12 @@ disable_created_metrics()  # *_created series double the count and no dashboard 
 # Seconds: thumbnails take milliseconds, pipelines and huge sources tens of seconds.
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
+# One count per job, at its final outcome: a background job's attempts that the worker retries count in
+# imgworker_job_retries_total, not here, so an error rate over this counter is a rate of jobs, not of attempts.
 JOBS = Counter(
-    "imgworker_jobs", "jobs finished, by outcome: ok or the error code", ["function", "backend", "outcome"]
+    "imgworker_jobs",
+    "jobs finished, by final outcome: ok or the error code (retried attempts: imgworker_job_retries_total)",
+    ["function", "backend", "outcome"],
 )
 JOB_SECONDS = Histogram(
     "imgworker_job_duration_seconds",
@@ -120,13 +125,11 @@ INFO = Gauge(
 
 
 def observe_job(backend: str) -> Callable[[str, dict[str, Any], float], None]:
-    """A JobRunner observer recording outcome, duration and per-stage time of every job."""
+    """A JobRunner observer recording the duration and per-stage time of every attempt (count_job: outcomes)."""
 
     def observe(function: str, result: dict[str, Any], elapsed: float) -> None:
         ok = bool(result.get("ok"))
-        outcome = "ok" if ok else str(result.get("error", {}).get("code", "INTERNAL"))
         used = str(result.get("backend", backend))
-        JOBS.labels(function, used, outcome).inc()
         JOB_SECONDS.labels(function, used).observe(elapsed)
         BUSY_SECONDS.inc(elapsed)
         sample_memory()  # the peak is right after a job, not at the next tick
@@ -136,6 +139,12 @@ def observe_job(backend: str) -> Callable[[str, dict[str, Any], float], None]:
                     STAGE_SECONDS.labels(function, used, stage).observe(float(ms) / 1000)
 
     return observe
+
+
+def count_job(function: str, result: dict[str, Any], backend: str) -> None:
+    """Count a job's final outcome, once, after the worker's retries (imgworker_jobs_total)."""
+    outcome = "ok" if result.get("ok") else str(result.get("error", {}).get("code", "INTERNAL"))
+    JOBS.labels(function, str(result.get("backend", backend)), outcome).inc()
 
 
 def set_server_up(server: str, up: bool) -> None:
@@ -167,14 +176,6 @@ def sample_memory() -> None:
     if vips is not None:
         VIPS_BYTES.set(vips[0])
         VIPS_PEAK_BYTES.set(vips[1])
-
-
-def resident_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 _vips: Any = None

@@ -14,11 +14,13 @@ from .errors import (
     NoServerAvailable,
     ProtocolError,
 )
-from .protocol import FunctionStatus, Packet, PacketType, WorkerInfo
+from .protocol import DEFAULT_MAX_PACKET, FunctionStatus, Packet, PacketType, WorkerInfo
+from .registered import unserved_hint, unserved_hint_sync
 from .sync import SyncClient
 from .worker import Job, Worker
 
 __all__ = [
+    "DEFAULT_MAX_PACKET",
     "Client",
     "ConnectionLost",
     "FunctionStatus",
@@ -38,6 +40,8 @@ __all__ = [
     "admin_command",
     "maxqueue",
     "status",
+    "unserved_hint",
+    "unserved_hint_sync",
     "version",
     "workers",
 ]

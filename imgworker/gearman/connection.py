@@ -26,8 +26,10 @@ _BIG = 65536
 _READ_SIZE = 65536  # receive buffer kept between reads
 _MIN_READ = 16384  # never offer the kernel less room than this
 _unpack_header = struct.Struct(">4sII").unpack_from
-# A job assignment over max_packet is skipped unread (its first bytes kept: handle, function) and reported to
-# on_oversized, so the job can be answered instead of the connection dropped (gearmand would re-queue it).
+# A job assignment over max_packet, or over max_job when given (the size that says the payload is over the
+# caller's limit), is skipped unread (its first bytes kept: handle, function, unique) and reported to
+# on_oversized, so the job can be answered instead of the connection dropped (gearmand would re-queue it), and
+# its body never becomes a string: the refusal costs the receive buffer, whatever the packet's size.
 _SKIPPABLE = (P.JOB_ASSIGN_UNIQ, P.JOB_ASSIGN)
 _SKIP_HEAD = 4096
 # Packets without arguments (GRAB_JOB_UNIQ, PRE_SLEEP, ...), encoded once.
@@ -61,8 +63,10 @@ class Connection(asyncio.BufferedProtocol):
         on_close: Callable[[BaseException | None], None],
         max_packet: int = DEFAULT_MAX_PACKET,
         on_oversized: Callable[[int, bytes, int], None] | None = None,
+        max_job: int | None = None,
     ) -> None:
         self.server = server
+        self._max_job = min(max_packet, max_job) if max_job is not None and on_oversized is not None else max_packet
         self._on_oversized = on_oversized
         self._skip = 0  # bytes of an oversized packet still to discard
         self._skip_type = 0
@@ -93,11 +97,13 @@ class Connection(asyncio.BufferedProtocol):
         timeout: float | None = 5.0,
         max_packet: int = DEFAULT_MAX_PACKET,
         on_oversized: Callable[[int, bytes, int], None] | None = None,
+        max_job: int | None = None,
     ) -> Connection:
         host, port = parse_address(server)
         loop = asyncio.get_running_loop()
         transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: cls(server, on_packet, on_close, max_packet, on_oversized), host, port),
+            loop.create_connection(lambda: cls(server, on_packet, on_close, max_packet, on_oversized, max_job),
+                                  host, port),
             timeout,
         )
         sock = transport.get_extra_info("socket")
@@ -174,13 +180,14 @@ class Connection(asyncio.BufferedProtocol):
             argc = ARGC.get(ptype)
             if argc is None:
                 raise ProtocolError(f"unknown packet type {ptype}")
-            if size > self._max_packet:
-                if ptype not in _SKIPPABLE or self._on_oversized is None:
-                    raise ProtocolError(f"packet of {size} bytes exceeds the {self._max_packet}-byte limit")
+            if size > self._max_job and ptype in _SKIPPABLE and self._on_oversized is not None:
+                # Decided on the header alone: nothing of the body is buffered, parsed or copied.
                 self._skip, self._skip_type, self._skip_size = size, ptype, size
                 self._skip_head = bytearray()
                 pos = self._skip_bytes(buf, n, pos + HEADER_SIZE)
                 continue
+            if size > self._max_packet:
+                raise ProtocolError(f"packet of {size} bytes exceeds the {self._max_packet}-byte limit")
             start = pos + HEADER_SIZE
             end = start + size
             if end > n:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Job], Awaitable[bytes]]
 # What to answer for a job whose packet was over the size limit (its body was never read): function name ->
 # WORK_COMPLETE body, or None for WORK_FAIL.
-OversizedHandler = Callable[[str, int], bytes | None]
+OversizedHandler = Callable[[str, int], bytes | None]  # (function, payload bytes) -> the answer, or WORK_FAIL
+# Room for a job assignment's handle, function name and unique id beside its payload: an assignment bigger than
+# max_job_data + this is refused from its header alone (the exact payload size is checked by the handler).
+ASSIGN_HEAD_ROOM = 4096
 # A connection that ends sooner than this after it was made does not reset the reconnect backoff: a server
 # that drops us at once, every time (a job we cannot take, a protocol mismatch), must not be hammered.
 STABLE_S = 5.0
@@ -63,6 +67,7 @@ class Worker:
         reconnect_max_delay: float = 30.0,
         on_connection_change: Callable[[str, bool], None] | None = None,
         on_oversized: OversizedHandler | None = None,
+        max_job_data: int | None = None,
     ) -> None:
         if not servers:
             raise ValueError("at least one server is required")
@@ -74,6 +79,8 @@ class Worker:
         self.reconnect_max_delay = reconnect_max_delay
         self.on_connection_change = on_connection_change
         self.on_oversized = on_oversized
+        # Payloads over this are skipped unread and handed to on_oversized (None: only over the packet limit).
+        self.max_job = max_job_data + ASSIGN_HEAD_ROOM if max_job_data is not None else None
         self._held = 0  # slots not to fill (see hold())
         self._abilities: dict[str, _Ability] = {}
         self._retiring: dict[str, _Ability] = {}
@@ -81,6 +88,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        self._unsolicited: collections.deque[Job] = collections.deque()  # assigned unasked, waiting for a slot
+        self._unasked = 0  # answers to GRABs never sent
         self._ended = 0  # _run_job calls that reached their end (tells _start_job a job finished eagerly)
         self._draining = False
         self._closed = False
@@ -199,7 +208,7 @@ class Worker:
             try:
                 conn = await Connection.open(
                     s.server, functools.partial(self._on_packet, s), functools.partial(self._on_lost, s),
-                    on_oversized=functools.partial(self._on_oversized, s),
+                    on_oversized=functools.partial(self._on_oversized, s), max_job=self.max_job,
                 )
             except (TimeoutError, OSError) as e:
                 attempt += 1
@@ -326,15 +335,14 @@ class Worker:
 
     def _on_packet(self, s: _Session, t: int, args: tuple[bytes, ...]) -> None:
         if t == P.JOB_ASSIGN_UNIQ:
-            s.grabs -= 1
+            solicited = self._grab_answered(s)
             handle, fn, unique, data = args
             assert s.conn is not None
             s.active += 1
-            self._start_job(
-                Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"), data, s.status_waiters)
-            )
+            self._assigned(s, solicited, Job(s.conn, handle.decode(), fn.decode(), unique.decode(errors="replace"),
+                                             data, s.status_waiters))
         elif t == P.NO_JOB:
-            s.grabs -= 1
+            self._grab_answered(s)
             if s.grabs <= 0 and not s.asleep:
                 s.grabs = 0
                 s.asleep = True
@@ -347,11 +355,11 @@ class Worker:
             s.asleep = False
             self._fill()
         elif t == P.JOB_ASSIGN:  # only if a server ignores GRAB_JOB_UNIQ; keep working anyway
-            s.grabs -= 1
+            solicited = self._grab_answered(s)
             handle, fn, data = args
             assert s.conn is not None
             s.active += 1
-            self._start_job(Job(s.conn, handle.decode(), fn.decode(), "", data))
+            self._assigned(s, solicited, Job(s.conn, handle.decode(), fn.decode(), "", data))
         elif t == P.STATUS_RES_UNIQUE:
             unique, known, _running, _num, _den, clients = args
             waiting = s.status_waiters.get(unique.decode(errors="replace"))
@@ -364,20 +372,51 @@ class Worker:
         else:
             log.debug("%s: ignoring packet type %d", s.server, t)
 
+    def _grab_answered(self, s: _Session) -> bool:
+        """One outstanding GRAB answered (a job or NO_JOB); False when none was outstanding: a server that
+        sends what nobody asked for must not drive the count negative (it would buy more grabs than slots)."""
+        if s.grabs > 0:
+            s.grabs -= 1
+            return True
+        self._unasked += 1
+        if self._unasked in (1, 10, 100) or not self._unasked % 10000:  # a hostile server must not flood the log
+            log.warning("%s: an answer to a GRAB that was not sent (%d so far); the count of grabs stays at 0",
+                        s.server, self._unasked)
+        return False
+
+    def _assigned(self, s: _Session, solicited: bool, job: Job) -> None:
+        """Start a job, unless it came unasked and no slot is free: then it waits for one (at most max_jobs
+        wait; beyond that it is answered WORK_FAIL at once rather than held without bound)."""
+        if solicited or self._free_slots() > 0:
+            self._start_job(job)
+        elif len(self._unsolicited) < self.max_jobs:
+            self._unsolicited.append(job)
+        else:
+            log.error("%s: job %s assigned unasked with no free slot: refused", s.server, job.handle[:200])
+            s.active -= 1
+            job._conn.send(P.WORK_FAIL, job.handle.encode())
+            self.jobs_failed += 1
+
+    def _free_slots(self) -> int:
+        return self.max_jobs - self._held - self._in_flight - sum(x.grabs for x in self._sessions)
+
     def _on_oversized(self, s: _Session, ptype: int, head: bytes, size: int) -> None:
         """A job packet over the size limit, skipped unread: answer it once, so gearmand does not hand it out
         again and again (it re-queues a job whose worker dropped the connection)."""
-        s.grabs -= 1
-        parts = head.split(b"\0", 2)
+        self._grab_answered(s)
+        argc = 4 if ptype == P.JOB_ASSIGN_UNIQ else 3
+        parts = head.split(b"\0", argc - 1)
         if len(parts) < 2 or s.conn is None or s.conn.closed:
             return
         handle, function = parts[0], parts[1].decode(errors="replace")
-        log.error("%s: job %s (%s) is %d bytes, over the packet limit: refused unread", s.server,
-                  handle.decode(errors="replace"), function, size)
+        # The payload's own size when the head holds every argument before it (it does, but for a giant unique).
+        data_size = size - sum(len(p) + 1 for p in parts[:-1]) if len(parts) == argc else size
+        log.error("%s: job %s (%s) has a payload of %d bytes, over the limit: refused unread", s.server,
+                  handle.decode(errors="replace")[:200], function[:200], data_size)
         body = None
         if self.on_oversized is not None:
             try:
-                body = self.on_oversized(function, size)
+                body = self.on_oversized(function, data_size)
             except Exception:
                 log.exception("on_oversized callback failed")
         if body is None:
@@ -444,5 +483,9 @@ class Worker:
                 s.active -= 1
                 self._flush_deferred(s)
         self._in_flight -= 1
+        while self._unsolicited and self._free_slots() > 0:
+            job = self._unsolicited.popleft()
+            if not job._conn.closed:  # a lost connection's jobs are gearmand's to hand out again
+                self._start_job(job)
         if self._in_flight == 0 and self._idle is not None:
             self._idle.set()

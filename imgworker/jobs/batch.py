@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import posixpath
@@ -30,7 +31,7 @@ from imgworker.core.errors import ImgworkerError, SourceNotFound, Unavailable, r
 from imgworker.core.formats import SOURCE_SUFFIXES as IMAGE_SUFFIXES
 from imgworker.gearman import Client, GearmanError, Job, Worker
 from imgworker.jobs.batch_spec import BatchSpec, parse_batch
-from imgworker.jobs.service import error_result
+from imgworker.jobs.service import error_result, oversized_result
 from imgworker.stores import Store, Stores, WriteOptions
 
 log = logging.getLogger("imgworker.jobs.batch")
@@ -247,7 +248,10 @@ class BatchRunner:
     def __init__(self, config: WorkerConfig, stores: Stores, client_id: str) -> None:
         self.config = config
         self.stores = stores
-        self.gearman = Worker(config.servers, client_id=f"{client_id}-batch", max_jobs=config.batch_slots)
+        # A batch payload over the limit is refused unread, as an image job's is (oversized_result).
+        self.gearman = Worker(config.servers, client_id=f"{client_id}-batch", max_jobs=config.batch_slots,
+                              on_oversized=functools.partial(oversized_result, config.limits),
+                              max_job_data=config.limits.max_payload_bytes)
         self.gearman.register(FUNCTION, self.handle)
 
     async def handle(self, job: Job) -> bytes:

@@ -7,17 +7,19 @@ job's JSON result.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from imgworker.backends.base import Backend
 from imgworker.core import budget
-from imgworker.core.contract import CONTRACT_VERSION, JobRequest, Payload, parse_request
+from imgworker.core.contract import CONTRACT_VERSION, JobRequest, Payload, parse_request, payload_too_big
 from imgworker.core.deadline import Deadline, set_running
-from imgworker.core.errors import BadRequest, ImgworkerError, InternalError
+from imgworker.core.errors import BadRequest, ImgworkerError, InternalError, LimitExceeded
 from imgworker.core.functions import INFO, RESIZE
 from imgworker.core.limits import Limits
+from imgworker.gearman import DEFAULT_MAX_PACKET
 from imgworker.jobs.builtin import BUILTIN
 from imgworker.pipeline.context import JobContext, PipelineRunner
 from imgworker.stores import Stores
@@ -80,3 +82,14 @@ def error_result(exc: BaseException) -> dict[str, Any]:
     """The JSON object of a failed job. Anything not an ImgworkerError is a bug: INTERNAL, no internals."""
     err = exc if isinstance(exc, ImgworkerError) else InternalError(f"internal error ({type(exc).__name__})")
     return {"ok": False, "error": err.to_dict(), "contract": CONTRACT_VERSION}
+
+
+def oversized_result(limits: Limits, function: str, size: int) -> bytes:
+    """The answer to a job whose payload the Gearman connection skipped unread (its size is all we know):
+    over the payload limit, BAD_REQUEST as any payload over it; over the packet limit, LIMIT_EXCEEDED."""
+    if size > DEFAULT_MAX_PACKET:
+        err: ImgworkerError = LimitExceeded(f"the job's payload is {size} bytes, over the job server packet limit; "
+                                            "a job carries URLs, never image data")
+    else:
+        err = payload_too_big(size, limits)
+    return json.dumps(error_result(err), separators=(",", ":")).encode()

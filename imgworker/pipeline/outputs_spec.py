@@ -24,6 +24,10 @@ def read_outputs(r: Any, node: yaml.Node | None, root: yaml.Node, params: dict[s
     if node is None:
         r.problem(root, "a pipeline needs outputs: (e.g. `outputs: [{encode: {format: jpeg}}]`)")
         return []
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        # Every job on it would fail: nothing to encode, nothing to write.
+        r.problem(node, "outputs: is empty; a pipeline needs at least one (e.g. `- encode: {format: jpeg}`)")
+        return []
     outputs: list[OutputSpec] = []
     for item in r.items(node, "outputs"):
         spec = dict(r.pairs(item, "output", OUTPUT_KEYS))

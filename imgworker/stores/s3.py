@@ -174,8 +174,8 @@ class S3Store:
             raise self._translate(exc, "list", str(base)) from None
 
 
-def list_objects(prefix_url: str) -> Iterator[str]:
+def list_objects(prefix_url: str, endpoint: str | None = None) -> Iterator[str]:
     """Object URLs under an ``s3://bucket/prefix/`` (client side, e.g. ``imgworker submit``)."""
     loc = parse_s3_url(prefix_url, allow_empty_key=True)
-    store = S3Store(make_client(), [loc.bucket])
+    store = S3Store(make_client(endpoint=endpoint), [loc.bucket])
     yield from store.list(prefix_url)

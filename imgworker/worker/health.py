@@ -13,11 +13,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as _mp
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from imgworker.core.rss import resident_bytes
 
 log = logging.getLogger("imgworker.worker.health")
 
@@ -40,8 +44,27 @@ def exposition_registry() -> CollectorRegistry:
     if not multiprocess():
         return REGISTRY
     registry = CollectorRegistry()
-    _mp.MultiProcessCollector(registry)
+    registry.register(SupervisorMemory(_mp.MultiProcessCollector(None)))
     return registry
+
+
+RSS_METRIC = "imgworker_resident_memory_bytes"
+
+
+class SupervisorMemory(Collector):
+    """The children's metrics plus this (supervisor) process's own resident memory, as one more ``pid`` series
+    of imgworker_resident_memory_bytes: the pod's memory alert sums every process the OOM killer counts."""
+
+    def __init__(self, children: Collector) -> None:
+        self.children = children
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.children.collect():
+            if family.name == RSS_METRIC:
+                rss = resident_bytes()
+                if rss is not None:
+                    family.add_sample(RSS_METRIC, {"pid": str(os.getpid())}, float(rss))
+            yield family
 
 
 def child_exited(pid: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import logging
 import os
@@ -29,13 +30,14 @@ from imgworker import __version__
 from imgworker.backends.base import Backend
 from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
-from imgworker.core.contract import read_payload
-from imgworker.core.errors import ImgworkerError, JobTimeout, LimitExceeded
+from imgworker.core.contract import Payload, read_payload
+from imgworker.core.errors import ImgworkerError, JobTimeout
 from imgworker.core.functions import registered
+from imgworker.core.limits import Limits
 from imgworker.features import metrics
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
-from imgworker.jobs.service import Service, error_result
+from imgworker.jobs.service import Service, error_result, oversized_result
 from imgworker.stores import Stores
 from imgworker.worker import health
 from imgworker.worker.lifecycle.chain import Lifecycle
@@ -120,11 +122,16 @@ def overrun_grace(timeout_s: float) -> float:
     return min(5.0, max(0.5, timeout_s / 4))
 
 
-def oversized_result(function: str, size: int) -> bytes:
-    """The answer to a job whose packet was over the Gearman packet limit (read by nobody, answered once)."""
-    err = LimitExceeded(f"the job's payload is {size} bytes, over the job server packet limit; "
-                        "a job carries URLs, never image data")
-    return json.dumps(error_result(err), separators=(",", ":")).encode()
+INLINE_PARSE_BYTES = 4096  # payloads up to this are decoded on the event loop (well under a millisecond)
+
+
+async def decode(data: bytes, limits: Limits) -> Payload:
+    """``read_payload``, off the event loop for a payload over INLINE_PARSE_BYTES: a hostile 64 KiB of
+    ``[[],[],...]`` takes tens of milliseconds to decode and check, which would stall every connection, the
+    heartbeat and /healthz. Payloads over the limit never get here decoded (gearman skips them unread)."""
+    if len(data) <= INLINE_PARSE_BYTES:
+        return read_payload(data, limits)
+    return await asyncio.get_running_loop().run_in_executor(None, read_payload, data, limits)
 
 
 class WorkerProcess:
@@ -148,7 +155,9 @@ class WorkerProcess:
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
-            on_connection_change=metrics.set_server_up, on_oversized=oversized_result,
+            on_connection_change=metrics.set_server_up,
+            on_oversized=functools.partial(oversized_result, config.limits),
+            max_job_data=config.limits.max_payload_bytes,
         )
         self.runner.on_overrun = lambda _n: self._update_holds()
         self.out_of_fds = False
@@ -180,7 +189,7 @@ class WorkerProcess:
         async def handle(job: Job) -> bytes:
             received = time.perf_counter()
             self.jobs_started += 1
-            payload = read_payload(job.data, self.runner.service.limits)  # decoded once; every hook reads this
+            payload = await decode(job.data, self.runner.service.limits)  # once; every hook reads this
             state = JobState(function, pipeline, payload, job.unique, job.is_background, received=received)
             result = await self.lifecycle.run(state, self.runner.run)
             return json.dumps(result, separators=(",", ":")).encode()

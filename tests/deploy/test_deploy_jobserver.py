@@ -1,9 +1,9 @@
-"""The job server as k8s/base/gearmand.yaml runs it, run for real: the manifest's command and args verbatim, as
-its runAsUser with every capability dropped and no new privileges, in a fresh mount and network namespace
-where the root filesystem is read-only and only the queue volume (a temp dir bound to the volume's
-mountPath) is writable. Port 4730 is the namespace's own, so the args need no change. Clients reach it with
-``nsenter --net`` (the gearman CLI). Building the sandbox needs root, as CI has; without it these tests fail
-and say so.
+"""The job server as k8s/ runs it (gearmand-a and gearmand-b of k8s/overlays/production, rendered), run for real: the
+manifest's command and args verbatim, as its runAsUser with every capability dropped and no new privileges, in a
+fresh mount and network namespace where the root filesystem is read-only and only the queue volume (a temp dir
+bound to the volume's mountPath) is writable. Port 4730 is the namespace's own, so the args need no change.
+Clients reach it with ``nsenter --net`` (the gearman CLI). Building the sandbox needs root, as CI has; without it
+these tests fail and say so.
 
 It must serve, keep background jobs across a SIGKILL on the volume, drop a poison job after the manifest's
 ``--job-retries``, and keep TCP keepalive on its connections; the local default (imgworker.testing.gearmand) must use
@@ -24,18 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from support.kustomize import render
 from support.tools import require_privilege, require_tool
 
 from imgworker.testing import gearmand as local
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFEST = REPO / "k8s" / "base" / "gearmand.yaml"
 TOOLS = ("unshare", "nsenter", "setpriv", "ip", "ss", "gearman", "gearadmin", "sqlite3")
 
 
 def deployments() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] == "Deployment"]
+    return [d for d in render("production") if d["kind"] == "Deployment"]
 
 
 def pod_of(name: str) -> dict[str, Any]:
@@ -300,7 +299,7 @@ def test_local_default_matches_the_manifest() -> None:
 def test_queue_claims_are_valid() -> None:
     import kubernetes_validate
 
-    claims = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] == "PersistentVolumeClaim"]
+    claims = [d for d in render("production") if d["kind"] == "PersistentVolumeClaim"]
     assert {c["metadata"]["name"] for c in claims} == {"gearmand-a-queue", "gearmand-b-queue"}
     for claim in claims:
         kubernetes_validate.validate(claim, "1.29.0", strict=True)  # test_deploy.K8S_VERSION

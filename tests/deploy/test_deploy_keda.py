@@ -60,7 +60,7 @@ def prometheus_rules() -> dict[str, Any]:
 
 
 def keda_replicas(spec: dict[str, Any], values: list[float | None]) -> int:
-    """KEDA (>= 2.10) with the HPA it drives, for Prometheus triggers (metricType AverageValue).
+    """KEDA (>= 2.19, as the manifests state) with the HPA it drives, for Prometheus triggers (AverageValue).
 
     Per trigger: an empty answer reads 0 when ignoreNullValues is "true" (KEDA's default), else it is a scaler
     error; an erroring trigger with `fallback` reports fallback.replicas * threshold once failureThreshold polls
@@ -258,7 +258,7 @@ def test_keda_decisions_against_real_prometheus(
         def seen(function: str, queued: float, metric: str = "gearman_jobs_queued") -> None:
             wait_for(lambda: prom.query(f'{metric}{{function="{function}"}}') == queued, what=f"{function} {queued}")
 
-        # 1. Light load: one `resize` job, no worker registered yet (the cpu-only overlay, or before GPU pods).
+        # 1. Light load: one `resize` job, no worker registered yet (the staging overlay, or before GPU pods).
         with SyncClient([g1.address]) as c:
             c.submit_background("resize", b"{}", unique="light")
         seen("resize", 1)

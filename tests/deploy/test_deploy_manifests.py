@@ -9,6 +9,7 @@ health.py route, every port and Service/ServiceMonitor/ScaledObject reference po
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
+from support.kustomize import OVERLAYS, config_env, render
 from support.tools import require_tool
 
 from imgworker import __version__
@@ -29,13 +30,15 @@ from imgworker.commands.exporter import GearmanCollector, ServerReport, imgworke
 from imgworker.core.config import from_env
 from imgworker.core.functions import registered as function_names
 from imgworker.features import metrics
+from imgworker.jobs.batch import FUNCTION as BATCH_FUNCTION
 from imgworker.pipeline.registry import load_dir
 from imgworker.worker.health import ROUTES
 
 REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"}
+LOCKS = {"cpu": ("s3", "heif"), "gpu": ("gpu", "s3", "heif")}  # requirements/images-KIND.txt pins these extras
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount",
+              "Namespace", "PersistentVolumeClaim"}
 K8S_VERSION = "1.29.0"  # oldest release we support: fields newer than this would break older clusters
 
 
@@ -67,7 +70,10 @@ def test_hadolint_passes() -> None:
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_dockerfile_structure(kind: str) -> None:
     rows = instructions(DOCKERFILES[kind])
-    bases = [rest.split()[0] for word, rest in rows if word == "FROM"]
+    args = dict(rest.split("=", 1) for word, rest in rows if word == "ARG" and "=" in rest)
+    # FROM ${BASE}: the default of ARG BASE is the image a plain `docker build` uses (./dev images may pass another)
+    froms = [rest.split()[0] for word, rest in rows if word == "FROM"]
+    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base) for base in froms]
     assert bases, "no FROM"
     for base in bases:
         tag = base.rpartition(":")[2]
@@ -97,7 +103,7 @@ def dockerignore_allows(path: str) -> bool:
             continue
         negate = line.startswith("!")
         pattern = line.lstrip("!").rstrip("/")
-        if fnmatch.fnmatch(path, pattern) or path == pattern:
+        if fnmatch.fnmatch(path, pattern) or path == pattern or path.startswith(pattern + "/"):
             allowed = negate
     return allowed
 
@@ -115,6 +121,29 @@ def test_dockerfile_copies_exist(kind: str) -> None:
     assert not dockerignore_allows("tests") and not dockerignore_allows(".venv")
     build = f"docker build -f Dockerfile.{kind} -t imgworker:{__version__}-{kind} ."
     assert build in DOCKERFILES[kind].read_text()  # the tag the manifests use
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_images_install_the_pinned_dependencies(kind: str) -> None:
+    """Each image installs requirements/images-KIND.txt (every package pinned ==), then imgworker --no-deps, then
+    pip check; the lock names every dependency pyproject.toml gives the image's extras (./dev lock remakes it)."""
+    text = DOCKERFILES[kind].read_text()
+    assert f"COPY requirements/images-{kind}.txt ./requirements.txt" in text
+    assert "pip install --no-cache-dir -r requirements.txt" in text
+    runs = [rest for word, rest in instructions(DOCKERFILES[kind]) if word == "RUN"]
+    assert any(re.search(r'pip install --no-cache-dir --no-deps "\.\[[a-z0-9,]+\]" +&& /opt/imgworker/bin/pip check', r)
+               for r in runs), runs
+    pins = {}
+    for line in (REPO / "requirements" / f"images-{kind}.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[\w.+]+", version), f"not pinned: {line}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(d for e in LOCKS[kind] for d in project["optional-dependencies"][e])]
+    for requirement in wanted:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[\w.-]+", requirement).group(0)).lower()  # type: ignore[union-attr]
+        assert name in pins, f"{requirement} (pyproject.toml) is missing from requirements/images-{kind}.txt"
 
 
 @pytest.mark.slow
@@ -137,21 +166,9 @@ def test_entry_point_works_in_a_fresh_venv(tmp_path: Path) -> None:
 # --- Kubernetes manifests --------------------------------------------------------------------------
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """Resolve a kustomization's resources (ours use no patches, so no kustomize binary is needed)."""
-    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert set(spec) <= {"apiVersion", "kind", "resources"}, "patches would need real kustomize here"
-    docs: list[dict[str, Any]] = []
-    for res in spec["resources"]:
-        path = (directory / res).resolve()
-        if path.is_dir():
-            docs += kustomize(path)
-        else:
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
-
-
-ALL = kustomize(K8S)
+# Production (two job servers, GPU and CPU workers) is what most tests read; staging (one job server, CPU only)
+# is checked where the two differ, and every overlay passes the schema checks and the overlay tests below.
+ALL = render("production")
 BY_KIND: dict[str, list[dict[str, Any]]] = {}
 for _doc in ALL:
     BY_KIND.setdefault(_doc["kind"], []).append(_doc)
@@ -166,15 +183,23 @@ def containers(kind: str | None = None) -> list[tuple[dict[str, Any], dict[str, 
         (d, c)
         for d in BY_KIND["Deployment"]
         for c in d["spec"]["template"]["spec"]["containers"]
-        if kind is None or c["image"].startswith("imgworker:")
+        if kind is None or image_name(c["image"]).startswith("imgworker:")
     ]
 
 
+def image_name(image: str) -> str:
+    """registry.example.com/team/imgworker:0.1.0-cpu -> imgworker:0.1.0-cpu"""
+    return image.rsplit("/", 1)[-1]
+
+
 def test_overlays_build_and_names_are_unique() -> None:
-    keys = [(d["kind"], d["metadata"]["name"]) for d in ALL]
-    assert len(keys) == len(set(keys))
-    cpu_only = {(d["kind"], d["metadata"]["name"]) for d in kustomize(K8S / "cpu-only")}
-    assert ("Deployment", "imgworker-cpu") in cpu_only and ("Deployment", "imgworker-gpu") not in cpu_only
+    assert OVERLAYS == ["production", "staging"]
+    for overlay in OVERLAYS:
+        docs = render(overlay)
+        keys = [(d["kind"], d["metadata"]["name"]) for d in docs]
+        assert len(keys) == len(set(keys)), overlay
+    staging = {(d["kind"], d["metadata"]["name"]) for d in render("staging")}
+    assert ("Deployment", "imgworker-cpu") in staging and ("Deployment", "imgworker-gpu") not in staging
     assert {
         "Deployment",
         "Service",
@@ -183,17 +208,51 @@ def test_overlays_build_and_names_are_unique() -> None:
         "ScaledObject",
         "ServiceMonitor",
         "PrometheusRule",
+        "ServiceAccount",
+        "Namespace",
     } <= set(BY_KIND)
 
 
 @pytest.mark.parametrize(
-    "doc", [d for d in ALL if d["kind"] in CORE_KINDS], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
+    "overlay,doc",
+    [(o, d) for o in OVERLAYS for d in render(o) if d["kind"] in CORE_KINDS],
+    ids=lambda x: x if isinstance(x, str) else f"{x['kind']}/{x['metadata']['name']}",
 )
-def test_core_kinds_are_valid(doc: dict[str, Any]) -> None:
+def test_core_kinds_are_valid(overlay: str, doc: dict[str, Any]) -> None:
+    """Every object kubectl would send, strictly against the Kubernetes schema (unknown fields fail)."""
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 _META = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+_HPA_RULES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "stabilizationWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "selectPolicy": {"enum": ["Max", "Min", "Disabled"]},
+        "policies": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type", "value", "periodSeconds"],
+                "properties": {
+                    "type": {"enum": ["Pods", "Percent"]},
+                    "value": {"type": "integer", "minimum": 1},
+                    "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800},
+                },
+            },
+        },
+    },
+}
+# autoscaling/v2 HorizontalPodAutoscalerBehavior, which KEDA passes to the HPA it makes.
+HPA_BEHAVIOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scaleUp", "scaleDown"],
+    "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
+}
 SCHEMAS: dict[str, dict[str, Any]] = {
     # The ScaledObject fields we use (keda.sh/v1alpha1, KEDA >= 2.10 for activationThreshold).
     "ScaledObject": {
@@ -216,6 +275,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "minReplicaCount": {"type": "integer", "minimum": 0},
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "advanced": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "horizontalPodAutoscalerConfig": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"behavior": HPA_BEHAVIOR},
+                            }
+                        },
+                    },
                     "fallback": {
                         "type": "object",
                         "additionalProperties": False,
@@ -327,9 +397,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
-def test_custom_kinds_match_their_schema(kind: str) -> None:
-    for doc in BY_KIND[kind]:
+def test_custom_kinds_match_their_schema(kind: str, overlay: str) -> None:
+    docs = [d for d in render(overlay) if d["kind"] == kind]
+    assert docs
+    for doc in docs:
         jsonschema.validate(doc, SCHEMAS[kind])
 
 
@@ -356,27 +429,58 @@ def test_queries_and_alerts_use_metrics_that_exist() -> None:
         assert used and used <= known, f"unknown metric in {expr!r}: {used - known}"
 
 
+DASHBOARD = REPO / "k8s" / "components" / "kube-prometheus-stack" / "imgworker-dashboard.json"
+
+
+def test_dashboard_panels_use_metrics_that_exist() -> None:
+    """Every panel of the Grafana dashboard queries metrics the worker or the exporter exports, and ships with
+    the monitoring component (a ConfigMap Grafana's sidecar loads)."""
+    known = known_metric_names()
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len(panels) >= 10
+    for panel in panels:
+        exprs = [target["expr"] for target in panel["targets"]]
+        assert exprs, panel["title"]
+        for expr in exprs:
+            used = set(re.findall(r"\b((?:imgworker|gearman)_[a-z_]+)\b", expr))
+            assert used and used <= known, f"panel {panel['title']!r}: unknown metric {used - known} in {expr!r}"
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    shipped = named("ConfigMap", "imgworker-grafana-dashboard")
+    assert shipped["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(shipped["data"][DASHBOARD.name]) == dashboard
+
+
 def test_containers_match_the_code() -> None:
     services = {s["metadata"]["name"]: s for s in BY_KIND["Service"]}
     gearmands = {
-        f"{n}:{p['port']}" for n, s in services.items() if n.startswith("gearmand") for p in s["spec"]["ports"]
+        f"{n}:{p['port']}"
+        for n, s in services.items()
+        if n.startswith("gearmand")
+        for p in s["spec"]["ports"]
+        if p["name"] == "gearman"
     }
     assert len(gearmands) == 2
     seen = set()
     for dep, c in containers("imgworker"):
         command = c["args"][0]
         seen.add(command)
-        assert c["image"] in (f"imgworker:{__version__}-cpu", f"imgworker:{__version__}-gpu"), c["image"]
+        image = image_name(c["image"])
+        assert image in (f"imgworker:{__version__}-cpu", f"imgworker:{__version__}-gpu"), c["image"]
         args = c["args"]
         ns = build_parser().parse_args(args)  # SystemExit (a failure) on any unknown flag
-        servers, port = (ns.servers, ns.metrics_port) if command == "worker" else (ns.server, ns.port)
+        env = config_env(ALL, c)
+        settings = from_env({k: v for k, v in env.items() if k.startswith("IMGWORKER_")})  # typos fail here
+        assert not (ns.servers if command == "worker" else ns.server), "job servers: imgworker-config, one place"
+        servers = settings["servers"]
+        port = ns.metrics_port if command == "worker" else ns.port
         assert set(servers) == gearmands, "every worker and the exporter use both job servers"
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["metrics"] == port
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if probe in c:
                 assert c[probe]["httpGet"]["path"] in ROUTES and c[probe]["httpGet"]["port"] == "metrics"
-        from_env({e["name"]: e["value"] for e in c.get("env", []) if e["name"].startswith("IMGWORKER_")})
         if command != "worker":
             continue
         pod = dep["spec"]["template"]["spec"]
@@ -387,6 +491,7 @@ def test_containers_match_the_code() -> None:
         )
         backend = ns.backend
         assert c["image"].endswith(f"-{backend}")
+        assert settings["s3_buckets"] and settings["s3_region"], "bucket and region: imgworker-config"
         assert ports["metrics"] == 9730  # IMGWORKER_METRICS_PORT in the images: `imgworker health` probes it
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert ns.pipelines in mounts
@@ -430,9 +535,16 @@ def test_references_resolve() -> None:
     for pdb in BY_KIND["PodDisruptionBudget"]:
         assert any(selects(pdb["spec"]["selector"]["matchLabels"], labels) for labels in pod_labels())
     for d in deployments.values():
-        for vol in d["spec"]["template"]["spec"].get("volumes", []):
+        pod = d["spec"]["template"]["spec"]
+        for vol in pod.get("volumes", []):
             if "configMap" in vol:
                 named("ConfigMap", vol["configMap"]["name"])
+        for c in pod["containers"]:
+            for source in c.get("envFrom", []):
+                if "configMapRef" in source:
+                    named("ConfigMap", source["configMapRef"]["name"])  # the generator's hashed name
+        if "serviceAccountName" in pod:
+            named("ServiceAccount", pod["serviceAccountName"])
 
 
 def worker_args(name: str) -> Any:
@@ -441,9 +553,10 @@ def worker_args(name: str) -> Any:
 
 
 def served(backend: str) -> set[str]:
-    """The function names a worker of this backend registers with the repository's pipelines."""
+    """The function names a worker of this backend registers with the repository's pipelines (and `batch`, which
+    its batch coordinators register on every worker)."""
     pipelines, _ = load_dir(str(REPO / "pipelines"), backend)
-    return set(function_names(backend, sorted(pipelines)))
+    return {*function_names(backend, sorted(pipelines)), BATCH_FUNCTION}
 
 
 def matchers(query: str) -> list[re.Pattern[str]]:
@@ -459,7 +572,7 @@ def matched(pattern: re.Pattern[str], names: set[str]) -> set[str]:
 
 
 # Names that are not imgworker work: must never count (notify replies, batch coordination, another app).
-FOREIGN = {"batch", "notify_8f3a_done", "otherapp_send_mail", "resize2", "resize@cpu2", "web@gpu_old", "xresize"}
+FOREIGN = {"batches", "notify_8f3a_done", "otherapp_send_mail", "resize2", "resize@cpu2", "web@gpu_old", "xresize"}
 
 
 def test_scaled_objects_match_imgworker_functions_positively() -> None:
@@ -475,8 +588,8 @@ def test_scaled_objects_match_imgworker_functions_positively() -> None:
     assert matched(cpu_only, everything) == cpu_names - gpu_names
     assert {"resize@cpu", "info@cpu"} <= matched(cpu_only, everything)
     # Every shipped pipeline runs on the GPU too (the array executor): all of them are shared work.
-    assert matched(shared, everything) == cpu_names & gpu_names == {"resize", "info", "thumbnail", "web", "avatar",
-                                                                    "product_zoom"}
+    assert matched(shared, everything) == cpu_names & gpu_names == {"batch", "resize", "info", "thumbnail", "web",
+                                                                    "avatar", "product_zoom"}
     assert matched(gpu_workers, everything) == {"resize@gpu"}  # every GPU worker process registers it
     assert matched(gpu_only, everything) == gpu_names - cpu_names
 
@@ -516,7 +629,7 @@ def pod_specs() -> list[tuple[str, dict[str, Any]]]:
     return [
         (d["metadata"]["name"], d["spec"]["template"]["spec"])
         for d in BY_KIND["Deployment"]
-        if any(c["image"].startswith("imgworker:") for c in d["spec"]["template"]["spec"]["containers"])
+        if any(image_name(c["image"]).startswith("imgworker:") for c in d["spec"]["template"]["spec"]["containers"])
     ]
 
 
@@ -630,6 +743,10 @@ def test_network_policies_guard_the_job_servers() -> None:
         assert not reaches(Peer({"app": "shop"}, "shop"), server, 4730)
         assert not reaches(Peer({"app.kubernetes.io/name": "imgworker"}), server, 4730)  # no component
         assert not reaches(Peer(worker), server, 4731)
+        # Jobs over HTTP (gearmand -r http): the same unauthenticated exposure, the same peers only.
+        dep = named("Deployment", server)["spec"]["template"]["spec"]["containers"][0]
+        assert "--protocol=http" in dep["args"] and "--http-port=8080" in dep["args"]
+        assert reaches(Peer(client, "shop"), server, 8080) and not reaches(Peer({"app": "shop"}, "shop"), server, 8080)
     prometheus = Peer({"app.kubernetes.io/name": "prometheus"}, "monitoring")
     for target, port in (("imgworker-cpu", 9730), ("imgworker-gpu", 9730), ("imgworker-exporter", 9731)):
         assert reaches(prometheus, target, port)

@@ -28,10 +28,12 @@ from cryptography.x509.oid import NameOID
 from support.corpus import photo
 from support.workerproc import WorkerProc
 
+from imgworker.core.contract import Payload
 from imgworker.features.callbacks import SIGNATURE_HEADER, CallbackPolicy, CallbackSender, Delivery
 from imgworker.gearman import SyncClient
 from imgworker.testing.gearmand import Gearmand
 
+NO_PAYLOAD = Payload(b"{}", {}, None)
 SECRET = "cb-TLS-secret-51c0a2"
 NAME = "hooks.test"
 
@@ -135,12 +137,12 @@ def trusted(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> Pki:
 
 def _deliver(port: int) -> tuple[bool, list[str]]:
     given_up: list[str] = []
-    policy = CallbackPolicy([f"{NAME}:{port}"])
+    policy = CallbackPolicy([f"{NAME}:{port}", "127.0.0.1:1"])  # the name's loopback address, listed exactly
     sender = CallbackSender(policy, SECRET, tries=2, timeout=5, backoff=0.01, senders=1,
                             give_up=lambda d, reason, tries: given_up.append(reason))
     try:
         target = policy.check(f"https://{NAME}:{port}/tls")
-        return sender.deliver(Delivery(target, b'{"ok":true}', "resize", b"{}", "t1")), given_up
+        return sender.deliver(Delivery(target, b'{"ok":true}', "resize", NO_PAYLOAD, "t1")), given_up
     finally:
         sender.close(1)
 

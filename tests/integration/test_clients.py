@@ -9,7 +9,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from support.corpus import photo
+from support.fixtures_s3 import free_port
 from support.tools import require_node_client
 from support.workerproc import REPO, WorkerProc
 
@@ -50,8 +52,7 @@ def test_gearman_cli(core_worker: WorkerProc, core_root: Path) -> None:
     raw = run(["gearman", "-h", host, "-p", port, "-f", "resize", payload])
     assert raw.returncode == 0 and json.loads(raw.stdout)["height"] == 169
     check_success(run([str(EXAMPLES / "resize.sh"), host, port, GOOD_SRC, dst.as_uri(), "320"]), dst, 320)
-    bad = run([str(EXAMPLES / "resize.sh"), host, port, BAD_SRC, dst.as_uri(), "320"])
-    assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "FORBIDDEN_PATH"
+    check_failure(run([str(EXAMPLES / "resize.sh"), host, port, BAD_SRC, dst.as_uri(), "320"]))
     # Tagged function names work from the CLI too; a CPU worker does not register @gpu: gearmand's own status
     # lists it with @cpu and untagged (the control: the same query finds those) and never with @gpu.
     tagged = run(["gearman", "-h", host, "-p", port, "-f", "resize@cpu", payload])
@@ -61,6 +62,16 @@ def test_gearman_cli(core_worker: WorkerProc, core_root: Path) -> None:
     workers = {line.split("\t")[0]: int(line.split("\t")[3]) for line in status.stdout.splitlines() if "\t" in line}
     assert workers["resize@cpu"] == workers["resize"] == 1, workers
     assert workers.get("resize@gpu", 0) == 0 and not any(name.endswith("@gpu") and n for name, n in workers.items())
+
+
+@pytest.mark.parametrize("script", ["resize.sh", "info.sh"])
+def test_shell_examples_exit_2_without_a_job_server(script: str) -> None:
+    """docs/contract.md: 2 when no job server answered (the gearman 1.1 CLI itself exits 0 then)."""
+    dead = str(free_port())
+    args = [GOOD_SRC, "file:///tmp/x.jpg", "64"] if script == "resize.sh" else [GOOD_SRC]
+    proc = run([str(EXAMPLES / script), "127.0.0.1", dead, *args])
+    assert proc.returncode == 2 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
+    assert f"no job server answered at 127.0.0.1:{dead}" in proc.stderr
 
 
 def test_php_client(core_worker: WorkerProc, core_root: Path) -> None:

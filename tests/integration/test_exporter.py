@@ -167,16 +167,18 @@ def test_exporter_exports_only_imgworker_functions(gearmand_factory: Callable[[]
         before = scrape(port)
         for i in range(30):
             c.submit_background(f"notify_{i:04d}_job_done", b"{}", unique=f"n{i}")
-        c.submit_background("batch", b"{}", unique="b1")
+        c.submit_background("batch_3f2a_reply", b"{}", unique="b1")
         c.submit_background("otherapp_send_mail", b"{}", unique="o1")
         c.submit_background("thumb_x", b"{}", unique="t1")  # matches the glob: exported
         after = scrape(port)
         gen.close()
     names = {dict(labels).get("function") for _, labels in series(after)} - {None}
     expected = set(imgworker_functions(pipelines))
-    # resize, info and every shipped pipeline, each plain and @cpu / @gpu (all of them run on GPU workers too)
-    assert expected == {f"{name}{tag}" for name in ("resize", "info", "avatar", "product_zoom", "thumbnail", "web")
-                        for tag in ("", "@cpu", "@gpu")}
+    # batch, and resize, info and every shipped pipeline, each plain and @cpu / @gpu (all run on GPU workers too)
+    assert expected == {"batch"} | {f"{name}{tag}" for name in ("resize", "info", "avatar", "product_zoom",
+                                                                 "thumbnail", "web") for tag in ("", "@cpu", "@gpu")}
+    # docs/operations.md gives the figure
+    assert f"{len(expected)} function names with the shipped pipelines" in (REPO / "docs" / "operations.md").read_text()
     assert names == expected | {"thumb_x"}
     # 32 new client-made names add nothing; thumb_x (matched by the glob) adds its 4 totals and 3 per-server series.
     assert len(series(after)) == len(series(before)) + 7

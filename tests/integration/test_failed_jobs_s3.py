@@ -118,6 +118,10 @@ def test_background_job_is_recorded_once_retries_are_used_up(env: Env) -> None:
     retries = [s.value for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "imgworker_job_retries_total" and s.labels.get("code") == "STORE_FAILED"]
     assert sum(retries) >= 4  # at least one in the test before, three here
+    # The job counts once, at its final outcome: its three retried attempts are in the retries counter only.
+    finals = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "imgworker_jobs_total" and s.labels.get("outcome") == "STORE_FAILED"]
+    assert sum(finals) == 1, finals
 
 
 def test_foreground_job_gets_the_first_answer_without_retries(env: Env) -> None:

@@ -166,6 +166,9 @@ def test_prefork_serves_every_child(
     assert total(m, "imgworker_concurrency") == 4  # livesum over two children
     pids = {dict(ls).get("pid") for (n, ls), v in m.items() if n == "imgworker_job_server_up" and v == 1}
     assert len(pids) == 2 and None not in pids
+    # The supervisor's own memory is one more pid of the RSS metric (the pod's memory alert sums them all).
+    rss_pids = {dict(ls).get("pid") for (n, ls), v in m.items() if n == "imgworker_resident_memory_bytes" and v > 0}
+    assert rss_pids == pids | {str(proc.pid)}, rss_pids
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, log.read_text()[-3000:]
 

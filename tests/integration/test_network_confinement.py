@@ -92,7 +92,7 @@ def test_no_credentials_in_logs_or_results(server: Gearmand, worker_factory: Cal
     root = tmp_path / "root"
     make_tiny_image(root / "in" / "ok.png")
     (root / "in" / "text.jpg").write_text("not an image")
-    env = {"AWS_SECRET_ACCESS_KEY": ENV_SECRET, "AWS_ACCESS_KEY_ID": ENV_KEY_ID, "IMGWORKER_LOG_JSON": "0"}
+    env = {"AWS_SECRET_ACCESS_KEY": ENV_SECRET, "AWS_ACCESS_KEY_ID": ENV_KEY_ID}
     w = worker_factory([server.address], [root], env=env, extra=["--log-level", "debug"]).wait_ready()
     dst = (root / "out" / "a.jpg").as_uri()
     jobs: list[dict[str, Any]] = [

@@ -43,7 +43,7 @@ CORE = {
     "callback address rules": [
         "imgworker.core.callback_url.x_parse_target", "imgworker.core.callback_url.x_parse_allow",
         "imgworker.core.callback_url.x__norm_host", "imgworker.features.callbacks.xǁCallbackPolicyǁ*",
-        "imgworker.features.callbacks.x_callback_of", "imgworker.features.callbacks.x_resolve",
+        "imgworker.features.callback_address.x*", "imgworker.features.callbacks.x_resolve",
         "imgworker.features.callbacks.x_sign", "imgworker.core.callback_url.xǁTargetǁ*",
     ],
     "memory budget": [
@@ -73,10 +73,6 @@ EQUIVALENT: dict[str, str] = {
     _URL + "x_parse_allow__mutmut_6": "'' instead of None: refused by the same 'not host'",
     _URL + "x_parse_allow__mutmut_7": "an '@' in the entry always gives urlsplit a username: the two tests agree",
     _URL + "x_parse_allow__mutmut_14": "an '@' in the entry always gives urlsplit a username: that test refuses it",
-    _CB + "x_resolve__mutmut_9": "without type=SOCK_STREAM the first answer carries the same address",
-    _CB + "x_resolve__mutmut_22": "an address holds at most one '%': split at all of them or one, [0] is the same",
-    _CB + "x_resolve__mutmut_23": "an address holds at most one '%': rsplit and split agree",
-    _CB + "x_resolve__mutmut_27": "an address holds at most one '%': maxsplit 2 or 1, [0] is the same",
     _URL + "xǁTargetǁ__str____mutmut_9": "only the part before the first '?' is used, whatever the maxsplit",
     _URL + "xǁTargetǁ__str____mutmut_12": "only the part before the first '?' is used, whatever the maxsplit",
     _OPT + "x_parse_color__mutmut_12": "a non-hex first digit passes the test but fails int(), which refuses the same",
@@ -96,8 +92,6 @@ EQUIVALENT: dict[str, str] = {
     _OPT + "xǁOptǁcheck__mutmut_85": _COLOUR_KEY,
     _OPT + "xǁOptǁcheck__mutmut_86": _COLOUR_KEY,
     _OPT + "xǁOptǁcheck__mutmut_111": "the message of an internal assertion (an Opt kind no code declares)",
-    _CB + "x_resolve__mutmut_19": "Python's ip_address accepts a scope (fe80::1%lo): cutting it is only tidiness",
-    _CB + "x_resolve__mutmut_26": "Python's ip_address accepts a scope (fe80::1%lo): cutting it is only tidiness",
     _FJ + "xǁFailedJobsǁremove__mutmut_2": "MeteredStore passes the attributes it lacks to the store it wraps",
     _FJ + "xǁFailedJobsǁremove__mutmut_8": "MeteredStore passes the attributes it lacks to the store it wraps",
     _FJ + "xǁFailedJobsǁremove__mutmut_9": "MeteredStore passes the attributes it lacks to the store it wraps",

@@ -21,7 +21,7 @@ class Admission(Hook):
         self.check_fds = check_fds
 
     def admit(self, job: JobState) -> None:
-        self.policy.precheck(job.data)
+        self.policy.precheck(job.payload)
 
     def after_work(self, job: JobState) -> None:
         if job.result and not job.ok:  # before the next GRAB: a process out of descriptors takes no more jobs

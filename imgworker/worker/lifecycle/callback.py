@@ -32,13 +32,15 @@ class Callback(Hook):
 
     async def after_job(self, job: JobState) -> None:
         if self.sender is not None:
-            self.sender.send(job.data, job.function, job.unique, job.result)
+            self.sender.send(job.payload, job.function, job.unique, job.result)
 
     def _given_up(self, d: Delivery, reason: str, tries: int) -> None:
         if self.records is None:
             return
         error = {"code": "UNAVAILABLE", "message": f"callback to {d.target} gave up: {reason}", "retryable": True}
-        callback = {"url": str(d.target), "tries": tries, "reason": reason}
+        # Tries left > 0: the worker stopped before they were used (`failed retry` sends it again).
+        callback = {"url": str(d.target), "tries": tries, "reason": reason,
+                    "tries_left": max(0, self.sender.tries - tries) if self.sender is not None else 0}
         self.records.write(build_record(d.function, d.payload, d.unique, error, tries, callback=callback,
                                         worker=self.worker_id))
 

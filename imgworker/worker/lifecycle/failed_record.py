@@ -38,6 +38,6 @@ class FailedRecord(Hook):
         if job.ok or self.records is None:
             return
         background = await job.is_background()
-        record = build_record(job.function, job.data, job.unique, job.result.get("error") or {}, job.attempts,
+        record = build_record(job.function, job.payload, job.unique, job.result.get("error") or {}, job.attempts,
                               background=background, worker=self.worker_id)
         await asyncio.get_running_loop().run_in_executor(None, self.records.write, record)

@@ -1,7 +1,7 @@
 """Logging: one INFO line per job once its result is final (retries included), ``job function=... outcome=...``.
 
-Payload values are made safe for one line: credentials redacted, control characters escaped (a ``src`` with a
-newline cannot forge a line), at most 300 characters each.
+Payload values are made safe for one line: credentials redacted, control and bidi characters escaped (a ``src``
+with a newline cannot forge a line), at most 300 characters each.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from typing import Any
 
 from imgworker.core.contract import Payload
 from imgworker.core.errors import redact_url
-from imgworker.core.urls import CONTROL_CHARACTERS
+from imgworker.core.text import escape_controls
 from imgworker.worker.lifecycle.hook import Hook, JobState
 
 # The job line keeps the runner's logger name (docs/operations.md shows it): log queries filter on it.
 log = logging.getLogger("imgworker.worker.runner")
 
 def printable(value: object, limit: int = 300) -> str:
-    """A payload value for one log line: credentials redacted, control characters escaped (no forged lines)."""
-    text = redact_url(str(value))[:limit]
-    return CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """A payload value for one log line: credentials redacted, controls and bidi escaped (no forged lines)."""
+    return escape_controls(redact_url(str(value))[:limit])
 
 
 def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:

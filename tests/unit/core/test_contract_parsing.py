@@ -147,8 +147,9 @@ def test_depth_and_size_limits() -> None:
     small = Limits(max_payload_bytes=40)
     data = json.dumps({"src": SRC, "dst": DST, "id": "x" * 20}).encode()
     payload = read_payload(data, small)
-    assert payload.error is not None and payload.error.message == f"payload is {len(data)} bytes; the limit is 40"
-    assert payload.fields["id"] == "x" * 20 and payload.id == "x" * 20  # still read for the log and the reply
+    assert payload.error is not None and payload.error.message == (
+        f"payload is {len(data)} bytes; the limit is 40: a job carries URLs and options, never image data")
+    assert payload.fields == {} and payload.id is None  # refused on its length alone, never parsed (issue 26)
     assert read_payload(b'{"id": 1}', small).error is None and read_payload(b'{"id": 1}', small).id == 1
     assert read_payload(b'{"id": true}', L).id is None and read_payload(b'{"id": [1]}', L).id is None
     assert read_payload(b"[1]", L).fields == {} and read_payload(b"nope", L).fields == {}

@@ -150,6 +150,8 @@ def test_a_job_payload_is_decoded_once(monkeypatch: pytest.MonkeyPatch, tmp_path
 
     from imgworker.backends.cpu import CpuBackend
     from imgworker.core.contract import read_payload
+    from imgworker.features.callbacks import CallbackPolicy, result_body
+    from imgworker.features.failed_jobs import build_record
     from imgworker.features.notify import target
     from imgworker.jobs.service import Service
     from imgworker.stores import Stores
@@ -166,11 +168,19 @@ def test_a_job_payload_is_decoded_once(monkeypatch: pytest.MonkeyPatch, tmp_path
     result = service.handle(payload)
     log_job("resize", result, 0.01, payload)
     where = target(payload)
+    # The callback allow-list check, a failed-job record and a callback body read it too (issue 26 item 2).
+    CallbackPolicy([]).precheck(payload)
+    record = build_record("resize", payload, "u", {"code": "TIMEOUT"}, 1)
+    body = result_body(payload.fields, "resize", result)
+    assert record["payload"]["id"] == 7 and body["id"] == 7
     assert result["ok"] and result["id"] == 7 and where is not None and where["notify"] == "done"
     assert len(calls) == 1
     refused = read_payload(req(width=0, id="x"), L)
     assert refused.error is None and refused.id == "x"  # its keys are the service's to refuse
     with pytest.raises(BadRequest, match="'width' must be"):
         service.handle(refused)
+    # Over the limit: refused on its length alone, never parsed (issue 26 item 2: a parse cost ~7x its size).
+    calls.clear()
     big = read_payload(b'{"id": 5, "pad": "' + b"x" * 70000 + b'"}', L)
-    assert big.error is not None and "the limit is 65536" in big.error.message and big.id == 5
+    assert big.error is not None and "the limit is 65536" in big.error.message and big.id is None
+    assert calls == []

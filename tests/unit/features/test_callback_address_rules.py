@@ -1,17 +1,21 @@
 """Which callback URLs a worker may call (docs/contract.md, "Which hosts"): the URL's parts, the allow-list's
-entries, exact host and port matching, and the addresses a name may resolve to. One module, no network: the
+entries, exact host and port matching, and the addresses a name may resolve to (the address rule in full:
+test_callback_address.py). One module, no network: the
 end-to-end proof (a real worker calling real receivers) is tests/integration/test_callbacks.py."""
 
 from __future__ import annotations
 
 import socket
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
 
 from imgworker.core.callback_url import MAX_URL, Target, parse_allow, parse_target
+from imgworker.core.contract import Payload, read_payload
 from imgworker.core.errors import BadRequest, ForbiddenPath
-from imgworker.features.callbacks import AddressRefused, CallbackPolicy, callback_of, resolve, sign
+from imgworker.core.limits import Limits
+from imgworker.features.callbacks import AddressRefused, CallbackPolicy, resolve, sign
 
 
 @pytest.mark.parametrize(("url", "target"), [
@@ -94,13 +98,16 @@ def test_the_policy_matches_host_and_port_exactly() -> None:
 
 def test_precheck_reads_the_payloads_callback() -> None:
     policy = CallbackPolicy(["h.example"])
-    policy.precheck(b'{"callback": "https://h.example/cb"}')
-    policy.precheck(b'{"width": 3}')  # none: nothing to check
-    policy.precheck(b"not json")  # the contract refuses it, with the reason
+
+    def payload(data: bytes) -> Payload:
+        return read_payload(data, Limits())  # decoded once, as the worker does; the check reads its fields
+
+    policy.precheck(payload(b'{"callback": "https://h.example/cb"}'))
+    policy.precheck(payload(b'{"width": 3}'))  # none: nothing to check
+    policy.precheck(payload(b"not json"))  # the contract refuses it, with the reason
+    policy.precheck(payload(b"[" * 100000))
     with pytest.raises(ForbiddenPath):
-        policy.precheck(b'{"callback": "https://other.example/cb"}')
-    assert callback_of(b'{"callback": "x"}') == "x"
-    assert callback_of(b"[1, 2]") is None and callback_of(b"\xff") is None and callback_of(b"[" * 100000) is None
+        policy.precheck(payload(b'{"callback": "https://other.example/cb"}'))
 
 
 def test_the_signature_is_hmac_sha256_of_the_body() -> None:
@@ -109,23 +116,34 @@ def test_the_signature_is_hmac_sha256_of_the_body() -> None:
         "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
 
 
-def test_literals_are_used_as_listed_and_names_resolve_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve(Target("http", "169.254.169.254", 80, "/")) == ("169.254.169.254", 80)  # listed on purpose
-    assert resolve(Target("http", "::1", 81, "/")) == ("::1", 81)
+def test_literals_pass_when_listed_and_names_resolve_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One rule for literals and names (callback_address.py): a refused address passes only when listed exactly.
+    meta, loop6 = ip_address("169.254.169.254"), ip_address("::1")
+    assert resolve(Target("http", "169.254.169.254", 80, "/"), {meta}) == ("169.254.169.254", 80)  # on purpose
+    assert resolve(Target("http", "::1", 81, "/"), {loop6}) == ("::1", 81)
+    with pytest.raises(AddressRefused) as refused:
+        resolve(Target("http", "169.254.169.254", 80, "/"))
+    assert str(refused.value) == ("169.254.169.254 resolves only to addresses callbacks may not reach: "
+                                  "169.254.169.254 is a cloud metadata address")
     real = socket.getaddrinfo
     answers = {"ok.test": "127.0.0.1", "meta.test": "169.254.169.254", "v6ll.test": "fe80::1%lo",
-               "mc.test": "224.0.0.1", "any.test": "0.0.0.0", "v6.test": "::1"}
+               "mc.test": "224.0.0.1", "any.test": "0.0.0.0", "v6.test": "::1", "web.test": "93.184.215.14"}
 
     def fake(host: str, *args: Any, **kw: Any) -> Any:
         return [] if host == "none.test" else real(answers[host], *args, **kw)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    assert resolve(Target("http", "ok.test", 8080, "/")) == ("127.0.0.1", 8080)
-    assert resolve(Target("http", "v6.test", 8080, "/")) == ("::1", 8080)
+    assert resolve(Target("http", "web.test", 8080, "/")) == ("93.184.215.14", 8080)
+    listed = {ip_address("127.0.0.1"), loop6}
+    assert resolve(Target("http", "ok.test", 8080, "/"), listed) == ("127.0.0.1", 8080)
+    assert resolve(Target("http", "v6.test", 8080, "/"), listed) == ("::1", 8080)
     # v6ll.test answers with a scope (fe80::1%lo), as a link-local IPv6 address comes back from getaddrinfo.
-    for host, ip in (("meta.test", "169.254.169.254"), ("v6ll.test", "fe80::1"), ("mc.test", "224.0.0.1"),
-                     ("any.test", "0.0.0.0")):
-        with pytest.raises(AddressRefused, match=f"^{host} resolves to {ip}, which callbacks may not reach$"):
+    for host, why in (("ok.test", "127.0.0.1 is loopback"),
+                      ("meta.test", "169.254.169.254 is a cloud metadata address"),
+                      ("v6ll.test", "fe80::1 is link-local"), ("mc.test", "224.0.0.1 is multicast"),
+                      ("any.test", "0.0.0.0 is unspecified")):
+        with pytest.raises(AddressRefused) as refused:
             resolve(Target("http", host, 80, "/"))
+        assert str(refused.value) == f"{host} resolves only to addresses callbacks may not reach: {why}"
     with pytest.raises(OSError, match=r"none\.test does not resolve"):
         resolve(Target("http", "none.test", 80, "/"))

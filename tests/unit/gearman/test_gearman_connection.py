@@ -20,7 +20,9 @@ from imgworker.testing.gearmand import Gearmand
 FnMaker = Callable[[str], str]
 
 
-async def _serve(chunks: list[bytes]) -> tuple[list[tuple[int, tuple[bytes, ...]]], BaseException | None, int]:
+async def _serve(
+    chunks: list[bytes], max_job: int | None = None, skipped: list[tuple[int, bytes, int]] | None = None,
+) -> tuple[list[tuple[int, tuple[bytes, ...]]], BaseException | None, int]:
     """A loopback server writes ``chunks`` (a pause between each) to a Connection; return what it decoded,
     the close reason and the largest receive buffer it held."""
     got: list[tuple[int, tuple[bytes, ...]]] = []
@@ -55,7 +57,14 @@ async def _serve(chunks: list[bytes]) -> tuple[list[tuple[int, tuple[bytes, ...]
         if not closed.done():
             closed.set_result(e)
 
-    conn = await Connection.open(f"127.0.0.1:{port}", on_packet, on_close, max_packet=8 << 20)
+    def on_oversized(t: int, head: bytes, size: int) -> None:
+        nonlocal biggest
+        biggest = max(biggest, len(conn._rbuf))
+        assert skipped is not None
+        skipped.append((t, head, size))
+
+    conn = await Connection.open(f"127.0.0.1:{port}", on_packet, on_close, max_packet=8 << 20,
+                                 on_oversized=on_oversized if skipped is not None else None, max_job=max_job)
     opened.set()
     exc = await asyncio.wait_for(closed, 10)
     await asyncio.wait_for(served, 10)
@@ -82,6 +91,23 @@ def test_frames_split_anyhow_and_5mb_body_in_place() -> None:
     assert "closed by server" in str(exc)
     # The 5 MB body was received into one buffer sized for its frame, not re-grown chunk by chunk.
     assert biggest <= len(big) + 64 * 1024
+
+
+def test_job_over_max_job_is_skipped_unread_from_its_header() -> None:
+    """Issue 26 item 2: a job assignment whose size says its payload is over the caller's limit is skipped
+    without buffering its body (the receive buffer stays at its 64 KiB), reported once with its head, and the
+    packets after it still arrive."""
+    data = b"{" + b"x" * (6 * 1024 * 1024) + b"}"
+    wire = (encode(P.NOOP, magic=RES) + encode(P.JOB_ASSIGN_UNIQ, b"H:x:1", b"resize", b"u1", data, magic=RES)
+            + encode(P.JOB_ASSIGN_UNIQ, b"H:x:2", b"resize", b"u2", b"{}", magic=RES))
+    chunks = [wire[i : i + 100_000] for i in range(0, len(wire), 100_000)]
+    skipped: list[tuple[int, bytes, int]] = []
+    got, _exc, biggest = run_async(_serve(chunks, max_job=64 * 1024, skipped=skipped))
+    assert got == [(P.NOOP, ()), (P.JOB_ASSIGN_UNIQ, (b"H:x:2", b"resize", b"u2", b"{}"))]
+    ((ptype, head, size),) = skipped
+    assert ptype == P.JOB_ASSIGN_UNIQ and head.startswith(b"H:x:1\0resize\0u1\0{x") and len(head) <= 4096
+    assert size == len(b"H:x:1\0resize\0u1\0") + len(data)
+    assert biggest <= 128 * 1024, biggest  # never the 6 MiB body
 
 
 def test_bad_frames_close_with_protocol_error_without_buffering() -> None:

@@ -128,7 +128,7 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_metrics_count_each_run_and_the_job_in_flight() -> None:
+def test_metrics_time_each_run_and_count_the_final_outcome_once() -> None:
     hook = JobMetrics("cpu")
     job = state({}, function="t_lifecycle_metrics")
     in_flight = sample("imgworker_jobs_in_flight")
@@ -141,11 +141,17 @@ def test_metrics_count_each_run_and_the_job_in_flight() -> None:
     hook.after_work(job)
     assert sample("imgworker_jobs_in_flight") == in_flight
     fn = "t_lifecycle_metrics"
-    assert sample("imgworker_jobs_total", function=fn, backend="cpu", outcome="STORE_FAILED") == 1
-    assert sample("imgworker_jobs_total", function=fn, backend="cpu", outcome="ok") == 1
+    assert sample("imgworker_jobs_total", function=fn, backend="cpu", outcome="STORE_FAILED") == 0  # retried
+    assert sample("imgworker_jobs_total", function=fn, backend="cpu", outcome="ok") == 1  # the final outcome
     assert sample("imgworker_job_duration_seconds_count", function=fn, backend="cpu") == 2
     assert sample("imgworker_job_duration_seconds_sum", function=fn, backend="cpu") == pytest.approx(0.3)
     assert sample("imgworker_job_stage_duration_seconds_count", function=fn, backend="cpu", stage="decode") == 1
+    cancelled = state({}, function="t_lifecycle_metrics_cancelled")
+    hook.before_job(cancelled)
+    hook.after_work(cancelled)  # cancelled at shutdown: back to the job server, no outcome of its own
+    assert sample("imgworker_jobs_in_flight") == in_flight
+    assert sample("imgworker_jobs_total", function="t_lifecycle_metrics_cancelled", backend="cpu",
+                  outcome="INTERNAL") == 0
 
 
 # --- retries ------------------------------------------------------------------------------------------------
@@ -319,6 +325,7 @@ def test_a_callback_given_up_leaves_a_callback_record(receiver: tuple[type[Recei
     wait_for(lambda: list(records.list()))
     [(_, rec)] = list(records.list())
     assert rec["kind"] == "callback" and rec["error"]["code"] == "UNAVAILABLE" and rec["attempts"] == 2
-    assert rec["callback"] == {"url": f"http://127.0.0.1:{port}/x", "tries": 2, "reason": "HTTP 500"}
+    assert rec["callback"] == {"url": f"http://127.0.0.1:{port}/x", "tries": 2, "reason": "HTTP 500",
+                               "tries_left": 0}
     assert len(handler.got) == 2
     run(hook.close())
