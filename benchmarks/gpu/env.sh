@@ -7,7 +7,7 @@ mkdir -p "$OUT"
 if [ -z "${IMGWORKER_CORPUS:-}" ] && [ -d .whl/corpus/photos ]; then export IMGWORKER_CORPUS="$PWD/.whl/corpus"; fi
 
 if [ -z "${GPU_CHECK_NO_INSTALL:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo '{"ok": false, "stage": "install"}'; exit 1; }
   # nvImageCodec ships nvidia/__init__.py: drop it so `nvidia` stays a namespace package and the image's
   # own nvidia.* packages (CUDA libraries for CuPy) remain importable.

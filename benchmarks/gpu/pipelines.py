@@ -48,12 +48,39 @@ def _service(backend: Any, out: Path) -> Any:
     return Service(Stores({"file": FileStore([str(out), str(PHOTOS)])}), backend, Limits(), pset.current)
 
 
-def _cpu_chunk(args: tuple[str, list[dict[str, Any]], str]) -> list[dict[str, float]]:
+def handle(svc: Any, name: str, job: dict[str, Any]) -> dict[str, Any]:
+    """One job: ``{"ms": ...}``, or ``{"error": ...}`` for a job that failed (recorded, never raised: one bad
+    job must not end a 10-minute device run and lose every later figure)."""
+    try:
+        return {"ms": svc.handle(json.dumps(job).encode(), pipeline=name)["ms"]}
+    except Exception as exc:
+        return {"error": {"type": type(exc).__name__, "code": str(getattr(exc, "code", "")),
+                          "message": str(exc)[:300], "src": job.get("src", "")}}
+
+
+def _cpu_chunk(args: tuple[str, list[dict[str, Any]], str]) -> list[dict[str, Any]]:
     from imgworker.backends.cpu import CpuBackend
 
     name, jobs, out = args
     svc = _service(CpuBackend(), Path(out))
-    return [svc.handle(json.dumps(j).encode(), pipeline=name)["ms"] for j in jobs]
+    return [handle(svc, name, j) for j in jobs]
+
+
+def tally(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Images/s over the jobs that succeeded, their per-stage ms, and the failures (count, first five)."""
+    ms = [r["ms"] for r in results if "ms" in r]
+    errors = [r["error"] for r in results if "error" in r]
+    return {"img_s": round(len(ms) / seconds, 1) if seconds > 0 else 0.0, "ok": len(ms), "failed": len(errors),
+            "errors": errors[:5], "ms": ms}
+
+
+def run_gpu(svc: Any, name: str, jobs: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    for j in jobs[: len(KINDS)]:  # warm-up: kernels compiled, caches filled
+        handle(svc, name, j)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda j: handle(svc, name, j), jobs))
+    return tally(results, time.perf_counter() - t0)
 
 
 def _stages(ms: list[dict[str, float]]) -> dict[str, float]:
@@ -76,6 +103,20 @@ def _routes(ms: list[dict[str, float]]) -> dict[str, float]:
     reasons = sorted({k for m in ms for k in m if k.startswith(("decode_routed_cpu_", "encode_routed_cpu_"))})
     out.update({k: float(sum(m.get(k, 0.0) for m in ms)) for k in reasons})
     return out
+
+
+def _compare(svc: Any, cpu_pool: Any, name: str, srcs: list[Path], tmp: Path, args: Any) -> dict[str, Any]:
+    jobs = [_job(name, srcs[i % len(srcs)], tmp, i) for i in range(args.jobs)]
+    g = run_gpu(svc, name, jobs, args.threads)
+    chunks = [(name, jobs[p :: args.procs], str(tmp)) for p in range(args.procs)]
+    t0 = time.perf_counter()
+    c = tally([r for part in cpu_pool.map(_cpu_chunk, chunks) for r in part], time.perf_counter() - t0)
+    return {
+        "gpu_img_s": g["img_s"], "cpu_img_s": c["img_s"],
+        "ratio": round(g["img_s"] / c["img_s"], 2) if c["img_s"] else None,
+        "gpu_failed": g["failed"], "cpu_failed": c["failed"], "errors": g["errors"] + c["errors"],
+        "gpu_ms": _stages(g["ms"]), "cpu_ms": _stages(c["ms"]), "gpu_routes": _routes(g["ms"]),
+    }
 
 
 def main() -> None:
@@ -104,30 +145,24 @@ def main() -> None:
     # whole run, warmed up with one job per process, so process start-up is not in the CPU figures.
     cpu_pool = ProcessPoolExecutor(args.procs, mp_context=multiprocessing.get_context("spawn"))
     list(cpu_pool.map(_cpu_chunk, [("thumbnail", [_job("thumbnail", srcs[0], tmp, -1 - p)], str(tmp))
-                                   for p in range(args.procs)]))
+                                   for p in range(args.procs)]))  # (a failed warm-up job is only recorded)
     for name in PIPELINES:
-        jobs = [_job(name, srcs[i % len(srcs)], tmp, i) for i in range(args.jobs)]
-        for j in jobs[: len(srcs)]:  # warm-up: kernels compiled, caches filled
-            svc.handle(json.dumps(j).encode(), pipeline=name)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.threads) as pool:
-            gms = list(pool.map(lambda j, n=name: svc.handle(json.dumps(j).encode(), pipeline=n)["ms"], jobs))
-        gpu_rate = len(jobs) / (time.perf_counter() - t0)
-        chunks = [(name, jobs[p :: args.procs], str(tmp)) for p in range(args.procs)]
-        t0 = time.perf_counter()
-        cms = [m for part in cpu_pool.map(_cpu_chunk, chunks) for m in part]
-        cpu_rate = len(jobs) / (time.perf_counter() - t0)
-        summary["pipelines"][name] = {
-            "gpu_img_s": round(gpu_rate, 1), "cpu_img_s": round(cpu_rate, 1), "ratio": round(gpu_rate / cpu_rate, 2),
-            "gpu_ms": _stages(gms), "cpu_ms": _stages(cms), "gpu_routes": _routes(gms),
-        }
+        try:
+            summary["pipelines"][name] = _compare(svc, cpu_pool, name, srcs, tmp, args)
+        except Exception as exc:  # e.g. a broken CPU pool: this pipeline's figures are lost, not the others'
+            summary["pipelines"][name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         print(name, json.dumps(summary["pipelines"][name]), flush=True)
+        if args.out:  # after each pipeline: a timeout keeps what was measured
+            Path(args.out).write_text(json.dumps(summary, indent=1))
     gpu.close()
     cpu_pool.shutdown()
+    figures = summary["pipelines"].values()
+    summary["failed"] = sum(f.get("gpu_failed", 0) + f.get("cpu_failed", 0) + ("error" in f) for f in figures)
     text = json.dumps(summary, indent=1)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
+    sys.exit(1 if summary["failed"] else 0)  # every figure is written; the run still reports the failures
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@ A step has two executors (imgworker/pipeline/steps/base.py): ``vips`` (libvips o
 
 - ``image``: libvips image <-> (H, W, C) array, alpha split/join, upload/download.
 - ``colour``: sRGB <-> linear <-> XYZ <-> Lab <-> LCh in ``xp`` (libvips' D65 formulas).
-- ``filters``: libvips' integer Gaussian mask, separable convolution, 3x3 median, on ``xp``.
+- ``filters``: libvips' integer Gaussian mask, separable convolution, on ``xp``.
 - ``resample``: the array resampler (separable reduce/enlarge weights, shared by CuPy kernels and NumPy).
-- ``smartcrop``: libvips' ``attention`` and ``entropy`` heuristics on ``xp``.
 - ``executor``: run a pipeline's steps on an array, frame by frame for animations.
 - ``device_io``: device JPEG decode (one call per array batch) and encode for pipeline jobs on a GPU worker.
 - ``orientation``: EXIF orientation applied to the pixels on ``xp`` (the sides' table: imaging/orientation.py).

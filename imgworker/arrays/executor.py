@@ -46,6 +46,7 @@ def apply(xp: XP, step: Any, options: dict[str, Any], frames: Frames, ctx: Any) 
 def run_steps(xp: XP, steps: Sequence[tuple[Any, dict[str, Any]]], frames: Frames, ctx: Any) -> Frames:
     for step, options in steps:
         ctx.check_deadline(step.name)
+        ctx.before(step.name)
         frames = apply(xp, step, options, frames, ctx)
     return frames
 

@@ -1,6 +1,6 @@
 """libvips' convolution building blocks on ``xp`` arrays: the Gaussian mask of ``vips_gaussmat`` (integer
 precision: coefficients ``rint(20 * exp(-x^2 / 2 sigma^2))`` while above ``min_ampl``), a separable
-convolution whose edges repeat the border pixel (libvips' ``extend=copy``), and a 3x3 median.
+convolution whose edges repeat the border pixel (libvips' ``extend=copy``).
 """
 
 from __future__ import annotations
@@ -51,23 +51,3 @@ def gaussblur(xp: XP, img: Array, sigma: float, min_ampl: float = 0.2) -> Array:
     """Separable Gaussian blur (float32 out), libvips' gaussblur mask."""
     mask = gauss_mask(float(sigma), float(min_ampl))
     return convolve_axis(xp, convolve_axis(xp, img, mask, 0), mask, 1)
-
-
-def convolve3(xp: XP, img: Array, kernel: tuple[tuple[float, ...], ...]) -> Array:
-    """A 3x3 convolution of a (H, W) float array, edges repeated (for edge detection)."""
-    padded = xp.pad(img, 1, mode="edge")
-    h, w = int(img.shape[0]), int(img.shape[1])
-    acc = xp.zeros((h, w), dtype=xp.float32)
-    for dy in range(3):
-        for dx in range(3):
-            if kernel[dy][dx]:
-                acc = acc + padded[dy : dy + h, dx : dx + w] * kernel[dy][dx]
-    return acc
-
-
-def median3(xp: XP, img: Array) -> Array:
-    """3x3 median of (H, W, C), edges repeated."""
-    h, w = int(img.shape[0]), int(img.shape[1])
-    padded = xp.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    stack = xp.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
-    return xp.median(stack, axis=0)

@@ -123,8 +123,10 @@ def _run(pipeline: str, ctx: JobContext, sctx: StepContext, job: Decoding, image
         t1 = time.perf_counter()
         start = jpeg.take(xp) if jpeg is not None else arrays.upload(xp, host)  # type: ignore[arg-type]
         base = array_executor.run_steps(xp, shared, array_executor.Frames(start, page_height), sctx)
+        view = sctx.view
         done = []
         for out in outputs:
+            sctx.view = view
             steps = ([(resize, out.resize)] if out.resize else []) + out.steps
             res = array_executor.run_steps(xp, steps, base, sctx)
             img = arrays.to_uint8(xp, res.img)

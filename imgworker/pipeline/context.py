@@ -1,5 +1,6 @@
 """What a pipeline runs with: the job (JobContext: request, stores, backend, deadline, timings, reads and
-writes) and, per step, what a step may see besides its image (StepContext: the focal point, metadata to keep).
+writes) and, per step, what a step may see besides its image (StepContext: the focal point, metadata to keep,
+and which part of the source the image shows: ``view``, smart crops are decided on the source, gravity.py).
 
 JobContext lives here, below jobs/, because every runner (the YAML pipelines' here, the built-in ones in
 jobs/builtin.py) takes one; jobs/service.py makes one per job.
@@ -84,6 +85,13 @@ def refuse_overwriting_source(src: str, dst: str) -> None:
         raise BadRequest(f"dst {dst[:300]!r} is the source itself: the source is never modified; write elsewhere")
 
 
+FULL = (0.0, 0.0, 1.0, 1.0)
+# Steps after which the image still shows the same part of the source (pixel steps; their effect on content is
+# not in the source preview: a smart crop after them is decided on the source's content). ``resize`` and
+# ``crop`` narrow the view themselves (``narrow``); any other step (extract, extend, rotate, flip, trim) ends it.
+KEEPS_VIEW = frozenset({"auto_orient", "blur", "colour", "flatten", "grayscale", "metadata", "modulate", "sharpen",
+                        "watermark", "encode", "resize", "crop"})
+
 
 @dataclass
 class StepContext:
@@ -100,6 +108,25 @@ class StepContext:
     kernels: Any = None
     # The decoder's loader images (pipeline/decode.py): killed at the deadline with each evaluation.
     loaded: list[Any] = field(default_factory=list)
+    # The source's bytes and whether the job orients it: smart crops are decided on a libvips preview of it, the
+    # same on every worker (gravity.source_preview). ``view``: the part of that (oriented) source the current
+    # image shows, as fractions (left, top, right, bottom); None once a step made it something else.
+    source: bytes | None = None
+    orient: bool = True
+    view: tuple[float, float, float, float] | None = None
+
+    def before(self, step: str) -> None:
+        """Called by both executors' step loops before each step."""
+        if step not in KEEPS_VIEW:
+            self.view = None
+
+    def narrow(self, left: int, top: int, w: int, h: int, size: tuple[int, int]) -> None:
+        """The current image (of ``size``) is cut to this window: the view follows."""
+        if self.view is None:
+            return
+        x0, y0, x1, y1 = self.view
+        sx, sy = (x1 - x0) / size[0], (y1 - y0) / size[1]
+        self.view = (x0 + left * sx, y0 + top * sy, x0 + (left + w) * sx, y0 + (top + h) * sy)
 
     def check_deadline(self, stage: str) -> None:
         self.deadline.check(stage)

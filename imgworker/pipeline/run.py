@@ -22,7 +22,7 @@ from imgworker.core.formats import EXTENSIONS
 from imgworker.pipeline import decode as decoder
 from imgworker.pipeline import frames, naming
 from imgworker.pipeline.array_run import run_array
-from imgworker.pipeline.context import JobContext, StepContext
+from imgworker.pipeline.context import FULL, JobContext, StepContext
 from imgworker.pipeline.model import Pipeline
 from imgworker.pipeline.outputs import Decoding, Output, Resolved, decode_cpu, encode_output, resize_def
 from imgworker.pipeline.steps import StepDef
@@ -101,6 +101,7 @@ class Runner:
         facts = analysis.merge(p.analyze, ctx.request.analyze)
         job = Decoding(source, head, size, orient, animated, ctx.backend.fail_on,
                        metadata, facts, t0)
+        sctx.source, sctx.orient, sctx.view = source, orient, None if animated else FULL
         if ctx.backend.executor == "array":
             results, found = run_array(p.name, ctx, sctx, job, shared, outputs, names)
         else:
@@ -114,15 +115,17 @@ class Runner:
                   outputs: list[Output], names: list[tuple[str, dict[str, Any]]], t0: float) -> list[dict[str, Any]]:
         for step, options in shared:
             sctx.check_deadline(step.name)
+            sctx.before(step.name)
             image = apply(image, step, options, sctx)
-        base = decoder.materialise(image, sctx, "processing")
+        base, view = decoder.materialise(image, sctx, "processing"), sctx.view
         ctx.timings["decode"] = (time.perf_counter() - t0) * 1000
         results: list[dict[str, Any]] = []
         for out in outputs:
-            image = base
+            image, sctx.view = base, view
             steps = ([(resize_def(), out.resize)] if out.resize else []) + out.steps
             for step, options in steps:
                 sctx.check_deadline(step.name)
+                sctx.before(step.name)
                 image = apply(image, step, options, sctx)
             if len(out.encodes) > 1:
                 image = decoder.materialise(image, sctx, "processing")  # shared by this size's encodes

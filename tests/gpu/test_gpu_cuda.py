@@ -82,6 +82,31 @@ def test_kernels_compile_once(cp: Any) -> None:
     assert kernels.module(cp) is mod
 
 
+def test_a_new_size_on_many_streams_reads_finished_weights(cp: Any) -> None:
+    """Issue 27's race on the device: the band weights of a size pair nobody has used yet, uploaded by the first
+    stream and found in the cache by seven others at once, each launching at once; every slot must match the
+    NumPy reference (a slot that read weights still in flight gives garbage, far beyond 1 level). The CPU
+    model of the same ordering is tests/unit/backends/test_gpu_kernel_cache.py."""
+    from imgworker.backends.gpu import kernels
+
+    rng = np.random.default_rng(5)
+    for trial in range(12):  # a new (in, out) pair each time: a cold cache entry per trial
+        h, w = 900 + trial, 1300 + 3 * trial
+        img = rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8)
+        ref = R.to_uint8(np, R.resize(np, img, 313 + trial, 207 + trial, "lanczos3"))
+        dev = cp.asarray(img)
+        cp.cuda.get_current_stream().synchronize()
+        streams = [cp.cuda.Stream(non_blocking=True) for _ in range(8)]
+        outs = []
+        for s in streams:
+            with s:
+                outs.append(kernels.resize(cp, dev, 313 + trial, 207 + trial, "lanczos3", cp.uint8))
+        for s in streams:
+            s.synchronize()
+        for k, out in enumerate(outs):
+            assert int(np.abs(cp.asnumpy(out).astype(int) - ref).max()) <= 1, (trial, k)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_gpu_backend_matches_numpy_pipeline(gpu: GpuBackend, name: str) -> None:
     source = (PHOTOS / name).read_bytes()

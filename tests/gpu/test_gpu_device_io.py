@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pytest
 import pyvips
-import simplejpeg
 from support.corpus import PHOTOS, bad, photo
 
 from imgworker.backends.cpu import CpuBackend
@@ -41,8 +40,16 @@ REPO = Path(__file__).resolve().parents[2]
 BOUND_DB = 33.0
 
 
+def _full_size_rgb(jpeg: bytes) -> np.ndarray:
+    """The file's pixels as stored (no EXIF turn), (H, W, 3) uint8."""
+    img = pyvips.Image.new_from_buffer(jpeg, "", access="sequential")
+    return np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(img.height, img.width, img.bands))
+
+
 class StandInDecoder:
-    """BatchDecoder's interface on the CPU: full-size RGB decode (libjpeg-turbo), no orientation, like nvJPEG."""
+    """BatchDecoder's interface on the CPU: full-size RGB decode (libvips' libjpeg-turbo), no orientation, like
+    nvJPEG. libvips, not simplejpeg: this file runs on the device machine too, where only the carried wheels
+    (docs/gpu.md) are installed."""
 
     def __init__(self, refuse: bool = False) -> None:
         self.calls: list[int] = []
@@ -54,7 +61,7 @@ class StandInDecoder:
             self.calls.append(len(jpegs))
         if self.refuse:
             return [None] * len(jpegs), 0.1
-        return [simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs], 1.0
+        return [_full_size_rgb(j) for j in jpegs], 1.0
 
 
 class StandInEncoder:

@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 import pytest
 
 SETUP = "./dev setup"
+# The GPU path's checks that need no GPU (docs/gpu.md, "Proven without a GPU"): in the dev extra.
+GPU_CHECKS = "pip install -e '.[dev]' (cupy-cuda12x, nvidia-cuda-nvrtc-cu12, nvidia-nvimgcodec-cu12; ~570 MB, no GPU)"
 
 
 def in_ci() -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pyvips
 
+from imgworker.backends.gpu import codec_options
 from imgworker.core.config import ConfigError
 
 INSTALL_HINT = (
@@ -75,7 +76,8 @@ def gpu_decoder(mod: Any, cpu_threads: int = 0, options: str = "") -> Any:
     (Huffman on ``cpu_threads`` host threads, IDCT on the GPU: progressive files), then CUDA nvJPEG."""
     names = ("HW_GPU_ONLY", "HYBRID_CPU_GPU", "GPU_ONLY")
     kinds = [getattr(mod.BackendKind, k) for k in names if hasattr(mod.BackendKind, k)]
-    extra = {"options": options} if options else {}  # nvImageCodec's "module:key=value ..." string
+    # nvImageCodec's "codec:key=value ..." string; checked first, since nvImageCodec ignores unknown entries.
+    extra = {"options": codec_options.checked(options, codec_options.DECODER_OPTIONS)} if options else {}
     return mod.Decoder(max_num_cpu_threads=cpu_threads, backends=[mod.Backend(k) for k in kinds], **extra)
 
 

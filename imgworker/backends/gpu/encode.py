@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from imgworker.backends.gpu import codec_options
+
 __all__ = ["GPU_ENCODE", "Encoded", "JpegEncoder"]
 
 GPU_ENCODE = ("auto", "always", "never")
@@ -43,9 +45,11 @@ def stream_bytes(stream: Any) -> bytes:
 class JpegEncoder:
     """One nvImageCodec Encoder per process, on its own stream; encodes a list of device images per call."""
 
-    def __init__(self, cp: Any, mod: Any) -> None:
+    def __init__(self, cp: Any, mod: Any, options: str = "") -> None:
         self.cp, self.mod = cp, mod
-        self.encoder = mod.Encoder()
+        # Checked first: nvImageCodec ignores an options entry it does not know.
+        extra = {"options": codec_options.checked(options, codec_options.ENCODER_OPTIONS, "encoder")} if options else {}
+        self.encoder = mod.Encoder(**extra)
         self.stream = cp.cuda.Stream(non_blocking=True)
         self._params: dict[tuple[int, bool], Any] = {}
         # Progressive JPEGs (pipelines' ``progressive: true``): None until tried, False where this

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from imgworker.arrays.resample import Band, band
 
-_SOURCE = r"""
+SOURCE = r"""
 template <typename T> __device__ __forceinline__ float load(T v) { return (float)v; }
 template <typename T> __device__ __forceinline__ T store(float v);
 template <> __device__ __forceinline__ float store<float>(float v) { return v; }
@@ -57,15 +58,36 @@ __global__ void band_cols(const Tin* __restrict__ src, Tout* __restrict__ dst,
 """
 
 _TYPES = {"uint8": "unsigned char", "float32": "float"}
-_NAMES = [f"{fn}<{_TYPES[a]}, {_TYPES[b]}>" for fn in ("band_rows", "band_cols") for a in _TYPES for b in _TYPES]
+NAMES = [f"{fn}<{_TYPES[a]}, {_TYPES[b]}>" for fn in ("band_rows", "band_cols") for a in _TYPES for b in _TYPES]
+
+# What module() compiles, also compiled for sm_80 / sm_90 by tests/unit/backends/test_gpu_nvrtc.py (no GPU).
+OPTIONS = ("-std=c++14",)
 
 _BLOCK = 256
 _MAX_GRID_Y = 65535
 
 _lock = threading.Lock()
 _module: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBand:
+    """A band's weights on the device and the event that marks their upload done.
+
+    ``cp.asarray`` of host memory is asynchronous (CuPy stages it through pinned memory on the current
+    stream), and the cache below is shared by every CUDA stream of the process: the next slot of a batch runs
+    on another non-blocking stream and may find the entry before its copy has landed. So every user waits on
+    ``ready`` (recorded on the uploading stream after the copies) before it launches a kernel that reads it.
+    """
+
+    starts: Any
+    weights: Any
+    taps: int
+    ready: Any  # cupy.cuda.Event
+
+
 # Device copies of band weights, keyed by (device, in, out, kernel): batches of same-size photos reuse them.
-_bands: OrderedDict[tuple[int, int, int, str], tuple[Any, Any, int]] = OrderedDict()
+_bands: OrderedDict[tuple[int, int, int, str], DeviceBand] = OrderedDict()
 _BANDS_MAX = 128
 
 
@@ -74,7 +96,7 @@ def module(cp: Any) -> Any:
     global _module
     with _lock:
         if _module is None:
-            mod = cp.RawModule(code=_SOURCE, options=("-std=c++14",), name_expressions=_NAMES)
+            mod = cp.RawModule(code=SOURCE, options=OPTIONS, name_expressions=NAMES)
             mod.compile()
             _module = mod
         return _module
@@ -84,25 +106,43 @@ def _kernel(cp: Any, fn: str, tin: Any, tout: Any) -> Any:
     return module(cp).get_function(f"{fn}<{_TYPES[str(tin)]}, {_TYPES[str(tout)]}>")
 
 
-def device_band(cp: Any, n_in: int, n_out: int, kernel: str) -> tuple[Any, Any, int]:
+def device_band(cp: Any, n_in: int, n_out: int, kernel: str) -> DeviceBand:
+    """The band's device weights, usable by kernels queued next on the current stream.
+
+    A hit made on another stream is waited for (``stream.wait_event``: the GPU waits, not the host). An
+    evicted entry is released only after the device is idle: CuPy's memory pool hands a freed block back to
+    the stream that allocated it, which could overwrite it while a kernel on another stream still reads it.
+    The engines call this under their batch lock, so no other thread is between a lookup and its launch.
+    """
+    stream = cp.cuda.get_current_stream()
     key = (cp.cuda.Device().id, n_in, n_out, kernel)
     with _lock:
         hit = _bands.get(key)
         if hit is not None:
             _bands.move_to_end(key)
-            return hit
+    if hit is not None:
+        stream.wait_event(hit.ready)
+        return hit
     b: Band = band(n_in, n_out, kernel)
-    entry = (cp.asarray(b.starts), cp.asarray(b.weights), b.taps)
+    starts, weights = cp.asarray(b.starts), cp.asarray(b.weights)  # queued on ``stream``
+    ready = cp.cuda.Event(disable_timing=True)
+    ready.record(stream)
+    entry = DeviceBand(starts, weights, b.taps, ready)
+    evicted: list[DeviceBand] = []
     with _lock:
         _bands[key] = entry
         while len(_bands) > _BANDS_MAX:
-            _bands.popitem(last=False)
+            evicted.append(_bands.popitem(last=False)[1])
+    if evicted:
+        cp.cuda.runtime.deviceSynchronize()  # every kernel that may read them is done
+        evicted.clear()
     return entry
 
 
 def _rows(cp: Any, src: Any, n_out: int, kernel: str, out_dtype: Any) -> Any:
     n_in, w, c = (int(s) for s in src.shape)
-    starts, weights, taps = device_band(cp, n_in, n_out, kernel)
+    wb = device_band(cp, n_in, n_out, kernel)
+    starts, weights, taps = wb.starts, wb.weights, wb.taps
     dst = cp.empty((n_out, w, c), dtype=out_dtype)
     row_len = w * c
     grid = ((row_len + _BLOCK - 1) // _BLOCK, min(n_out, _MAX_GRID_Y))
@@ -113,7 +153,8 @@ def _rows(cp: Any, src: Any, n_out: int, kernel: str, out_dtype: Any) -> Any:
 
 def _cols(cp: Any, src: Any, n_out: int, kernel: str, out_dtype: Any) -> Any:
     rows, n_in, c = (int(s) for s in src.shape)
-    starts, weights, taps = device_band(cp, n_in, n_out, kernel)
+    wb = device_band(cp, n_in, n_out, kernel)
+    starts, weights, taps = wb.starts, wb.weights, wb.taps
     dst = cp.empty((rows, n_out, c), dtype=out_dtype)
     grid = ((n_out * c + _BLOCK - 1) // _BLOCK, min(rows, _MAX_GRID_Y))
     fn = _kernel(cp, "band_cols", src.dtype, dst.dtype)

@@ -73,6 +73,8 @@ def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     if geo.crops:
         return gravity.crop(image, geo.final_w, geo.final_h, o["position"], ctx)
     if geo.pads:
+        if ctx is not None:
+            ctx.view = None  # borders that are not the source's
         return pad(image, geo, o["background"])
     return image
 
@@ -85,6 +87,8 @@ def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
     if geo.crops:
         return gravity.crop_array(xp, img, geo.final_w, geo.final_h, o["position"], ctx)
     if geo.pads:
+        if ctx is not None:
+            ctx.view = None  # borders that are not the source's
         fill = tuple(int(v) for v in arrays.fill(o["background"], int(img.shape[2])))
         return banded.pad(xp, img, geo.final_w, geo.final_h, geo.pad_left, geo.pad_top, fill)
     return img

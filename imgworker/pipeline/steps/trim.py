@@ -1,7 +1,8 @@
-"""trim: remove a uniform border (the colour of the top-left pixel, or a given background).
+"""trim: remove a uniform border (the colour of the top-left pixel).
 
-libvips' ``find_trim`` on the array executor: the image flattened on white, its absolute difference from
-the top-left pixel, 3x3 median (noise), any band >= threshold; the box holding every such pixel.
+The box is decided once, by one implementation, on both executors: libvips' ``find_trim`` of the image
+flattened on white (``box``). The array executor downloads its pixels for it (trim is a rare step, and a
+box that differed between a CPU and a GPU worker would be a different picture) and cuts on the device.
 """
 
 from __future__ import annotations
@@ -11,38 +12,34 @@ from typing import Any
 
 import pyvips
 
-from imgworker.arrays import filters
 from imgworker.arrays import image as arrays
 from imgworker.pipeline.steps.base import StepDef, number
+
+
+def box(image: pyvips.Image, threshold: float) -> tuple[int, int, int, int] | None:
+    """(left, top, width, height) of what is not border, or None: all one colour, or no border."""
+    flat = image.flatten(background=[255.0] * (image.bands - 1)) if image.hasalpha() else image
+    left, top, w, h = flat.find_trim(threshold=threshold, background=flat.getpoint(0, 0))
+    if w == 0 or h == 0 or (w, h) == (image.width, image.height):
+        return None
+    return left, top, w, h
 
 
 def vips(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     if o["threshold"] <= 0:
         return image
-    flat = image.flatten(background=[255.0] * (image.bands - 1)) if image.hasalpha() else image
-    background = flat.getpoint(0, 0)
-    left, top, w, h = flat.find_trim(threshold=o["threshold"], background=background)
-    if w == 0 or h == 0 or (w, h) == (image.width, image.height):
-        return image  # all one colour, or no border: nothing sensible to trim
-    return image.crop(left, top, w, h)
+    found = box(image, o["threshold"])
+    return image if found is None else image.crop(*found)
 
 
 def array(xp: Any, img: Any, o: Mapping[str, Any], ctx: Any) -> Any:
     if o["threshold"] <= 0:
         return img
-    flat, alpha = arrays.split_alpha(arrays.as_float(xp, img))
-    if alpha is not None:
-        a = alpha / 255.0
-        flat = flat * a + 255.0 * (1.0 - a)
-    diff = filters.median3(xp, xp.abs(flat - flat[0, 0]))
-    mask = (diff >= o["threshold"]).any(axis=2)
-    rows, cols = xp.nonzero(mask.any(axis=1))[0], xp.nonzero(mask.any(axis=0))[0]
-    if int(rows.size) == 0 or int(cols.size) == 0:
+    found = box(arrays.to_vips(arrays.download(arrays.to_uint8(xp, img))), o["threshold"])
+    if found is None:
         return img
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    if (right - left, bottom - top) == (int(img.shape[1]), int(img.shape[0])):
-        return img
-    return img[top:bottom, left:right]
+    left, top, w, h = found
+    return img[top : top + h, left : left + w]
 
 
 STEP = StepDef("trim", "remove a uniform border", {"threshold": number(0, 255, 10.0)}, vips, array,

@@ -2,7 +2,7 @@
 on the shipped photos (orientation, CMYK, 16-bit, alpha) and an animation made here, within bounds.
 
 Bounds (measured on these photos with libvips 8.18; see docs/pipelines.md "Executors"):
-- geometry (crop, extract, extend, flip, rotate by 90s, auto_orient, trim, entropy crop): identical pixels.
+- geometry (crop, extract, extend, flip, rotate by 90s, auto_orient, trim, smart crops): identical pixels.
 - filters (blur, sharpen, modulate, grayscale, flatten, watermark, resize): PSNR >= 40 dB and max difference
   <= 16. What differs is rounding: libvips' integer convolution masks and LUTs, its cast (truncation) where
   we round, float colour maths; measured 47-99 dB, max 1-8 on opaque images (alpha: compared premultiplied,
@@ -11,8 +11,10 @@ Bounds (measured on these photos with libvips 8.18; see docs/pipelines.md "Execu
   the rotated bounding box a fraction of a pixel differently, so the edges differ (measured at 12.5, 33 and 45
   degrees: 31-46 dB, max 27-94). Controls (``test_the_rotate_bound_catches_a_pixel_shift_and_half_a_degree``):
   a 1 px shift or half a degree more measure 22-29 dB, max 156-252.
-- attention smart crop: the windows overlap by IoU >= 0.4 (the heuristic runs on a 32 px thumbnail, whose
-  resampling differs; measured in this file's cases).
+- decisions from image content (smart crop windows, the face box, the trim box): one implementation for both
+  executors (imgworker/pipeline/steps/gravity.py, trim.py), so the same window within 2 px at the source's
+  scale, also when the two executors' pixels differ by a level or two, as a CPU and a GPU worker's do
+  (``test_smart_crops_choose_the_same_window_on_both_workers``: every sample photo, measured 0 px).
 Negative controls (``test_the_bounds_catch_real_mistakes``): a missing watermark, a crop 3 px off, a sharpen
 with the wrong strength, a blur with the wrong sigma all fall far below these bounds.
 """
@@ -138,22 +140,64 @@ def test_auto_orient_turns_the_stored_pixels_like_libvips(mark_png: bytes) -> No
     assert psnr(arrays.from_vips(v), a)[0] == 99.0
 
 
-def _iou(a: tuple[int, int], b: tuple[int, int], w: int, h: int) -> float:
-    ix = max(0, min(a[0], b[0]) + w - max(a[0], b[0]))
-    iy = max(0, min(a[1], b[1]) + h - max(a[1], b[1]))
-    return ix * iy / (2 * w * h - ix * iy)
+WINDOW_PX = 2  # the same window, at the source's scale
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_attention_crop_lands_where_libvips_looks(images: dict[str, pyvips.Image], kind: str) -> None:
-    from imgworker.arrays import smartcrop
+@pytest.fixture(scope="module")
+def worker_inputs() -> list[tuple[Any, pyvips.Image, np.ndarray]]:
+    """Every sample photo at 600 px as two workers have it: libvips' thumbnail (the CPU worker's shrink-on-load
+    and resize) and a decode at twice the size resized by the array resampler (a GPU worker: another decode
+    scale, another resampler): pixels a level or two apart."""
+    from support.corpus import photos
 
-    image = images[kind]
-    for w, h in ((100, 80), (80, 100)):
-        vips_window = image.smartcrop(w, h, interesting="attention")
-        ours = smartcrop.attention(np, arrays.from_vips(image), w, h)
-        theirs = (-vips_window.xoffset, -vips_window.yoffset)
-        assert _iou(ours, theirs, w, h) >= 0.4, (kind, (w, h), ours, theirs)
+    out = []
+    for path in photos():
+        cpu = to_srgb(pyvips.Image.thumbnail(str(path), 600, height=600)).copy_memory()
+        big = arrays.from_vips(to_srgb(pyvips.Image.thumbnail(str(path), 1200, height=1200)))
+        gpu = STEPS["resize"].array(np, big, {**STEPS["resize"].defaults(), "width": cpu.width,
+                                              "height": cpu.height, "fit": "fill"}, ctx(b""))
+        out.append((path, cpu, arrays.to_uint8(np, gpu)))
+    return out
+
+
+@pytest.mark.parametrize("position", ["attention", "entropy", "faces"])
+def test_smart_crops_choose_the_same_window_on_both_workers(
+        worker_inputs: list[tuple[Any, pyvips.Image, np.ndarray]], position: str) -> None:
+    if position == "faces":
+        pytest.importorskip("cv2", reason="the [faces] extra (opencv-python-headless) is not installed")
+    step = STEPS["resize"]
+    checked = 0
+    for path, cpu, gpu in worker_inputs:
+        source = path.read_bytes()
+        assert cpu.width == int(gpu.shape[1]) and cpu.height == int(gpu.shape[0])
+        assert psnr(arrays.from_vips(cpu), gpu)[0] < 60  # really two workers' pixels, not one image twice
+        full = pyvips.Image.new_from_file(str(path)).autorot()
+        shared: dict[str, Any] = {}  # the job's source preview, made once per photo (a pure function of its bytes)
+        sizes = ((256, 256), (400, 160), (150, 300))[: 1 if position == "faces" else 3]  # Haar: ~0.4 s a run
+        for w, h in sizes:
+            o = {**step.defaults(), "width": w, "height": h, "fit": "cover", "position": position}
+            views = []
+            for run in ("vips", "array"):
+                c = ctx(b"", source=source, orient=True, view=(0.0, 0.0, 1.0, 1.0))
+                c.cache = shared
+                out = step.vips(cpu, o, c) if run == "vips" else step.array(np, gpu, o, c)
+                assert (int(out.width) if run == "vips" else int(out.shape[1])) == w
+                assert c.view is not None
+                views.append([round(v * s) for v, s in zip(c.view, (full.width, full.height) * 2, strict=True)])
+            worst = max(abs(a - b) for a, b in zip(*views, strict=True))
+            assert worst <= WINDOW_PX, (path.name, position, (w, h), views)
+            checked += 1
+    assert checked == len(sizes) * len(worker_inputs) >= 9
+
+
+def test_without_a_source_the_decision_is_libvips_on_each_executors_pixels(images: dict[str, pyvips.Image],
+                                                                         mark_png: bytes) -> None:
+    """After a step that makes the image something other than a part of the source (no view), both executors
+    still decide with libvips, on a preview of their own pixels: the same window for the same pixels."""
+    for kind in KINDS:
+        for position in ("attention", "entropy"):
+            v, a = both("crop", {"width": 100, "height": 70, "gravity": position}, images[kind], mark_png)
+            assert psnr(v, a)[0] == 99.0, (kind, position)
 
 
 @pytest.mark.parametrize("kind", ["baseline", "cmyk"])
