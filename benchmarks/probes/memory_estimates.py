@@ -111,7 +111,7 @@ def _one(path: Path, warm_path: Path, params: dict[str, Any]) -> dict[str, Any]:
     from imgworker.core.limits import Limits
     from imgworker.jobs.service import Service
     from imgworker.stores import FileStore, Stores
-    from imgworker.worker.process import keep_job_buffers, limit_malloc_arenas
+    from imgworker.worker.memory import keep_job_buffers, limit_malloc_arenas
 
     limit_malloc_arenas()
     keep_job_buffers()

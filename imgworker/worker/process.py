@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -20,18 +19,17 @@ import tempfile
 import time
 from typing import Any
 
-import pyvips
-
 from imgworker.backends.base import Backend
 from imgworker.backends.cpu import CpuBackend
 from imgworker.backends.gpu import create_backend, gpu_available, require_gpu
 from imgworker.core.config import ConfigError, WorkerConfig
-from imgworker.features.job_end import open_records
 from imgworker.pipeline import PipelineError, PipelineSet
 from imgworker.stores import FileStore, Store, Stores
 from imgworker.stores.s3 import S3Store
 from imgworker.worker import health, heartbeat, hybrid
-from imgworker.worker.health import child_exited
+from imgworker.worker.lifecycle.failed_record import open_records
+from imgworker.worker.memory import MALLOC_ARENA_MAX, keep_job_buffers, limit_malloc_arenas
+from imgworker.worker.runner import WorkerProcess
 
 log = logging.getLogger("imgworker")
 
@@ -88,60 +86,12 @@ def setup_logging(level: str) -> None:
     logging.getLogger("pyvips").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
-MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double
-BIG_BUFFER = 32 * 2**20  # allocations from here on get their own mapping (glibc's largest mmap threshold)
-HEAP_KEEP = 64 * 2**20  # freed heap kept for the next job before glibc trims it
-
-
-def limit_malloc_arenas() -> None:
-    """mallopt(M_ARENA_MAX, 2) unless MALLOC_ARENA_MAX is set (glibc then applied the operator's value).
-
-    Must run before job threads start: arenas already created stay. benchmarks/service/memory.py measures it.
-    """
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        _glibc("mallopt", -8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
-
-
-def keep_job_buffers() -> None:
-    """Keep a job's big buffers in the heap for the next job (up to HEAP_KEEP freed), and no libvips cache.
-
-    Each job allocates the same few big buffers (the source, libjpeg's coefficient planes for a progressive
-    JPEG: ~40 MB at 13 MP, the decoded frame). Handed back to the OS at every free, as glibc does past its
-    mmap threshold, every job pays the kernel to fault and zero them again: 15-25 % of a progressive
-    thumbnail, 5-15 % of a mixed workload. So: a fixed M_MMAP_THRESHOLD of 32 MiB (glibc's highest; fixed,
-    so the threshold does not drift) and an M_TRIM_THRESHOLD of HEAP_KEEP, unless MALLOC_MMAP_THRESHOLD_ /
-    MALLOC_TRIM_THRESHOLD_ are set (glibc then applied the operator's values). Cost, measured with 2 job
-    threads on the corpus: peak RSS +16 % (187 -> 217 MiB; w2048 167 -> 193), and ~200 MiB held between
-    jobs, which ``trim_heap`` hands back once the process is idle (docs/operations.md, "Memory on long runs").
-    libvips' operation cache only holds references to old sources in a worker (no job repeats an operation
-    on the same buffer): off.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
-    pyvips.cache_set_max(0)
-
-
-def trim_heap() -> None:
-    """Hand the heap glibc keeps for the next job (keep_job_buffers) back to the OS: malloc_trim(0)."""
-    _glibc("malloc_trim", 0)
-
-
-def _glibc(function: str, *args: int) -> None:
-    """``function(*args)`` from glibc; nothing where the C library is another (musl, macOS): nothing to tune."""
-    with contextlib.suppress(OSError, AttributeError):
-        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
-
-
 def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None = None) -> int:
     """Run a single worker process in the foreground (the prefork group's children run this too)."""
     limit_malloc_arenas()
     keep_job_buffers()
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
     setup_logging(config.log_level)
-    from imgworker.worker.runner import WorkerProcess
-
     backend = build_backend(config)
     stores = build_stores(config)
     pipelines = build_pipelines(config, backend.name)
@@ -286,7 +236,7 @@ def run(config: WorkerConfig) -> int:
                 log.warning("worker process %s exited with %s; restarting it in %.1f s (crash %d in a row)",
                             proc.pid, proc.exitcode, delay, backoff[i].crashes)
                 if server is not None and proc.pid is not None:
-                    child_exited(proc.pid)
+                    health.child_exited(proc.pid)
             elif now >= restart_at[i]:
                 del restart_at[i]
                 children[i] = start_child(i)

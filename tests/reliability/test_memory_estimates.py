@@ -26,7 +26,7 @@ from support.fixtures_hostile import code, job, vm_hwm_kb
 from support.fixtures_reliability import REPO, NamedWorker
 
 from imgworker.testing.gearmand import Gearmand
-from imgworker.worker.process import HEAP_KEEP
+from imgworker.worker.memory import HEAP_KEEP
 
 sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level package of the repo, not of the installed wheel
 from benchmarks.probes.memory_estimates import KINDS, MIB, OUTPUT, make, measure
