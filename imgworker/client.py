@@ -56,9 +56,17 @@ def parse_result(body: bytes) -> Result:
 
 
 class Client:
-    def __init__(self, servers: Sequence[str] = ("127.0.0.1:4730",), *, timeout: float | None = 120.0) -> None:
+    def __init__(
+        self, servers: Sequence[str] = ("127.0.0.1:4730",), *, timeout: float | None = 120.0,
+        request_timeout: float = 10.0,
+    ) -> None:
+        """``timeout``: longest wait for a job's result. ``request_timeout``: longest wait for a job server to
+        acknowledge a submit (or a connect); a server silent that long is taken for stopped and the job goes to
+        the next server."""
         self.timeout = timeout
-        self._gearman = SyncClient(list(servers))
+        self._gearman = SyncClient(
+            list(servers), connect_timeout=min(5.0, request_timeout), request_timeout=request_timeout
+        )
         self._servers = len(servers)
         self._addresses = list(servers)
 

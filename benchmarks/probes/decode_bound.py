@@ -36,7 +36,7 @@ def measure(files: list[Path], rounds: int) -> dict[str, Any]:
     from imgworker.core.limits import Limits
     from imgworker.stores.base import WriteOptions
     from imgworker.stores.file import FileStore
-    from imgworker.worker.process import keep_job_buffers
+    from imgworker.worker.memory import keep_job_buffers
 
     keep_job_buffers()  # the worker's heap settings
     plan = shrink_plan(Workload("thumb512 baseline-jpeg", THUMB, tuple(map(str, files)), jpeg_only=True))

@@ -1,5 +1,6 @@
 """RSS of a libvips worker over several passes of the corpus, with glibc's default malloc arenas and with
-them limited to 2 (the fix imgworker applies: MALLOC_ARENA_MAX=2 in the images, mallopt in app.run_one).
+them limited to 2 (the fix imgworker applies: MALLOC_ARENA_MAX=2 in the images, mallopt in worker/memory.py,
+called by process.run_one).
 
 Each configuration runs in a fresh process doing what a worker does: Service.handle in a thread pool of
 --concurrency threads, every photo of the corpus at several sizes and formats per pass.
@@ -32,7 +33,7 @@ JOBS = [{"width": 512, "format": "jpeg"}, {"width": 1600, "format": "webp"}, {"w
 
 def child(passes: int, concurrency: int, mallopt: bool) -> None:
     if mallopt:
-        from imgworker.worker.process import limit_malloc_arenas
+        from imgworker.worker.memory import limit_malloc_arenas
 
         limit_malloc_arenas()
     os.environ.setdefault("VIPS_CONCURRENCY", "1")

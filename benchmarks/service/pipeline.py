@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("VIPS_CONCURRENCY", "1")  # as in a worker process (app.run_one)
+os.environ.setdefault("VIPS_CONCURRENCY", "1")  # as in a worker process (worker/process.py run_one)
 
 from imgworker.backends.cpu import CpuBackend
 from imgworker.core.limits import Limits

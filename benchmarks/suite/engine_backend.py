@@ -21,11 +21,10 @@ ENGINE = "imgworker backend loop"
 
 def make_work(op: dict[str, Any], out_dir: str) -> Any:
     from imgworker.backends.cpu import CpuBackend
-    from imgworker.worker import process as app
+    from imgworker.worker import memory
 
-    for name in ("limit_malloc_arenas", "keep_job_buffers"):  # the worker process's own memory settings
-        if hasattr(app, name):
-            getattr(app, name)()
+    memory.limit_malloc_arenas()  # the worker process's own memory settings
+    memory.keep_job_buffers()
     from imgworker.core.contract import ResizeSpec
     from imgworker.core.limits import Limits
 

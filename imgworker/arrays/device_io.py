@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from imgworker.arrays.orientation import orient
+from imgworker.core.quality import AutoQuality
 
 __all__ = ["ArrayWork", "DeviceJpeg", "GpuDecodeRefused", "decode_batch", "encode", "jpeg_refusal",
            "reason_key", "sync"]
@@ -110,6 +111,8 @@ def jpeg_refusal(o: Mapping[str, Any], img: Any, page_height: int | None, keep: 
         return "mozjpeg"  # trellis quantisation and scan optimisation: libvips (mozjpeg) only
     if o["max_bytes"]:
         return "max_bytes"  # the quality bisection re-encodes: libvips, with its exact byte counts
+    if isinstance(o["quality"], AutoQuality):
+        return "auto_quality"  # the search probes with libvips' encoder: the same choice as a cpu worker's
     if keep:
         return "metadata"  # the GPU encoder writes no EXIF/XMP/ICC
     if page_height is not None and page_height < int(img.shape[0]):

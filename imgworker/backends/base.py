@@ -28,6 +28,8 @@ class Rendered:
     timings: dict[str, float] = field(default_factory=dict)
     # The facts the spec's ``analyze`` asked for (imgworker.analysis), when the backend computed them.
     analysis: dict[str, Any] | None = None
+    # The output's extra result fields: ``quality: auto``'s quality, score, probes (imaging/quality/search.py).
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -58,7 +58,7 @@ class CpuBackend:
         image = apply_geometry(image, geo, spec.background)
         image = evaluate(image, deadline, watched=loaded)
         t1 = time.perf_counter()
-        data = encode(image, spec.format, spec.quality, spec.background)
+        data, fields = encode(image, spec.format, spec.quality, spec.background, deadline)
         t2 = time.perf_counter()
         return Rendered(
             data=data,
@@ -67,4 +67,5 @@ class CpuBackend:
             format=spec.format,
             timings={"decode": (t1 - t0) * 1000, "encode": (t2 - t1) * 1000, **timings},
             analysis=facts,
+            fields=fields,
         )

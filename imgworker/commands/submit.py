@@ -56,7 +56,7 @@ def add_parser(sub: Any, summary: str) -> None:
     p.add_argument("--height", type=int)
     p.add_argument("--fit", choices=FITS)
     p.add_argument("--format", choices=FORMATS)
-    p.add_argument("--quality", type=int)
+    p.add_argument("--quality", type=quality_arg, help="1-100, or auto, auto:eco, auto:best, auto:N")
     p.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="extra payload key")
     p.add_argument("--in-flight", type=int, default=32, help="jobs in flight at once for a batch")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each job")
@@ -67,6 +67,11 @@ def add_parser(sub: Any, summary: str) -> None:
                    help="batch: keep the source extension in output names (a.png -> a.png.webp), so sources "
                         "that differ only by extension get distinct outputs")
     p.set_defaults(func=main)
+
+
+def quality_arg(text: str) -> int | str:
+    """``--quality``: a number, or an ``auto`` setting passed as given (the worker checks both)."""
+    return int(text) if text.isdigit() else text
 
 
 def build_payload(args: argparse.Namespace, src: str, dst: str) -> dict[str, Any]:

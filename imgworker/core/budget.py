@@ -7,6 +7,10 @@ budget: a job that fits runs; one that does not fit beside the jobs in flight wa
 limit) and then runs alone; one larger than the whole budget is refused with LIMIT_EXCEEDED saying which
 limit. The budget comes from ``--memory-budget`` (MiB) or else the container's memory limit (cgroup
 ``memory.max``) or the machine's memory, shared by ``--processes``, less a fixed base per process.
+
+A job charged in steps (its decode at the header, its output once the size is planned) waits only for *other*
+jobs, never for what it holds itself, and its steps together are held to the budget like one charge. When every
+job holding memory waits for more, one goes ahead over the budget instead of all waiting out their time limits.
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ STREAM_ROWS = 256  # rows of the source a streaming decode holds at once (tiles,
 ENCODER_BYTES = {"jpeg": 1.0, "png": 2.0, "webp": 8.0, "avif": 25.0, "gif": 4.0}
 # Loaders that decode the whole frame into memory before the first pixel leaves.
 WHOLE_DECODE = ("heif", "webp", "gif")
+# What a decode holds at its peak, in full decoded frames (width x height x bands x bytes per sample), per decoder
+# path, measured against a worker-like process (benchmarks/probes/memory_estimates.py; docs/security.md has the
+# table) and rounded up. A PNG or TIFF without shrink-on-load does not stream a few rows as once assumed: its
+# resize holds ~0.6 of the frame. An interlaced PNG holds the frame plus an 8-bit sRGB working copy of it
+# (INTERLACED_RGB8 x width x height x 3). HEVC HEIF decodes in pillow-heif, is copied for libvips, then resized;
+# AVIF (libvips' heif loader: libheif and its AV1 decoder) holds over five frames' worth.
+FRAME_SHARE = {"stream": 0.7, "interlaced": 1.1, "gif": 1.6, "heic": 2.8, "heif": 5.6}
+INTERLACED_RGB8 = 0.6
+# The source's bytes are held about twice at the peak (the bytes read, and the loader's own copy of them).
+SOURCE_COPIES = 2.0
+# Per decode, whatever its size: codec state, libvips buffers and thread caches, the output's own buffers; 6 MiB
+# covers one job alone, jobs side by side measured ~4 MiB more each.
+JOB_OVERHEAD = 10 * MIB
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -53,23 +70,33 @@ class Cost:
 
 
 def estimate(*, width: int, height: int, bands: int, bytes_per_sample: int, loader: str, whole: bool,
-             out_width: int, out_height: int, fmt: str, frames: int = 1, shrink: int = 1) -> Cost:
+             out_width: int, out_height: int, fmt: str, frames: int = 1, shrink: int = 1,
+             source_bytes: int = 0) -> Cost:
     """What a job will hold at its peak. ``whole``: the loader decodes the frame at once (interlaced PNG,
-    progressive JPEG, HEIF/AVIF, WebP, GIF); else it streams ``STREAM_ROWS`` rows at a time. ``shrink``: the
-    JPEG DCT scale, which a progressive JPEG's coefficient buffer does not get (it is full size)."""
+    progressive JPEG, HEIF/AVIF, WebP, GIF). ``shrink``: the JPEG DCT scale, which a progressive JPEG's
+    coefficient buffer does not get (it is full size). ``source_bytes``: the encoded source, held while it
+    decodes. Measured against reality per decoder path: FRAME_SHARE above."""
     sample = max(1, bytes_per_sample)
     if loader == "gif":
         bands, sample = 4, 1  # libvips decodes GIF frames to RGBA
+    frame = width * height * bands * sample
     if loader == "jpeg" and whole:
         # libjpeg buffers every DCT coefficient of a progressive image: 2 bytes per sample, at full size.
         decode = width * height * bands * 2
-    elif whole or loader in WHOLE_DECODE:
-        decode = (width // shrink) * (height // shrink) * bands * sample
-    else:
+    elif loader == "jpeg":  # shrink-on-load, streamed
         decode = (width // shrink) * min(height, STREAM_ROWS) * bands * sample * 2
+    elif loader in FRAME_SHARE:
+        decode = int(frame * FRAME_SHARE[loader])
+    elif loader in WHOLE_DECODE:  # WebP (scaled in the decoder)
+        decode = (width // shrink) * (height // shrink) * bands * sample
+    elif whole:  # interlaced PNG
+        decode = int(frame * FRAME_SHARE["interlaced"] + width * height * 3 * INTERLACED_RGB8)
+    else:  # PNG, TIFF: no shrink-on-load
+        decode = int(frame * FRAME_SHARE["stream"])
+    fixed = int(source_bytes * SOURCE_COPIES) + (JOB_OVERHEAD if frame else 0)
     out_px = out_width * out_height
     output = int(out_px * 4 + out_px * ENCODER_BYTES.get(fmt, 4.0))
-    return Cost(decode * frames, output * frames, frames)
+    return Cost(decode * frames + fixed, output * frames, frames)
 
 
 def container_limit() -> int | None:
@@ -101,19 +128,34 @@ class Budget:
         self.limit = limit
         self.source = source  # how the limit was chosen, for messages
         self.in_use = 0
-        self.jobs = 0
+        self.jobs = 0  # jobs holding memory now
+        self.stuck = 0  # of those, jobs waiting in admit for more (a job charges its decode, then its output)
         self._cv = threading.Condition()
 
     @contextlib.contextmanager
-    def admit(self, cost: Cost) -> Iterator[None]:
+    def admit(self, cost: Cost, held: int = 0) -> Iterator[None]:
+        """``held``: what the same job already holds (its earlier charges): never waited for, and counted
+        with ``cost`` against the limit."""
         need = cost.total
-        if need > self.limit:
-            raise LimitExceeded(f"job needs {cost.describe()}; this worker's memory budget is "
+        if held + need > self.limit:
+            what = cost.describe() if not held else f"~{(held + need) / MIB:.0f} MiB in all ({cost.describe()} " \
+                f"on top of {held / MIB:.0f} MiB already admitted)"
+            raise LimitExceeded(f"job needs {what}; this worker's memory budget is "
                                 f"{self.limit / MIB:.0f} MiB per process ({self.source}): use a smaller source "
-                                "or output, or a worker with more memory", memory_needed=need, memory_budget=self.limit)
+                                "or output, or a worker with more memory", memory_needed=held + need,
+                                memory_budget=self.limit)
+        mine = 1 if held else 0  # this job is one of ``jobs`` already
         with self._cv:
             waited = False
-            while self.jobs and self.in_use + need > self.limit:
+            while self.jobs > mine and self.in_use + need > self.limit:
+                # Every other job holding memory waits for more too (each holds its decode and wants its output):
+                # none would ever go first, so this one does, over the budget, rather than all waiting out their
+                # time limits. The others see it running and wait for it.
+                if mine and self.stuck >= self.jobs - 1:
+                    log.warning("job admitted over the memory budget: every other job holding memory waits for "
+                                "more too (%d of %d MiB in use, needs %d MiB)", self.in_use // MIB,
+                                self.limit // MIB, need // MIB)
+                    break
                 left = time_left()
                 if left is not None and left <= 0:
                     raise JobTimeout(f"job waited for memory ({cost.describe()}) past its time limit")
@@ -121,16 +163,20 @@ class Budget:
                     log.info("job waits for memory: needs %d MiB, %d of %d MiB in use", need // MIB,
                              self.in_use // MIB, self.limit // MIB)
                     waited = True
-                self._cv.wait(min(left, 1.0) if left is not None else 1.0)
+                self.stuck += mine
+                try:
+                    self._cv.wait(min(left, 1.0) if left is not None else 1.0)
+                finally:
+                    self.stuck -= mine
             self.in_use += need
-            self.jobs += 1
+            self.jobs += 1 - mine
         _publish(self)
         try:
             yield
         finally:
             with self._cv:
                 self.in_use -= need
-                self.jobs -= 1
+                self.jobs -= 1 - mine
                 self._cv.notify_all()
             _publish(self)
 
@@ -155,6 +201,7 @@ _BUDGET: Budget = Budget(1 << 62, "unlimited")
 
 class _Scope(contextlib.ExitStack):
     last: Cost | None = None  # the job's last charge, for charge_frames
+    held = 0  # bytes the job has been admitted with so far
 
 
 # The running job's admissions, released when the job ends (Service.handle's job_scope).
@@ -191,7 +238,8 @@ def charge(cost: Cost) -> None:
     if stack is None:
         with _BUDGET.admit(cost):
             return
-    stack.enter_context(_BUDGET.admit(cost))
+    stack.enter_context(_BUDGET.admit(cost, stack.held))
+    stack.held += cost.total
     stack.last = cost
     if time.monotonic() - started > 0.05:
         log.info("job admitted after %.2f s waiting for memory", time.monotonic() - started)

@@ -86,6 +86,11 @@ class WorkerConfig:
     )
     job_timeout: float = field(default=_LIMITS.job_timeout_s, metadata=_meta("seconds a job may run (TIMEOUT)"))
     drain_timeout: float = field(default=30.0, metadata=_meta("seconds to finish jobs in flight on SIGTERM"))
+    heartbeat_timeout: float = field(default=30.0, metadata=_meta(
+        "seconds a prefork child's job loop may stay silent before the supervisor kills it (its jobs go back "
+        "to the job server)"))
+    job_server_timeout: float = field(default=15.0, metadata=_meta(
+        "seconds a job server may leave a request unanswered before it is taken for stopped and reconnected"))
     metrics_port: int = field(default=0, metadata=_meta("port for /metrics, /healthz, /readyz (0: off)"))
     metrics_host: str = field(
         default="127.0.0.1", metadata=_meta("address the metrics server listens on (0.0.0.0: every interface)")
@@ -162,8 +167,9 @@ class WorkerConfig:
         if not 0 < self.gpu_memory_fraction <= 1 or self.gpu_max_wait_ms < 0 or self.gpu_max_batch < 0:
             raise ConfigError("--gpu-memory-fraction must be in (0, 1], --gpu-max-wait-ms and --gpu-max-batch >= 0")
         self._validate_gpu_layout()
-        if self.job_timeout <= 0 or self.drain_timeout < 0:
-            raise ConfigError("--job-timeout must be > 0 and --drain-timeout >= 0")
+        if min(self.job_timeout, self.job_server_timeout, self.heartbeat_timeout) <= 0 or self.drain_timeout < 0:
+            raise ConfigError("--job-timeout, --job-server-timeout and --heartbeat-timeout must be > 0, "
+                              "--drain-timeout >= 0")
         if self.memory_budget < 0:
             raise ConfigError("--memory-budget must be >= 0 (MiB; 0: from the container's memory limit)")
         if self.s3_timeout <= 0 or self.batch_slots < 0:

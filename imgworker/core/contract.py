@@ -19,6 +19,8 @@ from imgworker.core.formats import RESIZE_FORMATS as FORMATS
 from imgworker.core.functions import INFO
 from imgworker.core.limits import Limits
 from imgworker.core.options import Opt, check_options, choice, colour, integer, suggest
+from imgworker.core.options import quality as quality_option
+from imgworker.core.quality import Quality, check_auto
 from imgworker.core.urls import CONTROL_CHARACTERS, split_credentials
 
 CONTRACT_VERSION = 1
@@ -55,7 +57,7 @@ class ResizeSpec:
     height: int | None = None
     fit: str = "inside"
     format: str = "jpeg"
-    quality: int = 85
+    quality: Quality = 85  # or AutoQuality: the search for the lowest quality that reaches a score
     background: tuple[int, int, int] = (255, 255, 255)
     analyze: tuple[str, ...] = ()  # facts for the result (imgworker.analysis), from the decoded image
 
@@ -202,7 +204,7 @@ def resize_options(limits: Limits) -> dict[str, Opt]:
 @functools.cache
 def _resize_options(side: int) -> dict[str, Opt]:
     return {"width": integer(1, side, None), "height": integer(1, side, None), "fit": choice(FITS, "inside"),
-            "format": choice(FORMATS, None), "quality": integer(1, 100, None), "background": colour()}
+            "format": choice(FORMATS, None), "quality": quality_option(), "background": colour()}
 
 
 def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
@@ -216,6 +218,7 @@ def parse_resize(obj: dict[str, Any], dst: str, limits: Limits) -> ResizeSpec:
             "or end dst in .jpg, .png, .webp or .avif"
         )
     quality = o["quality"]
+    check_auto(fmt, quality)
     return ResizeSpec(
         width=o["width"],
         height=o["height"],

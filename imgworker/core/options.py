@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgworker.core.errors import BadRequest
+from imgworker.core.quality import TIERS, AutoQuality, parse_auto
 
 _REQUIRED = object()
 
@@ -30,7 +31,8 @@ def suggest(word: str, choices: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Opt:
-    """One step option. ``kind``: int, float, bool, str, choice, color, point, list (of ``choices``)."""
+    """One step option. ``kind``: int, float, bool, str, choice, color, point, list (of ``choices``), quality
+    (an int from ``lo`` to ``hi`` or an ``auto`` setting: imgworker/core/quality.py)."""
 
     kind: str
     default: Any = _REQUIRED
@@ -49,6 +51,9 @@ class Opt:
             return "one of " + ", ".join(self.choices)
         if self.kind == "list":
             return "a list of " + ", ".join(self.choices)
+        if self.kind == "quality":
+            return (f"an integer from {self.lo:g} to {self.hi:g}, or \"auto\", \"auto:eco\", \"auto:best\" or "
+                    "\"auto:N\" (N: a SSIMULACRA2 score from 30 to 95)")
         if self.kind in ("int", "float"):
             what = "an integer" if self.kind == "int" else "a number"
             if self.lo is not None and self.hi is not None:
@@ -66,6 +71,18 @@ class Opt:
         """The accepted value (normalised), or OptionError naming what is allowed."""
         if value is None and (self.nullable or self.default is None):
             return None
+        if self.kind == "quality":
+            if isinstance(value, AutoQuality):
+                return value  # a parameter's default, checked when the file loaded
+            if isinstance(value, str):
+                auto = parse_auto(value)
+                if auto is None:
+                    raise OptionError(f"must be {self.describe()}, got {value!r}{suggest(value, TIERS)}")
+                return auto
+            try:
+                return Opt("int", self.default, self.lo, self.hi).check(value)
+            except OptionError:
+                raise self._bad(value) from None
         if self.kind in ("int", "float"):
             # NaN passes every range check (all comparisons are False) and inf an open one: neither is a number
             # a step can use (JSON decoding accepts NaN and Infinity).
@@ -109,6 +126,11 @@ class Opt:
 
 def integer(lo: int, hi: int, default: Any = _REQUIRED, **kw: Any) -> Opt:
     return Opt("int", default, lo, hi, **kw)
+
+
+def quality(lo: int = 1, hi: int = 100, default: Any = None) -> Opt:
+    """A quality: an integer from ``lo`` to ``hi``, or ``"auto"`` and its tiers and targets."""
+    return Opt("quality", default, lo, hi)
 
 
 def number(lo: float, hi: float, default: Any = _REQUIRED, **kw: Any) -> Opt:

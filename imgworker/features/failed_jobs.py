@@ -30,6 +30,8 @@ log = logging.getLogger("imgworker.features.failed_jobs")
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 1024 * 1024
+# A record the store refused goes to the log instead, cut to this: one log line must stay a line, not a payload.
+MAX_LOGGED_RECORD_BYTES = 16 * 1024
 _TEXT = 2048  # characters of each text field kept in a record that was over MAX_RECORD_BYTES
 _PAYLOAD_TEXT = 65536
 _KEPT = ("version", "kind", "function", "unique", "payload", "payload_truncated", "error", "attempts", "background",
@@ -147,8 +149,14 @@ class FailedJobs:
         try:
             self.store.write(url, data, WriteOptions(content_type="application/json"))
         except ImgworkerError as exc:
-            metrics.FAILED_RECORDS.labels("error").inc()
-            log.error("failed-job record not written to %s: %s", redact(self.prefix), exc.to_dict()["message"])
+            # The store that failed the job is often the one holding the records (a blip of the one S3): the
+            # record must not be lost with it, so it goes to the log, whole (redacted, capped), and says so.
+            metrics.FAILED_RECORDS.labels("logged").inc()
+            text = data.decode(errors="replace")
+            if len(data) > MAX_LOGGED_RECORD_BYTES:
+                text = text[:MAX_LOGGED_RECORD_BYTES] + f"...[{len(data)} bytes in all]"
+            log.error("failed-job record not written to %s (%s): logged here instead: failed-job record %s",
+                      redact(self.prefix), exc.to_dict()["message"], text)
             return None
         metrics.FAILED_RECORDS.labels("written").inc()
         log.info("failed-job record %s: %s %s", redact(url), record["function"], record["error"]["code"])

@@ -62,6 +62,12 @@ SERVER_UP = Gauge(
     ["server"],
     multiprocess_mode="liveall",
 )
+SERVER_UNRESPONSIVE = Gauge(
+    "imgworker_job_server_unresponsive",
+    "1 while this job server leaves requests unanswered (--job-server-timeout; the worker reconnects)",
+    ["server"],
+    multiprocess_mode="liveall",
+)
 HEARTBEAT = Gauge(
     "imgworker_heartbeat_timestamp_seconds",
     "last tick of the job loop (Unix time)",
@@ -84,7 +90,7 @@ GPU_BATCH = Histogram(
     "imgworker_gpu_batch_size", "images per GPU batch (GPU backend)", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
 FAILED_RECORDS = Counter(
-    "imgworker_failed_job_records", "failed-job records: written, or not (the store refused)", ["result"]
+    "imgworker_failed_job_records", "failed-job records: written, or logged instead (the store refused)", ["result"]
 )
 JOB_RETRIES = Counter(
     "imgworker_job_retries", "worker retries of background jobs after a transient failure", ["function", "code"]
@@ -149,6 +155,10 @@ def count_job(function: str, result: dict[str, Any], backend: str) -> None:
 
 def set_server_up(server: str, up: bool) -> None:
     SERVER_UP.labels(server).set(1 if up else 0)
+
+
+def set_server_unresponsive(server: str, unresponsive: bool) -> None:
+    SERVER_UNRESPONSIVE.labels(server).set(1 if unresponsive else 0)
 
 
 def set_gpu_memory(used_bytes: int, total_bytes: int) -> None:

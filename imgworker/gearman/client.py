@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -17,6 +18,11 @@ from .protocol import DEFAULT_MAX_PACKET, P
 log = logging.getLogger(__name__)
 
 Priority = Literal["normal", "high", "low"]
+# gearmand answers SUBMIT_JOB* with JOB_CREATED at once; a server silent this long is taken for stopped
+# (SIGSTOP, wedged: its kernel still ACKs, so TCP keepalive never notices) and its connection dropped.
+REQUEST_TIMEOUT_S = 10.0
+# A server that stopped answering is tried last for this long, so every submit does not wait on it again.
+QUARANTINE_S = 30.0
 _FG = {"normal": P.SUBMIT_JOB, "high": P.SUBMIT_JOB_HIGH, "low": P.SUBMIT_JOB_LOW}
 _BG = {"normal": P.SUBMIT_JOB_BG, "high": P.SUBMIT_JOB_HIGH_BG, "low": P.SUBMIT_JOB_LOW_BG}
 
@@ -60,9 +66,15 @@ class _Waiter:
 class _ClientConn:
     """A connection plus the routing tables for what is outstanding on it."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, request_timeout: float | None = None,
+                 on_stall: Callable[[str], None] | None = None) -> None:
         self.server = server
+        self.request_timeout = request_timeout
+        self.on_stall = on_stall
         self.conn: Connection | None = None
+        # Answer watchdog: when ``pending`` last went from empty to not empty; armed while anything is pending.
+        self.asked_at = 0.0
+        self._watch: asyncio.TimerHandle | None = None
         # Responses answered in request order (JOB_CREATED, OPTION_RES, ERROR): FIFO of
         # (future-or-None, waiter-or-None). The waiter is registered under its handle the moment JOB_CREATED
         # is read, before any WORK_* for that handle can be processed. A foreground submit has no future: it
@@ -70,6 +82,28 @@ class _ClientConn:
         self.pending: deque[tuple[asyncio.Future[object] | None, _Waiter | None]] = deque()
         self.jobs: dict[str, list[_Waiter]] = {}
         self.status: dict[str, list[asyncio.Future[JobStatus]]] = {}
+
+    def expect(self, entry: tuple[asyncio.Future[object] | None, _Waiter | None]) -> None:
+        """Queue a request's answer slot; the watchdog drops the connection if answers stop coming."""
+        if not self.pending:
+            self.asked_at = time.monotonic()
+        self.pending.append(entry)
+        if self._watch is None and self.request_timeout is not None:
+            self._watch = asyncio.get_running_loop().call_later(self.request_timeout, self._check)
+
+    def _check(self) -> None:
+        self._watch = None
+        conn, timeout = self.conn, self.request_timeout
+        if conn is None or conn.closed or not self.pending or timeout is None:
+            return
+        waited = time.monotonic() - max(self.asked_at, conn.last_rx)
+        if waited < timeout:
+            self._watch = asyncio.get_running_loop().call_later(timeout - waited, self._check)
+            return
+        log.warning("%s: no answer for %.0f s (server stopped?): connection dropped", self.server, waited)
+        if self.on_stall is not None:
+            self.on_stall(self.server)
+        conn.fail(GearmanTimeout(f"no answer from the job server for {timeout:g} s"))
 
     def on_packet(self, t: int, args: tuple[bytes, ...]) -> None:
         if t == P.JOB_CREATED:
@@ -136,6 +170,9 @@ class _ClientConn:
             log.exception("job callback failed")
 
     def on_close(self, exc: BaseException | None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         err = ConnectionLost(f"{self.server}: connection lost while waiting ({exc})")
         for fut, w in self.pending:
             if w is not None and not w.future.done():
@@ -176,12 +213,18 @@ class Client:
         client_id: str | None = None,
         connect_timeout: float = 5.0,
         max_packet: int = DEFAULT_MAX_PACKET,
+        request_timeout: float | None = REQUEST_TIMEOUT_S,
     ) -> None:
+        """``request_timeout``: longest wait for JOB_CREATED (or any answer the server owes) with nothing heard
+        from it; then its connection is dropped, a background submit fails over to the next server, and that
+        server is tried last for QUARANTINE_S. None: wait forever."""
         if not servers:
             raise ValueError("at least one server is required")
         self.servers = list(servers)
         self.client_id = client_id
         self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self._quarantine: dict[str, float] = {}  # server -> monotonic time until which it is tried last
         self.max_packet = max_packet
         self._conns: dict[str, _ClientConn] = {}
         self._connecting: dict[str, asyncio.Task[_ClientConn]] = {}
@@ -274,7 +317,7 @@ class Client:
         conn = cc.conn
         assert conn is not None
         # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
-        cc.pending.append((None, waiter))
+        cc.expect((None, waiter))
         conn.send(ptype, function.encode(), _unique(unique), data)
         if conn.write_paused:
             await conn.drain()
@@ -282,15 +325,28 @@ class Client:
     async def _submit_bg(
         self, ptype: int, function: str, data: bytes, unique: str | None
     ) -> tuple[_ClientConn, str]:
-        cc = self._live_next() or await self._pick()
-        assert cc.conn is not None
-        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
-        cc.pending.append((fut, None))
-        await cc.conn.send_and_drain(ptype, function.encode(), _unique(unique), data)
-        handle = await fut
-        assert isinstance(handle, str)
-        return cc, handle
+        """Queue on the next server; one that drops the connection or stops answering before JOB_CREATED hands
+        the submit to the next one (at least once: a server that stopped may still hold the job when it wakes;
+        the same unique id lets an idempotent job run twice harmlessly)."""
+        key = _unique(unique)
+        tries = len(self.servers)
+        for attempt in range(tries):
+            cc = self._live_next() or await self._pick()
+            assert cc.conn is not None
+            fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            # Append before sending: JOB_CREATED cannot arrive before this line runs (single-threaded loop).
+            cc.expect((fut, None))
+            try:
+                await cc.conn.send_and_drain(ptype, function.encode(), key, data)
+                handle = await fut
+            except ConnectionLost as e:
+                if attempt + 1 >= tries:
+                    raise
+                log.warning("%s: background submit not acknowledged (%s); trying the next server", cc.server, e)
+                continue
+            assert isinstance(handle, str)
+            return cc, handle
+        raise AssertionError("unreachable")
 
     def _live_next(self) -> _ClientConn | None:
         """Fast path of _pick(): the next server in the rotation if it is already connected."""
@@ -298,22 +354,32 @@ class Client:
             return None
         server = self.servers[self._rr]
         cc = self._conns.get(server)
-        if cc is None or cc.conn is None or cc.conn.closed:
+        if cc is None or cc.conn is None or cc.conn.closed or (self._quarantine and server in self._quarantine):
             return None
         self._rr = (self._rr + 1) % len(self.servers)
         return cc
 
+    def _stalled(self, server: str) -> None:
+        self._quarantine[server] = time.monotonic() + QUARANTINE_S
+
     async def _pick(self) -> _ClientConn:
-        """Round robin over servers, skipping ones that refuse connections."""
+        """Round robin over servers, skipping ones that refuse connections; ones that stopped answering last."""
         n = len(self.servers)
         start = self._rr
         self._rr = (self._rr + 1) % n
         errors = []
-        for i in range(n):
-            server = self.servers[(start + i) % n]
+        now = time.monotonic()
+        for server, until in list(self._quarantine.items()):
+            if until <= now:
+                del self._quarantine[server]
+        order = [self.servers[(start + i) % n] for i in range(n)]
+        order.sort(key=lambda s: s in self._quarantine)  # stable: the rotation holds among the others
+        for server in order:
             try:
                 return await self._get_conn(server)
             except (TimeoutError, OSError, ConnectionLost) as e:
+                if isinstance(e, TimeoutError):  # connected but no answer to OPTION_REQ: stopped, not down
+                    self._stalled(server)
                 errors.append(f"{server}: {e or type(e).__name__}")
         raise NoServerAvailable("no gearman server available: " + "; ".join(errors))
 
@@ -332,14 +398,14 @@ class Client:
         return await asyncio.shield(task)
 
     async def _connect(self, server: str) -> _ClientConn:
-        cc = _ClientConn(server)
+        cc = _ClientConn(server, self.request_timeout, self._stalled)
         cc.conn = await Connection.open(
             server, cc.on_packet, cc.on_close, timeout=self.connect_timeout, max_packet=self.max_packet
         )
         if self.client_id:
             cc.conn.send(P.SET_CLIENT_ID, self.client_id.encode())
         opt: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        cc.pending.append((opt, None))
+        cc.expect((opt, None))
         cc.conn.send(P.OPTION_REQ, b"exceptions")
         try:
             await asyncio.wait_for(opt, self.connect_timeout)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -87,6 +88,9 @@ class Connection(asyncio.BufferedProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
+        # When bytes last came in (time.monotonic()): a peer that stops answering (SIGSTOP, a wedged server)
+        # still has its kernel ACK our writes, so keepalive never fires; the worker and client judge it by this.
+        self.last_rx = time.monotonic()
 
     @classmethod
     async def open(
@@ -145,6 +149,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._rlen += nbytes
+        self.last_rx = time.monotonic()
         self._corked += 1  # replies sent by packet handlers leave in one write, below
         try:
             buf = self._rbuf
@@ -312,6 +317,10 @@ class Connection(asyncio.BufferedProtocol):
                 w.exception()  # retrieved: nobody may be waiting any more
 
     # --- closing ------------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """Drop the connection now (no flush), reporting ``exc`` to on_close: a peer that stopped answering."""
+        self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         self._shutdown(exc)

@@ -7,14 +7,15 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .client import Client, JobStatus, Priority
+from .client import REQUEST_TIMEOUT_S, Client, JobStatus, Priority
 
 T = TypeVar("T")
 
 
 class SyncClient:
     def __init__(
-        self, servers: Sequence[str], *, client_id: str | None = None, connect_timeout: float = 5.0
+        self, servers: Sequence[str], *, client_id: str | None = None, connect_timeout: float = 5.0,
+        request_timeout: float | None = REQUEST_TIMEOUT_S,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -24,7 +25,8 @@ class SyncClient:
         self._closed = False
 
         async def make() -> Client:
-            return Client(servers, client_id=client_id, connect_timeout=connect_timeout)
+            return Client(servers, client_id=client_id, connect_timeout=connect_timeout,
+                          request_timeout=request_timeout)
 
         self._client = self._call(make())
 

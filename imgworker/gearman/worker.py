@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ ASSIGN_HEAD_ROOM = 4096
 # A connection that ends sooner than this after it was made does not reset the reconnect backoff: a server
 # that drops us at once, every time (a job we cannot take, a protocol mismatch), must not be hammered.
 STABLE_S = 5.0
+# gearmand answers GRAB_JOB and ECHO_REQ at once; this long without an answer (and without any other byte from it)
+# and the server is taken for stopped (SIGSTOP, wedged): its kernel still ACKs, so TCP keepalive never notices.
+REQUEST_TIMEOUT_S = 15.0
 
 
 @dataclass(slots=True)
@@ -54,6 +58,11 @@ class _Session:
         self.cant_do: set[str] = set()
         self.reset_pending = False
         self.lost = asyncio.Event()
+        # Answer watchdog (_check_answering): when the oldest request still unanswered was sent (GRAB_JOB_UNIQ,
+        # or the ECHO_REQ probe of an idle connection), and whether the server is taken for stopped.
+        self.asked_at = 0.0
+        self.echo_pending = False
+        self.unresponsive = False
         self.status_waiters: StatusWaiters = {}  # Job.is_background() questions awaiting STATUS_RES_UNIQUE
 
 
@@ -68,6 +77,8 @@ class Worker:
         on_connection_change: Callable[[str, bool], None] | None = None,
         on_oversized: OversizedHandler | None = None,
         max_job_data: int | None = None,
+        request_timeout: float = REQUEST_TIMEOUT_S,
+        on_unresponsive: Callable[[str, bool], None] | None = None,
     ) -> None:
         if not servers:
             raise ValueError("at least one server is required")
@@ -81,6 +92,8 @@ class Worker:
         self.on_oversized = on_oversized
         # Payloads over this are skipped unread and handed to on_oversized (None: only over the packet limit).
         self.max_job = max_job_data + ASSIGN_HEAD_ROOM if max_job_data is not None else None
+        self.request_timeout = request_timeout
+        self.on_unresponsive = on_unresponsive
         self._held = 0  # slots not to fill (see hold())
         self._abilities: dict[str, _Ability] = {}
         self._retiring: dict[str, _Ability] = {}
@@ -106,7 +119,13 @@ class Worker:
 
     @property
     def connected(self) -> list[str]:
-        return [s.server for s in self._sessions if s.registered and s.conn and not s.conn.closed]
+        return [s.server for s in self._sessions
+                if s.registered and not s.unresponsive and s.conn and not s.conn.closed]
+
+    @property
+    def unresponsive(self) -> list[str]:
+        """Servers that stopped answering requests (the worker reconnects to them with backoff)."""
+        return [s.server for s in self._sessions if s.unresponsive]
 
     @property
     def held(self) -> int:
@@ -219,6 +238,7 @@ class Worker:
                 return attempt
             connected_at = asyncio.get_running_loop().time()
             s.conn, s.grabs, s.asleep, s.active = conn, 0, False, 0
+            s.echo_pending = False
             s.cant_do.clear()
             s.reset_pending = False
             conn.cork()  # SET_CLIENT_ID, every CAN_DO and the first GRABs in one write
@@ -230,24 +250,58 @@ class Worker:
                 s.registered = True
                 log.info("%s: connected and registered", s.server)
                 self._notify(s.server, True)
+                if s.unresponsive:  # no grab until it answers this probe, or its grabs hold slots again
+                    s.echo_pending, s.asked_at = True, time.monotonic()
+                    conn.send(P.ECHO_REQ, b"imgworker-probe")
                 self._fill()
             finally:
                 conn.uncork()
             # Wait for the loss; also look at the connection itself now and then, so a close that somehow
-            # bypassed the callback still leads to a reconnect instead of a silent, unregistered worker.
+            # bypassed the callback still leads to a reconnect instead of a silent, unregistered worker, and
+            # whether the server still answers (a stopped one is dropped: its grabs would hold job slots forever).
+            stalled = False
+            tick = min(5.0, max(0.05, self.request_timeout / 4))
             while not s.lost.is_set() and not conn.closed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(s.lost.wait(), 5.0)
-            if asyncio.get_running_loop().time() - connected_at >= STABLE_S:
+                    await asyncio.wait_for(s.lost.wait(), tick)
+                if not s.lost.is_set() and not conn.closed and not self._check_answering(s, conn):
+                    stalled = True
+                    conn.fail(ConnectionLost(f"{s.server}: no answer for {self.request_timeout:g} s"))
+            if not stalled and asyncio.get_running_loop().time() - connected_at >= STABLE_S:
                 return 0
-            # Lost at once: back off as if the connect had failed, or a server that drops us every time
-            # gets thousands of reconnects a second.
+            # Lost at once, or stopped answering: back off as if the connect had failed, or a server that drops
+            # us every time gets thousands of reconnects a second (a stopped one accepts every connect).
             attempt += 1
             if not self._closed:
                 delay = min(self.reconnect_max_delay, 0.1 * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
                 log.warning("%s: connection lasted under %.0f s; reconnect in %.2fs", s.server, STABLE_S, delay)
                 await asyncio.sleep(delay)
         return attempt
+
+    def _check_answering(self, s: _Session, conn: Connection) -> bool:
+        """False when a request has gone unanswered for ``request_timeout`` with nothing else heard from the
+        server; an idle connection is probed with ECHO_REQ so that a stopped server is noticed there too."""
+        now = time.monotonic()
+        quiet = now - conn.last_rx
+        if s.grabs > 0 or s.echo_pending:
+            if min(quiet, now - s.asked_at) < self.request_timeout:
+                return True
+            if not s.unresponsive:
+                s.unresponsive = True
+                log.warning("%s: no answer to a request for %.0f s (server stopped?): marked unresponsive, its "
+                            "job slots freed for the other servers; reconnecting", s.server, self.request_timeout)
+                self._notify_unresponsive(s.server, True)
+            return False
+        if quiet >= self.request_timeout:
+            s.echo_pending, s.asked_at = True, now
+            conn.send(P.ECHO_REQ, b"imgworker-probe")
+        return True
+
+    def _answering(self, s: _Session) -> None:
+        s.unresponsive = False
+        log.warning("%s: answering again", s.server)
+        self._notify_unresponsive(s.server, False)
+        self._fill()
 
     def _send_can_do(self, conn: Connection, name: str) -> None:
         ab = self._abilities[name]
@@ -280,13 +334,21 @@ class Worker:
             if not self._closed:
                 log.warning("%s: connection lost (%s)", s.server, exc)
             self._notify(s.server, False)
+        self._fill()  # the grabs it held are free for the other servers now
 
     def _notify(self, server: str, up: bool) -> None:
-        if self.on_connection_change is not None:
+        self._tell(self.on_connection_change, server, up)
+
+    def _notify_unresponsive(self, server: str, unresponsive: bool) -> None:
+        self._tell(self.on_unresponsive, server, unresponsive)
+
+    @staticmethod
+    def _tell(callback: Callable[[str, bool], None] | None, server: str, flag: bool) -> None:
+        if callback is not None:
             try:
-                self.on_connection_change(server, up)
+                callback(server, flag)
             except Exception:
-                log.exception("on_connection_change callback failed")
+                log.exception("%s callback failed", getattr(callback, "__name__", "connection"))
 
     async def _shutdown(self) -> None:
         self._closed = True
@@ -311,7 +373,10 @@ class Worker:
             s = sessions[0]
             budget = self.max_jobs - self._held - self._in_flight - s.grabs
             # A pending CANT_DO waits for the connection to go idle: grabbing more would postpone it forever.
-            if budget > 0 and s.registered and not s.asleep and not s.cant_do and s.conn and not s.conn.closed:
+            if (budget > 0 and s.registered and not s.asleep and not s.cant_do and not s.unresponsive and s.conn
+                    and not s.conn.closed):
+                if not s.grabs:
+                    s.asked_at = time.monotonic()
                 s.grabs += budget
                 for _ in range(budget):
                     s.conn.send(P.GRAB_JOB_UNIQ)
@@ -327,13 +392,18 @@ class Worker:
         while budget > 0 and progress:
             progress = False
             for s in sessions:
-                if budget > 0 and s.registered and not s.asleep and not s.cant_do and s.conn and not s.conn.closed:
+                if (budget > 0 and s.registered and not s.asleep and not s.cant_do and not s.unresponsive
+                        and s.conn and not s.conn.closed):
+                    if not s.grabs:
+                        s.asked_at = time.monotonic()
                     s.conn.send(P.GRAB_JOB_UNIQ)
                     s.grabs += 1
                     budget -= 1
                     progress = True
 
     def _on_packet(self, s: _Session, t: int, args: tuple[bytes, ...]) -> None:
+        if s.unresponsive:
+            self._answering(s)
         if t == P.JOB_ASSIGN_UNIQ:
             solicited = self._grab_answered(s)
             handle, fn, unique, data = args
@@ -367,6 +437,8 @@ class Worker:
                 fut = waiting.pop(0)
                 if not fut.done():
                     fut.set_result(int(clients) if known == b"1" and clients.isdigit() else -1)
+        elif t == P.ECHO_RES:
+            s.echo_pending = False
         elif t == P.ERROR:
             log.error("%s: server error %s: %s", s.server, args[0], args[1])
         else:

@@ -44,10 +44,13 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
         raise UnsupportedImage("source is empty (0 bytes)")
     if heif.handles(source):  # HEVC HEIF: libvips' wheel cannot decode it; pillow-heif reads the header
         h = heif.probe(source, limits)
+        budget.charge(budget.estimate(width=h.width, height=h.height, bands=4 if h.has_alpha else 3,
+                                      bytes_per_sample=1, loader=heif.LOADER, whole=True, out_width=0,
+                                      out_height=0, fmt="jpeg", source_bytes=len(source)))
         return SourceInfo(h.width, h.height, heif.LOADER, h.pages, h.has_alpha)
     frame = jpeg_fast.fast_header(source)
     if frame is not None:  # a JPEG the fast path decodes: its markers are all the header check needs
-        return _fast_jpeg_info(frame, limits)
+        return _fast_jpeg_info(frame, limits, len(source))
     try:
         image = pyvips.Image.new_from_buffer(source, "", access="sequential")
         fields = set(image.get_fields())
@@ -74,7 +77,8 @@ def probe(source: bytes, limits: Limits) -> SourceInfo:
                       interlaced)
     # The decode's memory, admitted against the process budget for the rest of the job (waits or refuses).
     budget.charge(budget.estimate(width=width, height=height, bands=image.bands, bytes_per_sample=sample,
-                                  loader=loader, whole=interlaced, out_width=0, out_height=0, fmt="jpeg"))
+                                  loader=loader, whole=interlaced, out_width=0, out_height=0, fmt="jpeg",
+                                  source_bytes=len(source)))
     return info
 
 
@@ -84,7 +88,7 @@ def output_cost(info: SourceInfo, out_width: int, out_height: int, fmt: str) -> 
                            whole=False, out_width=out_width, out_height=out_height, fmt=fmt)
 
 
-def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits) -> SourceInfo:
+def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits, source_bytes: int) -> SourceInfo:
     """The header check from the JPEG markers alone (no libvips header open): the same limits as below."""
     width, height = shown(frame.width, frame.height, frame.orientation)
     if width * height > limits.max_source_pixels:
@@ -94,5 +98,6 @@ def _fast_jpeg_info(frame: jpeg_fast.Frame, limits: Limits) -> SourceInfo:
     progressive = frame.sof == 0xC2  # libvips' "interlaced": the decoder holds every coefficient at once
     info = SourceInfo(width, height, "jpeg", 1, False, frame.orientation, False, frame.components, 1, progressive)
     budget.charge(budget.estimate(width=width, height=height, bands=frame.components, bytes_per_sample=1,
-                                  loader="jpeg", whole=progressive, out_width=0, out_height=0, fmt="jpeg"))
+                                  loader="jpeg", whole=progressive, out_width=0, out_height=0, fmt="jpeg",
+                                  source_bytes=source_bytes))
     return info

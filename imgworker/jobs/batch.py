@@ -9,6 +9,13 @@ The coordinator is an asyncio task on its own Gearman connection (``--batch-slot
 a job slot but never an image thread, so a worker with ``--concurrency 1`` still runs the batch's own object
 jobs. A batch survives the loss of its worker: gearmand re-queues it, and the next run skips objects done
 before (from the checkpointed manifest, and outputs that already exist).
+
+An object whose job fails transiently (a store blip: STORE_FAILED, TIMEOUT, UNAVAILABLE marked retryable) is
+submitted again, ``--retries`` times with backoff from ``--retry-backoff`` (object jobs are foreground, so the
+worker's own retries of background jobs never apply to them). A batch that still has such failures at its end
+is not complete: its result is ``ok: false`` (UNAVAILABLE, retryable) with ``status: "incomplete"``, its manifest
+says ``complete: false``, and a resubmission redoes just those objects. Failures that a retry cannot mend (a
+corrupt image) leave the batch complete with ``status: "partial"``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import functools
 import json
 import logging
 import posixpath
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +49,17 @@ MAX_MANIFEST_BYTES = 1024 * 1024 * 1024
 STATUS_EVERY_S = 0.5
 CHECKPOINT_EVERY_S = 5.0
 CHILD_ATTEMPTS = 3  # a child job is re-sent when the job server connection fails, not when the job fails
+# Object outcomes worth another try: the store or the job servers were briefly away, not the object bad.
+TRANSIENT_CODES = ("STORE_FAILED", "TIMEOUT", "UNAVAILABLE")
+MAX_RETRY_DELAY_S = 30.0
+# The final manifest is the batch's result: written again through a store blip (0.5 s doubling: ~15 s in all).
+MANIFEST_TRIES = 6
+
+
+def transient(entry: dict[str, Any]) -> bool:
+    """A failed object (result or manifest entry) that a later try may mend."""
+    err = entry.get("error") or {}
+    return not entry.get("ok") and bool(err.get("retryable")) and err.get("code") in TRANSIENT_CODES
 
 
 def _entry(src: str, dst: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +74,11 @@ def _entry(src: str, dst: str, result: dict[str, Any]) -> dict[str, Any]:
 class Batch:
     """One run of one batch job."""
 
-    def __init__(self, spec: BatchSpec, stores: Stores, servers: list[str], job: Job | None = None) -> None:
+    def __init__(self, spec: BatchSpec, stores: Stores, servers: list[str], job: Job | None = None, *,
+                 retries: int = 3, retry_backoff: float = 1.0) -> None:
         self.spec = spec
+        self.retries = retries
+        self.retry_backoff = retry_backoff
         self.src_store: Store = stores.for_url(spec.src)
         self.out_store: Store = stores.for_url(spec.dst)
         self.manifest_store: Store = stores.for_url(spec.manifest)
@@ -125,6 +147,19 @@ class Batch:
     async def _one(self, client: Client, src: str) -> None:
         payload = self.spec.child_payload(src)
         data = json.dumps(payload, separators=(",", ":")).encode()
+        result = await self._submit(client, payload, data)
+        tries = 1
+        while transient(result) and tries <= self.retries:
+            # Doubling, capped, jittered: lanes that failed together in a blip do not come back in lockstep.
+            await asyncio.sleep(min(MAX_RETRY_DELAY_S, self.retry_backoff * 2 ** (tries - 1)) * random.uniform(0.75, 1))
+            tries += 1
+            result = await self._submit(client, payload, data)
+        entry = _entry(src, payload["dst"], result)
+        if tries > 1:
+            entry["tries"] = tries
+        self.entries[src] = entry
+
+    async def _submit(self, client: Client, payload: dict[str, Any], data: bytes) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for attempt in range(CHILD_ATTEMPTS):
             try:
@@ -137,7 +172,7 @@ class Batch:
             except (GearmanError, ValueError) as exc:
                 result = error_result(Unavailable(f"object job did not complete: {type(exc).__name__}"))
                 await asyncio.sleep(0.2 * 2**attempt)
-        self.entries[src] = _entry(src, payload["dst"], result if isinstance(result, dict) else {})
+        return result if isinstance(result, dict) else {}
 
     async def _map(self, todo: list[str]) -> None:
         client = Client(self.servers, client_id=f"imgworker-batch-{id(self):x}")
@@ -180,15 +215,22 @@ class Batch:
 
     # --- reduce -------------------------------------------------------------------------------
 
-    def summary(self, complete: bool) -> dict[str, Any]:
+    def summary(self, final: bool) -> dict[str, Any]:
+        """``complete`` only at the end of a run that left no object to try again; ``status``: succeeded (every
+        object ok), partial (some failed for good: bad images), incomplete (some failed transiently, or the run
+        is still going)."""
         entries = [self.entries[s] for s in self.order if s in self.entries]
         errors: dict[str, int] = {}
         for e in entries:
             if not e.get("ok"):
                 code = str(e.get("error", {}).get("code"))
                 errors[code] = errors.get(code, 0) + 1
+        retry = sum(1 for e in entries if transient(e))
+        complete = final and not retry
+        failed = len(entries) - sum(1 for e in entries if e.get("ok"))
         return {
             "complete": complete,
+            "status": "incomplete" if not complete else "partial" if failed else "succeeded",
             "src": self.spec.src,
             "dst": self.spec.dst,
             "function": self.spec.function,
@@ -199,23 +241,35 @@ class Batch:
             "done": len(entries),
             "succeeded": sum(1 for e in entries if e.get("ok")),
             "skipped": sum(1 for e in entries if e.get("skipped")),
-            "failed": len(entries) - sum(1 for e in entries if e.get("ok")),
+            "failed": failed,
+            "transient": retry,
             "errors": errors,
             "bytes": sum(int(e.get("bytes", 0)) for e in entries),
             "wall_s": round(time.monotonic() - self.started, 3),
             "manifest": self.spec.manifest,
         }
 
-    def _write_manifest(self, complete: bool) -> None:
+    def _write_manifest(self, final: bool) -> None:
         # A checkpoint thread cancelled in flight still runs: it must never land after the final manifest.
         with self._manifest_lock:
             if self._final_written:
                 return
-            body = self.summary(complete)
+            body = self.summary(final)
             body["objects"] = [self.entries[s] for s in self.order if s in self.entries]
             data = json.dumps(body, separators=(",", ":")).encode()
             self.manifest_store.write(self.spec.manifest, data, WriteOptions(content_type="application/json"))
-            self._final_written = complete
+            self._final_written = final
+
+    async def _write_final_manifest(self) -> None:
+        for attempt in range(MANIFEST_TRIES):
+            try:
+                await asyncio.to_thread(self._write_manifest, True)
+                return
+            except ImgworkerError as exc:
+                if not exc.retryable or attempt + 1 == MANIFEST_TRIES:
+                    raise
+                log.warning("batch manifest not written (%s); again in %.1f s", exc.code, 0.5 * 2**attempt)
+                await asyncio.sleep(0.5 * 2**attempt)
 
     async def run(self) -> dict[str, Any]:
         todo = await asyncio.to_thread(self._plan)
@@ -227,15 +281,27 @@ class Batch:
         if todo:
             await self._map(todo)
         await self._status()
-        await asyncio.to_thread(self._write_manifest, True)
-        # "ok" is the job's outcome, as in every result (the count of objects done well is "succeeded").
-        result = {**self.summary(True), "ok": True, "contract": CONTRACT_VERSION}
-        log.info(
-            "batch done src=%s objects=%d succeeded=%d failed=%d skipped=%d wall_s=%.1f",
+        await self._write_final_manifest()
+        # "ok" is the job's outcome, as in every result (the count of objects done well is "succeeded"): a batch
+        # left with objects to try again did not reach its end, whatever else it did.
+        summary = self.summary(True)
+        if summary["complete"]:
+            result = {**summary, "ok": True, "contract": CONTRACT_VERSION}
+        else:
+            codes = ", ".join(f"{c} {n}" for c, n in sorted(summary["errors"].items()))
+            result = {**summary, **error_result(Unavailable(
+                f"batch incomplete: {summary['transient']} of {summary['total']} objects failed transiently after "
+                f"{self.retries + 1} tries each ({codes}); submit the batch again to redo them (objects done are "
+                "skipped)", retryable=True))}
+        log.log(
+            logging.INFO if result["ok"] else logging.WARNING,
+            "batch %s src=%s objects=%d succeeded=%d failed=%d transient=%d skipped=%d wall_s=%.1f",
+            result["status"],
             self.spec.src,
             result["total"],
             result["succeeded"],
             result["failed"],
+            result["transient"],
             result["skipped"],
             result["wall_s"],
         )
@@ -251,13 +317,15 @@ class BatchRunner:
         # A batch payload over the limit is refused unread, as an image job's is (oversized_result).
         self.gearman = Worker(config.servers, client_id=f"{client_id}-batch", max_jobs=config.batch_slots,
                               on_oversized=functools.partial(oversized_result, config.limits),
-                              max_job_data=config.limits.max_payload_bytes)
+                              max_job_data=config.limits.max_payload_bytes,
+                              request_timeout=config.job_server_timeout)
         self.gearman.register(FUNCTION, self.handle)
 
     async def handle(self, job: Job) -> bytes:
         try:
             spec = parse_batch(job.data, self.config.limits)
-            result = await Batch(spec, self.stores, self.config.servers, job).run()
+            result = await Batch(spec, self.stores, self.config.servers, job, retries=self.config.retries,
+                                 retry_backoff=self.config.retry_backoff).run()
         except ImgworkerError as exc:
             log.info("batch failed code=%s message=%s", exc.code, redact(exc.message))
             result = error_result(exc)

@@ -42,6 +42,7 @@ class ResizePipeline:
             "height": rendered.height,
             "format": rendered.format,
             "bytes": len(rendered.data),
+            **rendered.fields,
         }
         if request.analyze:
             # The CPU backend computes the facts from its decoded image; a backend that does not (GPU)

@@ -14,6 +14,7 @@ import yaml
 from imgworker.core.contract import parse_analyze
 from imgworker.core.errors import BadRequest
 from imgworker.core.functions import BUILTIN
+from imgworker.core.quality import parse_auto
 from imgworker.pipeline.model import Param, Pipeline, PipelineError, Problem, Ref, StepSpec
 from imgworker.pipeline.outputs_spec import OUTPUT_KEYS, _line, read_outputs
 from imgworker.pipeline.steps import ENCODE, STEPS, Opt, OptionError, StepDef
@@ -22,7 +23,7 @@ from imgworker.pipeline.steps.base import hint
 TOP_KEYS = ("name", "description", "timeout", "backends", "animation", "params", "steps", "outputs", "dst_template",
             "analyze")
 PARAM_KEYS = ("default", "type", "min", "max", "choices", "override", "description")
-PARAM_TYPES = ("int", "float", "bool", "string", "color", "point")
+PARAM_TYPES = ("int", "float", "bool", "string", "color", "point", "quality")
 BACKENDS = ("cpu", "gpu")
 # Workers that run steps with their ``array`` executor; numpy is the gpu executor on NumPy, so it serves
 # what a gpu worker serves.
@@ -89,7 +90,10 @@ class _Reader:
             return None
         opt_kind = {"string": "choice" if "choices" in get else "str"}.get(kind, kind)
         choices = tuple(str(c) for c in get.get("choices", ()))
-        opt = Opt(opt_kind, default, get.get("min"), get.get("max"), choices)
+        lo, hi = get.get("min"), get.get("max")
+        if kind == "quality":  # an integer in min..max (default 1..100), or "auto" and its tiers and targets
+            lo, hi = 1 if lo is None else lo, 100 if hi is None else hi
+        opt = Opt(opt_kind, default, lo, hi, choices)
         try:
             default = opt.check(default)
         except OptionError as exc:
@@ -170,6 +174,8 @@ class _Reader:
 
 
 def _infer(default: Any, spec: dict[str, Any]) -> str:
+    if parse_auto(default) is not None:
+        return "quality"  # default: auto (a job may then send a number too)
     if isinstance(default, bool):
         return "bool"
     if isinstance(default, int):

@@ -61,23 +61,22 @@ def encode_output(ctx: JobContext, sctx: StepContext, image: pyvips.Image, enc: 
                   name: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     sctx.check_deadline("encode")
     t0 = time.perf_counter()
-    data, quality = encode(image, enc, sctx)
+    data, fields = encode(image, enc, sctx)
     ctx.timings["encode"] = ctx.timings.get("encode", 0.0) + (time.perf_counter() - t0) * 1000
     width, height = encoded_size(image, enc["format"])
-    return store(ctx, data, width, height, enc, name, quality)
+    return store(ctx, data, width, height, enc, name, fields)
 
 
 def store(ctx: JobContext, data: bytes, width: int, height: int, enc: dict[str, Any],
-          name: tuple[str, dict[str, Any]], quality: int | None = None) -> dict[str, Any]:
-    """Write one encoded output under its name: the output's result entry."""
+          name: tuple[str, dict[str, Any]], fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write one encoded output under its name: the output's result entry (plus the encoder's ``fields``:
+    the quality max_bytes chose, or quality: auto's search)."""
     template, values = name
     values = {**values, "width": values["width"] or width, "height": values["height"] or height}
     url = naming.render(template, values)
     ctx.write(url, data, enc["format"])
     result = {"dst": url, "width": width, "height": height, "format": enc["format"], "bytes": len(data)}
-    if enc["max_bytes"]:
-        result["quality"] = quality
-    return result
+    return {**result, **(fields or {})}
 
 
 def encoded_size(image: pyvips.Image, fmt: str) -> tuple[int, int]:

@@ -7,8 +7,10 @@ from typing import Any
 
 import yaml
 
-from imgworker.pipeline.model import OutputSpec, Param, StepSpec
+from imgworker.core.errors import BadRequest
+from imgworker.pipeline.model import OutputSpec, Param, Ref, StepSpec
 from imgworker.pipeline.steps import ENCODE, STEPS, StepDef
+from imgworker.pipeline.steps.encode import validate as validate_encode
 
 MAX_OUTPUTS = 32
 OUTPUT_KEYS = ("resize", "steps", "encode", "label")
@@ -42,6 +44,10 @@ def read_outputs(r: Any, node: yaml.Node | None, root: yaml.Node, params: dict[s
         enode = spec["encode"]
         enodes = enode.value if isinstance(enode, yaml.SequenceNode) else [enode]
         encodes = [r.options(ENCODE, n, n, params) for n in enodes]
+        for enc, at in zip(encodes, enodes, strict=True):
+            why = enc and encode_problem(enc, params)
+            if why:
+                r.problem(at, why)
         label = str(r.value(spec["label"])) if "label" in spec else None
         if any(s is None for s in steps) or any(e is None for e in encodes) or not resizes:
             continue
@@ -52,6 +58,18 @@ def read_outputs(r: Any, node: yaml.Node | None, root: yaml.Node, params: dict[s
     if total > MAX_OUTPUTS:
         r.problem(node, f"{total} outputs; at most {MAX_OUTPUTS} per pipeline (each costs an encode and a write)")
     return outputs
+
+
+def encode_problem(enc: StepSpec, params: dict[str, Param]) -> str | None:
+    """What the encode's options cannot be together (``quality: auto`` with PNG...), parameters at their
+    defaults (a job's values are checked again when it runs: encode.validate)."""
+    values = {k: params[v.param].default if isinstance(v, Ref) and v.param in params else v
+              for k, v in enc.options.items()}
+    try:
+        validate_encode(values)
+    except BadRequest as exc:
+        return f"encode: {exc.message}"
+    return None
 
 
 def _expand(resize: StepSpec) -> list[StepSpec | None]:

@@ -27,6 +27,7 @@ from imgworker.pipeline.model import Pipeline
 from imgworker.pipeline.outputs import Decoding, Output, Resolved, decode_cpu, encode_output, resize_def
 from imgworker.pipeline.steps import StepDef
 from imgworker.pipeline.steps.auto_orient import STEP as AUTO_ORIENT
+from imgworker.pipeline.steps.encode import validate as validate_encode
 
 log = logging.getLogger("imgworker.pipeline")
 
@@ -60,6 +61,9 @@ class Runner:
             )
             for o in p.outputs
         ]
+        for out in outputs:
+            for enc in out.encodes:
+                validate_encode(enc)  # a job's format and quality together (quality: auto is lossy only)
         return sctx, shared, outputs
 
     def _names(self, ctx: JobContext, outputs: list[Output]) -> list[tuple[str, dict[str, Any]]]:

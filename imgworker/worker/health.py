@@ -3,7 +3,8 @@
 It runs in its own thread, so it answers while the job loop is busy, and judges the loop from the outside:
 the loop stamps ``imgworker_heartbeat_timestamp_seconds`` about once a second (metrics.tick), and /healthz
 turns red when a stamp is older than ``max_age``, i.e. the loop is wedged. /readyz is green when the worker
-is connected and registered with at least one job server and not draining. Both read the same samples
+is connected and registered with at least one job server that answers, and not draining; it names the servers
+that stopped answering (gearman/worker.py's watchdog, --job-server-timeout). Both read the same samples
 /metrics serves, so in prefork mode the supervisor judges every child (one ``pid`` series each) the same way.
 """
 
@@ -100,16 +101,23 @@ class WorkerChecks:
         self.registry = registry
         self.max_age = max_age
 
+    def _silent(self, beats: dict[str, list[tuple[dict[str, str], float]]]) -> str | None:
+        """Why some job loop counts as wedged (stopped, stuck), or None."""
+        now = time.time()
+        stale = {pid: now - max(v for _, v in rows) for pid, rows in beats.items()}
+        wedged = {pid: age for pid, age in stale.items() if age > self.max_age}
+        if not wedged:
+            return None
+        detail = ", ".join(f"{pid}: {age:.0f} s" for pid, age in sorted(wedged.items()))
+        return f"job loop silent for more than {self.max_age:g} s ({detail})"
+
     def healthz(self) -> Verdict:
         beats = _beats(self.registry())
         if not beats:
             return False, "no worker process has reported yet"
-        now = time.time()
-        stale = {pid: now - max(v for _, v in rows) for pid, rows in beats.items()}
-        wedged = {pid: age for pid, age in stale.items() if age > self.max_age}
-        if wedged:
-            detail = ", ".join(f"{pid}: {age:.0f} s" for pid, age in sorted(wedged.items()))
-            return False, f"job loop silent for more than {self.max_age:g} s ({detail})"
+        silent = self._silent(beats)
+        if silent:
+            return False, silent
         stalled = stalled_processes(self.registry())
         if stalled:
             return False, "cannot take jobs: " + ", ".join(f"{pid}: {why}" for pid, why in sorted(stalled.items()))
@@ -121,16 +129,28 @@ class WorkerChecks:
             return False, "draining"
         beats = _beats(registry)
         up = _samples(registry, "imgworker_job_server_up")
+        mute = {(pid, labels["server"]) for pid, rows in _samples(registry, "imgworker_job_server_unresponsive").items()
+                for labels, v in rows if v}
+        # A server that stopped answering is not one to be registered with (the worker reconnects to it).
+        up = {pid: [(labels, v) for labels, v in rows if (pid, labels["server"]) not in mute]
+              for pid, rows in up.items()}
+        muted = sorted({server for _, server in mute})
         if not beats:
             return False, "no worker process has reported yet"
+        # A stopped or wedged process holds its jobs as running in gearmand until the supervisor replaces it.
+        wedged = self._silent(beats)
+        if wedged:
+            return False, wedged
         stalled = stalled_processes(registry)
         if stalled and len(stalled) >= len(beats):
             return False, "no process can take jobs: " + ", ".join(sorted(set(stalled.values())))
         waiting = [pid for pid in beats if not any(v for _, v in up.get(pid, []))]
+        not_answering = f"; not answering: {', '.join(muted)}" if muted else ""
         if waiting:
-            return False, f"not registered with any job server ({len(waiting)} of {len(beats)} processes)"
+            return False, (f"not registered with any job server ({len(waiting)} of {len(beats)} processes)"
+                           f"{not_answering}")
         servers = sorted({labels["server"] for rows in up.values() for labels, v in rows if v})
-        return True, f"ok: registered with {', '.join(servers)}"
+        return True, f"ok: registered with {', '.join(servers)}{not_answering}"
 
 
 _STALL_REASONS = {

@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import time
 from typing import Any
 
-import pyvips
-
 from imgworker.backends.base import Backend
 from imgworker.backends.cpu import CpuBackend
 from imgworker.backends.gpu import create_backend, gpu_available, require_gpu
 from imgworker.core.config import ConfigError, WorkerConfig
-from imgworker.features.job_end import open_records
 from imgworker.pipeline import PipelineError, PipelineSet
 from imgworker.stores import FileStore, Store, Stores
 from imgworker.stores.s3 import S3Store
-from imgworker.worker import health, hybrid
-from imgworker.worker.health import child_exited
+from imgworker.worker import health, heartbeat, hybrid
+from imgworker.worker.lifecycle.failed_record import open_records
+from imgworker.worker.memory import MALLOC_ARENA_MAX, keep_job_buffers, limit_malloc_arenas
+from imgworker.worker.runner import WorkerProcess
 
 log = logging.getLogger("imgworker")
 
@@ -87,60 +86,12 @@ def setup_logging(level: str) -> None:
     logging.getLogger("pyvips").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
-MALLOC_ARENA_MAX = 2  # glibc's default (8 per core) lets a long-running libvips worker's RSS double
-BIG_BUFFER = 32 * 2**20  # allocations from here on get their own mapping (glibc's largest mmap threshold)
-HEAP_KEEP = 64 * 2**20  # freed heap kept for the next job before glibc trims it
-
-
-def limit_malloc_arenas() -> None:
-    """mallopt(M_ARENA_MAX, 2) unless MALLOC_ARENA_MAX is set (glibc then applied the operator's value).
-
-    Must run before job threads start: arenas already created stay. benchmarks/service/memory.py measures it.
-    """
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        _glibc("mallopt", -8, MALLOC_ARENA_MAX)  # -8 is M_ARENA_MAX in glibc's malloc.h
-
-
-def keep_job_buffers() -> None:
-    """Keep a job's big buffers in the heap for the next job (up to HEAP_KEEP freed), and no libvips cache.
-
-    Each job allocates the same few big buffers (the source, libjpeg's coefficient planes for a progressive
-    JPEG: ~40 MB at 13 MP, the decoded frame). Handed back to the OS at every free, as glibc does past its
-    mmap threshold, every job pays the kernel to fault and zero them again: 15-25 % of a progressive
-    thumbnail, 5-15 % of a mixed workload. So: a fixed M_MMAP_THRESHOLD of 32 MiB (glibc's highest; fixed,
-    so the threshold does not drift) and an M_TRIM_THRESHOLD of HEAP_KEEP, unless MALLOC_MMAP_THRESHOLD_ /
-    MALLOC_TRIM_THRESHOLD_ are set (glibc then applied the operator's values). Cost, measured with 2 job
-    threads on the corpus: peak RSS +16 % (187 -> 217 MiB; w2048 167 -> 193), and ~200 MiB held between
-    jobs, which ``trim_heap`` hands back once the process is idle (docs/operations.md, "Memory on long runs").
-    libvips' operation cache only holds references to old sources in a worker (no job repeats an operation
-    on the same buffer): off.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _glibc("mallopt", -3, BIG_BUFFER)  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        _glibc("mallopt", -1, HEAP_KEEP)  # -1 is M_TRIM_THRESHOLD
-    pyvips.cache_set_max(0)
-
-
-def trim_heap() -> None:
-    """Hand the heap glibc keeps for the next job (keep_job_buffers) back to the OS: malloc_trim(0)."""
-    _glibc("malloc_trim", 0)
-
-
-def _glibc(function: str, *args: int) -> None:
-    """``function(*args)`` from glibc; nothing where the C library is another (musl, macOS): nothing to tune."""
-    with contextlib.suppress(OSError, AttributeError):
-        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
-
-
 def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None = None) -> int:
     """Run a single worker process in the foreground (the prefork group's children run this too)."""
     limit_malloc_arenas()
     keep_job_buffers()
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
     setup_logging(config.log_level)
-    from imgworker.worker.runner import WorkerProcess
-
     backend = build_backend(config)
     stores = build_stores(config)
     pipelines = build_pipelines(config, backend.name)
@@ -154,10 +105,11 @@ def run_one(config: WorkerConfig, *, child: bool = False, parent_pid: int | None
     return code
 
 
-def _child(config: WorkerConfig, parent_pid: int) -> None:
+def _child(config: WorkerConfig, parent_pid: int, beat_path: str) -> None:
     # Own process group: a terminal's Ctrl-C reaches only the supervisor, which forwards it once; a
     # second copy would end the drain at once.
     os.setpgrp()
+    heartbeat.stamp_to(beat_path)
     sys.exit(run_one(config, child=True, parent_pid=parent_pid))
 
 
@@ -171,7 +123,8 @@ def _serve_children_metrics(config: WorkerConfig) -> Any:
                 os.unlink(os.path.join(path, name))
     else:
         os.environ[health.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imgworker-metrics-")
-    checks = health.WorkerChecks()
+    # /readyz turns red for a silent child before the supervisor replaces it (at --heartbeat-timeout).
+    checks = health.WorkerChecks(max_age=min(health.HEARTBEAT_MAX_AGE_S, config.heartbeat_timeout / 2))
     return health.HealthServer(
         config.metrics_host, config.metrics_port, healthz=checks.healthz, readyz=checks.readyz
     ).start()
@@ -180,6 +133,9 @@ def _serve_children_metrics(config: WorkerConfig) -> Any:
 RESTART_FIRST_S = 0.5  # delay before restarting a child that crashed
 RESTART_MAX_S = 60.0  # cap of the doubling: a child that crashes at start is retried once a minute
 RESTART_STABLE_S = 60.0  # a child that ran this long before it died starts the doubling again
+# After SIGTERM the children get --drain-timeout plus this (closing connections, records, exit) before the
+# supervisor SIGKILLs what is left and exits: a stopped or wedged child must not keep a rollout waiting forever.
+STOP_MARGIN_S = 5.0
 
 
 class RestartBackoff:
@@ -219,14 +175,18 @@ def run(config: WorkerConfig) -> int:
     stores = build_stores(config)  # a bad --s3-bucket or missing boto3 fails here, not in crash-looping children
     open_records(config, stores)  # so does a --failed-jobs prefix outside the roots / buckets
     ctx = multiprocessing.get_context("spawn")
+    beats = tempfile.mkdtemp(prefix="imgworker-heartbeat-")
     children: list[Any] = []
     started_at: list[float] = []
+    started_wall: list[float] = []  # time.time() of each start: a heartbeat file older than that is its forebear's
     backoff = [RestartBackoff() for _ in range(n)]
     restart_at: dict[int, float] = {}  # slot -> when its replacement starts
     stopping = False
+    stop_deadline: float | None = None
 
     def start_child(slot: int) -> Any:
-        proc = ctx.Process(target=_child, args=(slots[slot], os.getpid()), daemon=False)
+        proc = ctx.Process(target=_child, args=(slots[slot], os.getpid(), os.path.join(beats, str(slot))),
+                           daemon=False)
         proc.start()
         return proc
 
@@ -243,6 +203,7 @@ def run(config: WorkerConfig) -> int:
     signal.signal(signal.SIGHUP, forward)
     children.extend(start_child(i) for i in range(n))
     started_at.extend(time.monotonic() for _ in range(n))
+    started_wall.extend(time.time() for _ in range(n))
     if layout.hybrid:
         log.info("supervising %d worker processes: %d %s + %d cpu (hybrid node, %d CPUs, %d CPU threads per %s "
                  "process)", n, layout.main, layout.backend, layout.cpu, layout.cpus, layout.main_threads,
@@ -254,7 +215,19 @@ def run(config: WorkerConfig) -> int:
         if stopping and not alive:
             break
         now = time.monotonic()
+        if stopping:
+            if stop_deadline is None:
+                stop_deadline = now + config.drain_timeout + STOP_MARGIN_S
+            elif now >= stop_deadline:
+                _kill_children(alive, f"still running {config.drain_timeout + STOP_MARGIN_S:.0f} s after the "
+                                      "stop signal (drain timeout + margin)")
+                break
         for i, proc in enumerate(children):
+            if not stopping and proc.is_alive():
+                silent = heartbeat.age(os.path.join(beats, str(i)), started_wall[i])
+                if silent is not None and silent > config.heartbeat_timeout:
+                    _kill_children([proc], f"its job loop silent for {silent:.0f} s (stopped or wedged; "
+                                           f"--heartbeat-timeout {config.heartbeat_timeout:g})")
             if stopping or proc.is_alive():
                 continue
             if i not in restart_at:  # newly dead: plan its restart (without blocking the other slots)
@@ -263,13 +236,27 @@ def run(config: WorkerConfig) -> int:
                 log.warning("worker process %s exited with %s; restarting it in %.1f s (crash %d in a row)",
                             proc.pid, proc.exitcode, delay, backoff[i].crashes)
                 if server is not None and proc.pid is not None:
-                    child_exited(proc.pid)
+                    health.child_exited(proc.pid)
             elif now >= restart_at[i]:
                 del restart_at[i]
                 children[i] = start_child(i)
                 started_at[i] = time.monotonic()
+                started_wall[i] = time.time()
         time.sleep(0.1)
     if server is not None:
         server.stop()
+    shutil.rmtree(beats, ignore_errors=True)
     codes = [p.exitcode for p in children]
     return 0 if all(c == 0 for c in codes) else 1
+
+
+def _kill_children(procs: list[Any], why: str) -> None:
+    """SIGKILL (a stopped process cannot drain: SIGTERM would wait for SIGCONT) and reap: their connections
+    close, so gearmand hands the jobs they held to other workers."""
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            log.error("worker process %d killed: %s; gearmand hands its jobs to other workers", proc.pid, why)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        proc.join(5)

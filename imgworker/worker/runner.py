@@ -5,12 +5,15 @@ WORK_COMPLETE with a JSON object (``{"ok": true, ...}`` or ``{"ok": false, "erro
 1.1.20 mangles WORK_EXCEPTION for clients that did not ask for exceptions, and WORK_FAIL cannot carry a
 message, so a JSON body is the one signal every client family (CLI, PHP, Perl, Python, Node) reads the same
 way. docs/contract.md has the details.
+
+What happens around the work of each job (admission, timing, logging, metrics, retries, failed-job record,
+completion notice, callback) is one ordered list of hooks, lifecycle/default.py; this module decodes the
+payload, runs the work in a thread within the time limit, and hands both to that list.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import json
@@ -28,49 +31,34 @@ from imgworker.backends.base import Backend
 from imgworker.core import budget
 from imgworker.core.config import WorkerConfig
 from imgworker.core.contract import Payload, read_payload
-from imgworker.core.errors import ImgworkerError, JobTimeout, redact_url
-from imgworker.core.functions import INFO as INFO_FUNCTION
+from imgworker.core.errors import ImgworkerError, JobTimeout
+from imgworker.core.functions import registered
 from imgworker.core.limits import Limits
-from imgworker.core.text import escape_controls
 from imgworker.features import metrics
-from imgworker.features.job_end import JobEnd, retry_delay, should_retry
-from imgworker.features.notify import Notifier
 from imgworker.gearman import Job, Worker
 from imgworker.jobs.batch import BatchRunner
 from imgworker.jobs.service import Service, error_result, oversized_result
 from imgworker.stores import Stores
 from imgworker.worker import health
-from imgworker.worker.process import trim_heap
+from imgworker.worker import heartbeat as heartbeat_file
+from imgworker.worker.lifecycle.chain import Lifecycle
+from imgworker.worker.lifecycle.default import default_hooks
+from imgworker.worker.lifecycle.hook import JobState
+from imgworker.worker.memory import trim_heap
 
 IDLE_TRIM_S = 5  # heartbeats (seconds) without a job before the kept heap is trimmed
 log = logging.getLogger("imgworker.worker.runner")
 
-BASE_FUNCTION = "resize"
 FD_HEADROOM = 8  # descriptors a process must be able to open to take a job (worker._check_fds)
 
 
-def function_names(backend: str, pipelines: list[str]) -> dict[str, str | None]:
-    """Gearman function name -> pipeline name (None for plain resize). A CPU worker never registers @gpu."""
-    names: dict[str, str | None] = {}
-    for name in [BASE_FUNCTION, *pipelines]:
-        target = None if name == BASE_FUNCTION else name
-        names[name] = target
-        names[f"{name}@{backend}"] = target
-    # `info` (facts of a source, nothing written): the service tells it by this target (no pipeline has it).
-    names[INFO_FUNCTION] = names[f"{INFO_FUNCTION}@{backend}"] = INFO_FUNCTION
-    return names
-
-
 class JobRunner:
-    """Runs jobs in a thread pool and turns every outcome into a JSON result; observers see each job."""
+    """Runs jobs in a thread pool and turns every outcome into a JSON result, within the job time limit."""
 
     def __init__(self, service: Service, concurrency: int, timeout_s: float) -> None:
         self.service = service
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="imgworker-job")
-        self.observers: list[Callable[[str, dict[str, Any], float], None]] = []
-        # Checks on the decoded payload before any work (the callback allow-list); they raise ImgworkerError.
-        self.prechecks: list[Callable[[Payload], None]] = []
         # Threads still running jobs already answered TIMEOUT: Python cannot stop them. Each holds its job slot
         # (on_overrun) until it ends, so no new job waits behind it while an idle worker could run it.
         self.overrunning = 0
@@ -80,10 +68,13 @@ class JobRunner:
     def busy_threads(self) -> bool:
         return self.overrunning > 0
 
-    async def run(self, function: str, pipeline: str | None, payload: Payload) -> dict[str, Any]:
+    async def run(self, job: JobState, admit: Callable[[JobState], None]) -> tuple[dict[str, Any], float]:
+        """One run of the job's work: its result and seconds. ``admit`` runs first in the thread (the
+        lifecycle's admission checks); its refusal is the result, as any job error is."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         running: asyncio.Future[None] = loop.create_future()
+        payload = job.payload
 
         def mark_running() -> None:
             if not running.done():
@@ -91,9 +82,8 @@ class JobRunner:
 
         def work() -> dict[str, Any]:
             loop.call_soon_threadsafe(mark_running)
-            for check in self.prechecks:
-                check(payload)
-            return self.service.handle(payload, pipeline=pipeline)
+            admit(job)
+            return self.service.handle(payload, pipeline=job.pipeline)
 
         future = loop.run_in_executor(self.executor, work)
         try:
@@ -112,14 +102,11 @@ class JobRunner:
         except ImgworkerError as exc:
             result = error_result(exc)
         except Exception as exc:
-            log.exception("job failed with an internal error", extra={"function": function})
+            log.exception("job failed with an internal error", extra={"function": job.function})
             result = error_result(exc)
         if not result.get("ok") and payload.id is not None:
             result["id"] = payload.id
-        elapsed = time.perf_counter() - started
-        for observe in self.observers:
-            observe(function, result, elapsed)
-        return result
+        return result, time.perf_counter() - started
 
     def _overrun_ended(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled():
@@ -148,27 +135,6 @@ async def decode(data: bytes, limits: Limits) -> Payload:
     return await asyncio.get_running_loop().run_in_executor(None, read_payload, data, limits)
 
 
-def printable(value: object, limit: int = 300) -> str:
-    """A payload value for one log line: credentials redacted, controls and bidi escaped (no forged lines)."""
-    return escape_controls(redact_url(str(value))[:limit])
-
-
-def log_job(function: str, result: dict[str, Any], elapsed: float, payload: Payload | None = None) -> None:
-    outcome = "ok" if result.get("ok") else result.get("error", {}).get("code", "INTERNAL")
-    src = dst = ""
-    if payload is not None:
-        src, dst = printable(payload.fields.get("src", "")), printable(payload.fields.get("dst", ""))
-    log.info(
-        "job function=%s outcome=%s backend=%s ms=%.1f src=%s dst=%s",
-        function,
-        outcome,
-        result.get("backend", "-"),
-        elapsed * 1000,
-        src,
-        dst,
-    )
-
-
 class WorkerProcess:
     """One worker process: a Gearman worker registered on every job server."""
 
@@ -187,13 +153,13 @@ class WorkerProcess:
                f"{config.effective_processes} process(es)")
         budget.configure(limit, how)
         self.runner = JobRunner(service, config.concurrency, config.job_timeout)
-        self.runner.observers.append(metrics.observe_job(backend.name))
         client_id = config.client_id or f"imgworker-{socket.gethostname()}-{os.getpid()}"
         self.gearman = Worker(
             config.servers, client_id=client_id, max_jobs=config.concurrency,
             on_connection_change=metrics.set_server_up,
             on_oversized=functools.partial(oversized_result, config.limits),
             max_job_data=config.limits.max_payload_bytes,
+            request_timeout=config.job_server_timeout, on_unresponsive=metrics.set_server_unresponsive,
         )
         self.runner.on_overrun = lambda _n: self._update_holds()
         self.out_of_fds = False
@@ -204,69 +170,33 @@ class WorkerProcess:
         self.parent_pid = parent_pid
         self.health_max_age = health.HEARTBEAT_MAX_AGE_S
         self.health_server: health.HealthServer | None = None
-        self.notifier = Notifier(config.servers)
-        self.job_end = JobEnd(config, stores, client_id)  # failed-job records, callbacks
-        self.runner.prechecks.append(self.job_end.policy.precheck)
         self.abandoned = 0  # jobs handed back to gearmand when the drain deadline passed
         self.jobs_started = 0  # for the heartbeat's idle trim
         self._stopping = 0
         self._stopped = asyncio.Event()
+        # Everything around the work (admission ... callback), in order: lifecycle/default.py.
+        self.lifecycle = Lifecycle(default_hooks(
+            config, stores, worker_id=client_id, backend=backend.name, stopped=self._stopped,
+            check_fds=self._check_fds,
+        ))
 
     def pipeline_names(self) -> list[str]:
         return sorted(self.pipelines.current()) if self.pipelines is not None else []
 
     def register_all(self) -> None:
-        for name, pipeline in function_names(self.backend.name, self.pipeline_names()).items():
+        for name, pipeline in registered(self.backend.name, self.pipeline_names()).items():
             self.gearman.register(name, self._handler(name, pipeline))
 
     def _handler(self, function: str, pipeline: str | None) -> Callable[[Job], Any]:
         async def handle(job: Job) -> bytes:
-            started = time.perf_counter()
+            received = time.perf_counter()
             self.jobs_started += 1
-            payload = await decode(job.data, self.runner.service.limits)  # once; every use below reads this
-            metrics.IN_FLIGHT.inc()
-            try:
-                result, attempts, background = await self._run_with_retries(job, payload, function, pipeline)
-            finally:
-                metrics.IN_FLIGHT.dec()
-            metrics.count_job(function, result, self.backend.name)
-            if not result.get("ok"):
-                self._check_fds()  # before the next GRAB: a process out of descriptors takes no more jobs
-            try:
-                log_job(function, result, time.perf_counter() - started, payload)
-                # Before WORK_COMPLETE: if this process dies now, gearmand re-runs the job and it notifies again.
-                await self.notifier.send(payload, function, result)
-                await self.job_end.finished(job, function, result, attempts, background, payload)
-            except Exception:  # the job has its result: logging, notifying or recording never makes it WORK_FAIL
-                log.exception("after job %s: logging, notifying or recording failed", function)
+            payload = await decode(job.data, self.runner.service.limits)  # once; every hook reads this
+            state = JobState(function, pipeline, payload, job.unique, job.is_background, received=received)
+            result = await self.lifecycle.run(state, self.runner.run)
             return json.dumps(result, separators=(",", ":")).encode()
 
         return handle
-
-    async def _run_with_retries(
-        self, job: Job, payload: Payload, function: str, pipeline: str | None
-    ) -> tuple[dict[str, Any], int, bool | None]:
-        """Run the job; a background job's transient failure runs again (job_end.py has the policy)."""
-        result = await self.runner.run(function, pipeline, payload)
-        attempts, background = 1, None
-        while should_retry(result) and attempts <= self.config.retries and not self._stopping:
-            if background is None:
-                background = await job.is_background()
-            if not background:
-                break
-            code = str(result["error"]["code"])
-            delay = retry_delay(self.config.retry_backoff, attempts)
-            metrics.JOB_RETRIES.labels(function, code).inc()
-            log.warning("job function=%s %s: retry %d/%d in %.1f s", function, code, attempts,
-                        self.config.retries, delay)
-            # A stop request cuts the wait short: the failure is then final (and recorded).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), delay)
-            if self._stopping:
-                break
-            attempts += 1
-            result = await self.runner.run(function, pipeline, payload)
-        return result, attempts, background
 
     def _check_fds(self) -> None:
         """Whether this process can still open a file; if not, hold every slot until it can again."""
@@ -304,10 +234,10 @@ class WorkerProcess:
         if self.pipelines is None:
             log.warning("SIGHUP: this worker has no --pipelines directory; nothing to reload")
             return
-        before = function_names(self.backend.name, self.pipeline_names())
+        before = registered(self.backend.name, self.pipeline_names())
         if not self.pipelines.reload():
             return  # the error is logged; the old set keeps serving
-        after = function_names(self.backend.name, self.pipeline_names())
+        after = registered(self.backend.name, self.pipeline_names())
         for name in sorted(set(before) - set(after)):
             self.gearman.unregister(name)
         for name, pipeline in after.items():
@@ -324,6 +254,7 @@ class WorkerProcess:
         idle, trimmed, seen = 0, True, self.jobs_started
         while True:
             metrics.tick()
+            heartbeat_file.beat()  # the supervisor's (prefork children only: worker/heartbeat.py)
             if self.gearman.in_flight or self.jobs_started != seen:  # a job between two beats counts too
                 idle, trimmed, seen = 0, False, self.jobs_started
             elif not trimmed:
@@ -364,7 +295,7 @@ class WorkerProcess:
             self.backend.name,
             ",".join(self.config.servers),
             self.config.concurrency,
-            len(function_names(self.backend.name, self.pipeline_names())),
+            len(registered(self.backend.name, self.pipeline_names())),
         )
         await self._stopped.wait()
         metrics.DRAINING.set(1)
@@ -385,8 +316,7 @@ class WorkerProcess:
             self.abandoned = self.gearman.in_flight
             log.warning("drain deadline passed with %d jobs in flight: handing them back", self.abandoned)
         await self.gearman.close()
-        await self.notifier.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.job_end.close)
+        await self.lifecycle.close()
         serving.cancel()
         if batches is not None:
             batches.cancel()
@@ -395,7 +325,7 @@ class WorkerProcess:
             metrics.set_server_up(server, False)
         if self.health_server is not None:
             self.health_server.stop()
-        # Threads still running abandoned jobs cannot be cancelled: app.run_one exits without joining them.
+        # Threads still running abandoned jobs cannot be cancelled: process.run_one exits without joining them.
         self.runner.executor.shutdown(wait=False, cancel_futures=True)
         if self.abandoned:
             log.warning("worker stopped; %d jobs handed back to the job server", self.abandoned)

@@ -369,3 +369,64 @@ def test_gpu_concurrent_pipeline_jobs_share_one_hardware_decode(cuda_backend: Gp
                                             tmp_path / str(i)) for i in range(4)])
     batched.close()
     assert all(isinstance(r, dict) and r["ms"]["decode_gpu_batch_size"] == 4 for r in results), results
+
+
+AUTO = """
+name: auto
+steps:
+  - auto_orient
+outputs:
+  - resize: {width: 400}
+    encode:
+      - {format: jpeg, quality: auto}
+      - {format: jpeg, quality: 80}
+"""
+
+
+def test_auto_quality_jpegs_are_searched_on_the_cpu_like_a_cpu_workers(tmp_path: Path) -> None:
+    """quality: auto's probes use libvips' encoder on the host copy (the same search a cpu worker runs on its
+    pixels, which the array resize matches to > 40 dB); the fixed-quality JPEG beside it still goes to the
+    device encoder."""
+    pdir = tmp_path / "pipelines"
+    pdir.mkdir()
+    (pdir / "auto.yaml").write_text(AUTO)
+    enc = StandInEncoder()
+    backend = gpu_backend(StandInDecoder(), enc)
+
+    def auto_job(svc: Service, out: str) -> dict[str, Any]:
+        payload = {"src": photo("dragonfly").as_uri(), "dst": f"{tmp_path.as_uri()}/{out}-{{index}}.jpg"}
+        return svc.handle(json.dumps(payload).encode(), pipeline="auto")
+
+    try:
+        got = auto_job(service(backend, tmp_path, pdir), "gpu")
+    finally:
+        backend.close()
+    want = auto_job(service(CpuBackend(), tmp_path, pdir), "cpu")
+    auto, fixed = got["outputs"]
+    assert got["ms"]["encode_routed_cpu_auto_quality"] == 1 and got["ms"]["encode_gpu_outputs"] == 1
+    assert [q for call in enc.calls for _, _, q in call] == [80]  # only the fixed-quality output
+    assert {"quality", "score", "probes", "auto", "target"} <= set(auto) and "quality" not in fixed
+    assert auto["score"] >= 75 and abs(auto["quality"] - want["outputs"][0]["quality"]) <= 3
+
+
+def test_auto_quality_resize_jobs_on_the_gpu_backend_search_the_host_copy(plain: GpuBackend) -> None:
+    from imgworker.core.contract import parse_resize
+
+    spec = parse_resize({"width": 400, "quality": "auto"}, "x.jpg", Limits())
+    source = photo("dragonfly").read_bytes()
+    got, want = plain.resize(source, spec, Limits()), CpuBackend().resize(source, spec, Limits())
+    assert got.fields["score"] >= 75 and got.fields["auto"] == "auto" and "encode_gpu" not in got.timings
+    assert abs(got.fields["quality"] - want.fields["quality"]) <= 3
+
+
+@pytest.mark.gpu
+def test_auto_quality_resize_gpu_chooses_like_the_cpu_worker(cuda_backend: GpuBackend) -> None:
+    """On the device: the resize runs on the GPU, the search on the host copy with libvips (never nvJPEG)."""
+    from imgworker.core.contract import parse_resize
+
+    source = photo("baseline").read_bytes()
+    for quality, floor in (("auto", 75.0), ("auto:best", 85.0)):
+        spec = parse_resize({"width": 512, "quality": quality}, "x.jpg", Limits())
+        got, want = cuda_backend.resize(source, spec, Limits()), CpuBackend().resize(source, spec, Limits())
+        assert got.fields["score"] >= floor and "encode_gpu" not in got.timings, got.timings
+        assert abs(got.fields["quality"] - want.fields["quality"]) <= 3

@@ -73,3 +73,20 @@ def test_write_doc_keeps_the_hand_written_parts(tmp_path: Path) -> None:
     assert "analysis above" in text and "notes below" in text and "old figures" not in text
     assert "| w | e2e | 10 | - | 1.25 ok | - | - | 0.83 ok | - |" in text
     assert "skipped: not installed" in text
+
+
+def test_autoquality_benchmark_runs_and_checks_every_target(tmp_path: Path) -> None:
+    """benchmarks/service/autoquality.py on one sample photo: every target line is printed (figures not asserted)."""
+    out = tmp_path / "aq.json"
+    cmd = [sys.executable, "-m", "benchmarks.service.autoquality", "--runs", "1", "--sizes", "512",
+           "--only", "dragonfly_1600", "--json", str(out), "--markdown"]
+    env = {**os.environ, "IMGWORKER_CORPUS": str(tmp_path / "none")}  # the sample photos only
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for what in ("jpeg 512 px: auto median bytes", "webp 512 px: auto median bytes", "under 75",
+                 "CPU time auto/fixed", "encodes on average", "load average before"):
+        assert what in done.stdout, what
+    data = json.loads(out.read_text())
+    assert {(r["format"], r["setting"]) for r in data["rows"]} == {
+        (f, s) for f in ("jpeg", "webp") for s in ("fixed", "auto:eco", "auto", "auto:best")}
+    assert all(r["score"] >= 75 for r in data["rows"] if r["setting"] == "auto")

@@ -108,3 +108,22 @@ def test_ctrl_c_prints_the_summary(server: Gearmand, src: Path, tmp_path: Path) 
     assert summary["interrupted"] is True and summary["jobs"] == 3 and summary["not_finished"] == 3
     assert summary["done"] == 0 and summary["images_per_s"] == 0
     assert "Traceback" not in stderr, stderr
+
+
+def test_quality_auto_from_the_command_line(server: Gearmand, tmp_path: Path,
+                                            worker_factory: Callable[..., NamedWorker]) -> None:
+    """``--quality auto:eco`` reaches the worker as the tier (a number stays a number)."""
+    import shutil
+
+    from support.corpus import photo
+
+    worker_factory([server.address], [tmp_path]).wait_ready()
+    src = tmp_path / "dragonfly.jpg"
+    shutil.copy(photo("dragonfly"), src)
+    proc = submit("--server", server.address, "--width", "300", "--quality", "auto:eco", str(src),
+                  str(tmp_path / "o.jpg"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["auto"] == "auto:eco" and result["score"] >= 65, result
+    proc = submit("--server", server.address, "--width", "300", "--quality", "70", str(src), str(tmp_path / "f.jpg"))
+    assert proc.returncode == 0 and "auto" not in json.loads(proc.stdout), proc.stdout

@@ -1,5 +1,5 @@
-"""glibc's heap kept for the next job (app.keep_job_buffers) and handed back when the worker is idle
-(worker heartbeat -> app.trim_heap), in a real worker process behind a real gearmand."""
+"""glibc's heap kept for the next job (worker/memory.py keep_job_buffers) and handed back when the worker is idle
+(worker heartbeat -> memory.trim_heap), in a real worker process behind a real gearmand."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def test_idle_worker_hands_the_kept_heap_back(progressive_12mp: Path) -> None:
 
 CHILD = """
 import ctypes, sys
-from imgworker.worker import process as app
-app.keep_job_buffers()
+from imgworker.worker import memory
+memory.keep_job_buffers()
 def rss():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) // 1024
 for _ in range(3):
@@ -68,7 +68,7 @@ print(rss())
 """
 
 
-@pytest.mark.parametrize(("trim", "kept"), [("", True), ("app.trim_heap()", False)])
+@pytest.mark.parametrize(("trim", "kept"), [("", True), ("memory.trim_heap()", False)])
 def test_freed_job_buffers_stay_until_trimmed(trim: str, kept: bool) -> None:
     base = subprocess.run([sys.executable, "-c", CHILD.format(trim="").replace("range(3)", "range(0)")],
                           capture_output=True, text=True, check=True)

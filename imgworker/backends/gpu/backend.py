@@ -187,7 +187,7 @@ class GpuBackend:
 
     # --- the three stages -------------------------------------------------------------------------------
 
-    def prepare(self, source: bytes, spec: ResizeSpec, limits: Limits) -> Prepared:
+    def prepare(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Prepared:
         """CPU stage: size limits and header check before any pixel is decoded, then decode (or not)."""
         t0 = time.perf_counter()
         info = probe(source, limits)  # raises UnsupportedImage / DecodeFailed / LimitExceeded
@@ -198,8 +198,10 @@ class GpuBackend:
             shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h)
         else:
             shrink = shrink_on_load(info.width, info.height, geo.resize_w, geo.resize_h, spare=2)  # WebP
-        gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never"
-        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode)
+        # quality: auto searches with libvips' encoder (finish), as a cpu worker does: the same choice.
+        gpu_encode = spec.format == "jpeg" and self.gpu_encode != "never" and isinstance(spec.quality, int)
+        item = Prepared(geo=geo, spec=spec, orientation=info.orientation, shrink=shrink, gpu_encode=gpu_encode,
+                        deadline=deadline)
         route = self.gpu_decode_route(info.loader, shrink, source)
         if route is None:
             item.jpeg = source  # decoded in the batch, on the GPU; the timer below is the header check only
@@ -267,16 +269,18 @@ class GpuBackend:
         if isinstance(pixels, Encoded):
             return Rendered(pixels.data, pixels.width, pixels.height, spec.format, timings=item.timings)
         t0 = time.perf_counter()
-        data = codec.encode_array(pixels, spec.format, spec.quality, spec.background)
+        data, fields = codec.encode_array(pixels, spec.format, spec.quality, spec.background, item.deadline)
         item.timings["encode"] = (time.perf_counter() - t0) * 1000
         h, w = pixels.shape[:2]
-        return Rendered(data=data, width=int(w), height=int(h), format=spec.format, timings=item.timings)
+        return Rendered(data=data, width=int(w), height=int(h), format=spec.format, timings=item.timings,
+                        fields=fields)
 
     # --- Backend interface ------------------------------------------------------------------------------
 
     def resize(self, source: bytes, spec: ResizeSpec, limits: Limits, deadline: Deadline | None = None) -> Rendered:
-        # The batch is not stopped mid-way: a job's deadline is kept by the worker's overrun guard.
-        item = self.prepare(source, spec, limits)
+        # The batch is not stopped mid-way: a job's deadline is kept by the worker's overrun guard (and by
+        # quality: auto's probes, which check it).
+        item = self.prepare(source, spec, limits, deadline)
         t0 = time.perf_counter()
         try:
             try:

@@ -15,6 +15,8 @@ import numpy.typing as npt
 import pyvips
 
 from imgworker.arrays import image as arrays
+from imgworker.core.deadline import Deadline
+from imgworker.core.quality import Quality
 from imgworker.imaging import heif, jpeg_fast
 from imgworker.imaging.colour import to_srgb
 from imgworker.imaging.encode import encode
@@ -48,6 +50,8 @@ def decode(source: bytes, loader: str, shrink: int, fail_on: str) -> npt.NDArray
     return arr
 
 
-def encode_array(arr: npt.NDArray[np.uint8], fmt: str, quality: int, background: tuple[int, int, int]) -> bytes:
-    """Encode (H, W, C) uint8 pixels with the CPU backend's encoder settings (same bytes for same pixels)."""
-    return encode(arrays.to_vips(arr), fmt, quality, background)
+def encode_array(arr: npt.NDArray[np.uint8], fmt: str, quality: Quality, background: tuple[int, int, int],
+                 deadline: Deadline | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Encode (H, W, C) uint8 pixels with the CPU backend's encoder (same bytes for same pixels; the same
+    ``quality: auto`` search on the host copy, so a gpu worker picks the quality a cpu worker would)."""
+    return encode(arrays.to_vips(arr), fmt, quality, background, deadline)

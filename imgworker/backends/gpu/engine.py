@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ from imgworker.arrays import resample
 from imgworker.backends.gpu import decode, kernels
 from imgworker.backends.gpu.encode import Encoded, JpegEncoder
 from imgworker.core.contract import ResizeSpec
+from imgworker.core.deadline import Deadline
 from imgworker.core.geometry import Geometry
 
 Resizer = Callable[[Any, int, int, Any], Any]  # (img, out_w, out_h, out_dtype) -> array
@@ -40,6 +41,7 @@ class Prepared:
     shrink: int = 1  # shrink-on-load for a libvips decode (the fallback when the GPU refuses the JPEG)
     gpu_encode: bool = False  # a JPEG output the engine may encode on the GPU (3-band only)
     timings: dict[str, float] = field(default_factory=dict)
+    deadline: Deadline | None = None  # the job's (quality: auto's probes stop at it)
 
 
 def fill_for(channels: int, background: tuple[int, int, int]) -> tuple[int, ...]:
@@ -208,7 +210,8 @@ class CupyEngine:
         assert self.encoder is not None
         slots = list(devs)
         try:
-            datas, ms = self.encoder.encode([devs[s] for s in slots], [items[s].spec.quality for s in slots])
+            # gpu_encode items have a numeric quality (backend.prepare keeps quality: auto on the CPU)
+            datas, ms = self.encoder.encode([devs[s] for s in slots], [cast(int, items[s].spec.quality) for s in slots])
         except Exception as exc:  # e.g. OOM in nvJPEG's own buffers: libvips encodes this batch instead
             if self.is_oom(exc):
                 self.free()

@@ -1,4 +1,5 @@
-"""encode: JPEG (progressive, mozjpeg-style), PNG (palette), WebP, AVIF, GIF; ``max_bytes`` lowers quality.
+"""encode: JPEG (progressive, mozjpeg-style), PNG (palette), WebP, AVIF, GIF; ``max_bytes`` lowers quality;
+``quality: auto`` searches for the lowest quality that still looks right (imgworker/imaging/quality/search.py).
 
 An animation stays animated in GIF and WebP; JPEG, PNG and AVIF get its first frame.
 """
@@ -10,10 +11,14 @@ from typing import Any
 
 import pyvips
 
+from imgworker.core import budget
 from imgworker.core.errors import LimitExceeded
 from imgworker.core.formats import ANIMATED, DEFAULT_QUALITY, LOSSY, OUTPUT_FORMATS
+from imgworker.core.options import quality as quality_opt
+from imgworker.core.quality import AutoQuality, check_auto
 from imgworker.imaging.colour import to_srgb
 from imgworker.imaging.encode import save
+from imgworker.imaging.quality import search
 from imgworker.pipeline import frames
 from imgworker.pipeline.steps.base import StepDef, choice, colour, flag, integer
 from imgworker.pipeline.steps.metadata import keep_flags
@@ -33,19 +38,29 @@ def prepare(image: pyvips.Image, o: Mapping[str, Any]) -> pyvips.Image:
     return image
 
 
-def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, int]:
-    """(bytes, quality used). Over ``max_bytes`` even at ``min_quality``: LIMIT_EXCEEDED."""
+def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, dict[str, Any]]:
+    """(bytes, the output's result fields: ``quality`` under max_bytes, the search's fields under auto).
+    Over ``max_bytes`` even at ``min_quality``: LIMIT_EXCEEDED."""
     image = prepare(image, o)
     keep = keep_flags(getattr(ctx, "keep", ()), image)
+    if isinstance(o["quality"], AutoQuality):
+        return _auto(image, o, ctx, keep, o["quality"])
     quality = o["quality"] or DEFAULT_QUALITY[o["format"]]
     data = save(image, o, quality, keep)
     limit = o["max_bytes"]
     if not limit or len(data) <= limit:
-        return data, quality
+        return data, ({"quality": quality} if limit else {})
     if o["format"] not in LOSSY or o["lossless"]:
         raise LimitExceeded(f"{o['format']} output is {len(data)} bytes; max_bytes is {limit} (use a lossy format)")
-    # Bisect quality between min_quality and quality for the best that fits (sizes grow with quality).
-    lo, hi, best = o["min_quality"], quality - 1, None
+    data, quality = _fit(image, o, ctx, keep, quality - 1)
+    return data, {"quality": quality}
+
+
+def _fit(image: pyvips.Image, o: Mapping[str, Any], ctx: Any, keep: int, hi: int) -> tuple[bytes, int]:
+    """The best quality from ``min_quality`` to ``hi`` whose file fits ``max_bytes``, by bisection (sizes grow
+    with quality); LIMIT_EXCEEDED when none does."""
+    limit = o["max_bytes"]
+    lo, best = o["min_quality"], None
     for _ in range(_QUALITY_STEPS):
         if lo > hi:
             break
@@ -63,6 +78,28 @@ def encode(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> tuple[bytes, 
     return best
 
 
+def _auto(image: pyvips.Image, o: Mapping[str, Any], ctx: Any, keep: int, auto: AutoQuality) -> tuple[bytes,
+                                                                                                      dict[str, Any]]:
+    """``quality: auto``: the search, its probes under the job's deadline and memory budget; then ``max_bytes``,
+    which wins over the target (a smaller quality, scored again, ``limited_by: max_bytes``)."""
+    check_auto(o["format"], auto, o["lossless"])
+    found, pixels = search.run(image, o["format"], auto.target, lambda q: save(image, o, q, keep),
+                               lambda: ctx.check_deadline("encode"), lambda n: budget.charge(budget.Cost(0, n)))
+    limit = o["max_bytes"]
+    if limit and len(found.data) > limit:
+        if found.quality <= o["min_quality"]:
+            raise LimitExceeded(f"{o['format']} output does not fit max_bytes {limit} even at quality "
+                                f"{o['min_quality']}")
+        data, quality = _fit(image, o, ctx, keep, found.quality - 1)
+        found = found.capped(data, quality, search.measure(pixels, data, o["format"]))
+    return found.data, found.fields(auto.name, auto.target)
+
+
+def validate(o: Mapping[str, Any]) -> None:
+    """What the options cannot say alone: ``quality: auto`` needs JPEG, WebP or AVIF, lossy (BadRequest)."""
+    check_auto(o["format"], o["quality"], o["lossless"])
+
+
 def apply(image: pyvips.Image, o: Mapping[str, Any], ctx: Any) -> pyvips.Image:
     return image  # encoding is the output's last act (run.py calls encode); this keeps the StepDef shape
 
@@ -76,7 +113,7 @@ STEP = StepDef(
     "write one output format",
     {
         "format": choice(OUTPUT_FORMATS),
-        "quality": integer(1, 100, None),
+        "quality": quality_opt(),
         "effort": integer(0, 9, None),
         "progressive": flag(False),
         "mozjpeg": flag(False),

@@ -89,7 +89,9 @@ def test_an_info_job() -> None:
     ({"src": SRC, "dst": DST, "width": "9"}, "'width' must be an integer from 1 to 16384, got '9'"),
     ({"src": SRC, "dst": DST, "width": 1, "fit": "cove"},
      "'fit' must be one of inside, cover, contain, fill, outside, got 'cove' (did you mean 'cover'?)"),
-    ({"src": SRC, "dst": DST, "width": 1, "quality": 101}, "'quality' must be an integer from 1 to 100, got 101"),
+    ({"src": SRC, "dst": DST, "width": 1, "quality": 101},
+     "'quality' must be an integer from 1 to 100, or \"auto\", \"auto:eco\", \"auto:best\" or \"auto:N\" (N: a "
+     "SSIMULACRA2 score from 30 to 95), got 101"),
     ({"src": SRC, "dst": DST, "width": 1, "widht": 2},
      "unknown key 'widht' (did you mean 'width'?); a resize job takes: src, dst, pipeline, notify, id, callback, "
      "analyze, width, height, fit, format, quality, background"),

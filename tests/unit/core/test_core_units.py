@@ -156,7 +156,7 @@ def test_a_job_payload_is_decoded_once(monkeypatch: pytest.MonkeyPatch, tmp_path
     from imgworker.jobs.service import Service
     from imgworker.stores import Stores
     from imgworker.stores.file import FileStore
-    from imgworker.worker.runner import log_job
+    from imgworker.worker.lifecycle.job_log import log_job
 
     service = Service(Stores({"file": FileStore([str(tmp_path), str(photo("dragonfly").parent)])}), CpuBackend(), L)
     data = json.dumps({"src": photo("dragonfly").as_uri(), "dst": (tmp_path / "o.jpg").as_uri(), "width": 32,
