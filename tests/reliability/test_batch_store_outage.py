@@ -127,5 +127,8 @@ def test_a_batch_with_transient_failures_left_says_incomplete_and_a_resubmission
     with Client([g.address], timeout=300) as client:
         again = client.run("batch", payload, unique="again")
     assert (again.status, again.succeeded, again.failed, again.attempt) == ("succeeded", N, 0, 2), again.raw
-    assert worker.log().count("job function=resize") - runs_before == manifest["failed"]
+    # Each failed object runs again, except one whose write landed before the line was cut (its answer was
+    # lost): its output exists, so the resubmission skips it.
+    skipped = int(again.raw.get("skipped", 0))
+    assert worker.log().count("job function=resize") - runs_before + skipped == manifest["failed"]
     assert _manifest(s3_client, bucket)["complete"]
