@@ -194,9 +194,13 @@ def run(config: WorkerConfig) -> int:
         nonlocal stopping
         # SIGHUP only reloads pipelines in each child; SIGTERM/SIGINT drain them.
         stopping = stopping or signum != signal.SIGHUP
+        # SIGINT goes on as SIGTERM (the same drain in a child): a child still starting has no handler yet, and
+        # Python's default SIGINT action would print a KeyboardInterrupt traceback where SIGTERM just ends it.
+        sent = signal.SIGTERM if signum == signal.SIGINT else signum
         for proc in children:
             if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signum)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sent)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -243,11 +247,17 @@ def run(config: WorkerConfig) -> int:
                 started_at[i] = time.monotonic()
                 started_wall[i] = time.time()
         time.sleep(0.1)
+    # Every child is gone: a late stop signal must not kill the exit (Python's finalization puts SIGTERM's
+    # default action back in place of `forward`).
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     if server is not None:
         server.stop()
     shutil.rmtree(beats, ignore_errors=True)
+    # -SIGTERM: a child the stop signal ended before it ran its job loop (it installs its drain handler before
+    # it registers any function), so it held no job: as clean as one that drained.
     codes = [p.exitcode for p in children]
-    return 0 if all(c == 0 for c in codes) else 1
+    return 0 if all(c in (0, -signal.SIGTERM) for c in codes) else 1
 
 
 def _kill_children(procs: list[Any], why: str) -> None:

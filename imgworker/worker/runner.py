@@ -312,9 +312,10 @@ class WorkerProcess:
             finished = await drain
         except asyncio.CancelledError:
             finished = False
-        if not finished:
+        if not finished and self.gearman.in_flight:
             self.abandoned = self.gearman.in_flight
-            log.warning("drain deadline passed with %d jobs in flight: handing them back", self.abandoned)
+            log.warning("drain ended (deadline or second signal) with %d jobs in flight: handing them back",
+                        self.abandoned)
         await self.gearman.close()
         await self.lifecycle.close()
         serving.cancel()
@@ -327,8 +328,23 @@ class WorkerProcess:
             self.health_server.stop()
         # Threads still running abandoned jobs cannot be cancelled: process.run_one exits without joining them.
         self.runner.executor.shutdown(wait=False, cancel_futures=True)
+        _ignore_late_signals(loop)
         if self.abandoned:
             log.warning("worker stopped; %d jobs handed back to the job server", self.abandoned)
             return 1
         log.info("worker stopped cleanly")
         return 0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _ignore_late_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """The worker has stopped: a signal from here on (a shell's exit trap after its ``kill``, an impatient
+    operator) must neither kill it mid-exit nor meet the closing loop. loop.close() shuts its self-pipe before
+    it drops the signal handlers, and a signal between the two writes to the closed pipe ("Exception ignored
+    ... BrokenPipeError"); after them, SIGTERM's default action would end a clean exit with -15."""
+    for sig in STOP_SIGNALS:
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+

@@ -4,8 +4,10 @@ second SIGTERM) hand the job back to gearmand so another worker completes it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 import pyvips
 from integration.test_metrics import PHOTO, free_port, http_get, start_worker, wait_for
 from support.corpus import photo
+from support.workerproc import WorkerProc
 
 from imgworker.gearman import FunctionStatus, SyncClient, status
 from imgworker.testing.gearmand import Gearmand
@@ -120,3 +123,26 @@ def test_unfinished_job_is_handed_back_and_completed_by_another_worker(
     assert pyvips.Image.new_from_file(str(dst)).width == 256
     second.send_signal(signal.SIGTERM)
     assert second.wait(60) == 0
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_burst_of_stop_signals_ends_the_worker_cleanly(
+    gearmand_factory: Callable[[], Gearmand], tmp_path: Path, processes: int
+) -> None:
+    """A shell's ``kill`` followed by its exit trap's, or an operator pressing Ctrl-C again and again: signals
+    keep coming while the worker drains, closes its loop and exits. It still exits 0 with no traceback."""
+    g = gearmand_factory()
+    worker = WorkerProc([g.address], [tmp_path], processes=processes).start()
+    deadline = time.monotonic() + 60
+    sent = 0
+    while worker.alive() and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            worker.signal(signal.SIGTERM)
+            sent += 1
+        time.sleep(0.002)
+    code = worker.wait(10)
+    log = worker.log()
+    assert sent > 1, log[-3000:]  # more than one signal reached it: the burst really happened
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log and "Exception ignored" not in log, log[-3000:]
+    assert "worker stopped cleanly" in log
