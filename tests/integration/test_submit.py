@@ -90,11 +90,17 @@ def test_exit_codes_tell_failed_jobs_from_no_server(server: Gearmand, src: Path,
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] != "UNAVAILABLE"
 
 
+def _default_sigint() -> None:
+    # A suite started in the background (`./dev test &`) inherits SIGINT ignored, as every `&` job in a script
+    # does; the command would then rightly ignore Ctrl-C. Give it a terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_the_summary(server: Gearmand, src: Path, tmp_path: Path) -> None:
     """No worker: the jobs wait in gearmand; SIGINT (what Ctrl-C sends) ends the run with its summary."""
     proc = subprocess.Popen([sys.executable, "-m", "imgworker", "submit", "--server", server.address, "--width", "16",
                              f"{src}/", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
+                            text=True, cwd=REPO, preexec_fn=_default_sigint)
     try:
         wait_for(lambda: getattr(function_status(server.address, "resize"), "queued", 0) == 3, 60, 0.05,
                  "the three jobs to be queued")

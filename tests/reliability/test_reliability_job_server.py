@@ -168,4 +168,6 @@ def test_background_jobs_through_a_restart(persistent: bool, worker_factory: Cal
                 assert resubmit_missing(client, jobs) == 20
                 wait_for(lambda: all(Path(j["dst"][7:]).exists() for j in jobs), 60, 0.1, "resubmitted jobs")
             assert resubmit_missing(client, jobs) == 0
+        # The log line follows the destination's rename by a moment: wait for it, then count exactly.
+        wait_for(lambda: len(w.completed_lines("/out/")) >= 20, 10, 0.05, "the 20 completion lines")
         assert len(w.completed_lines("/out/")) == 20
