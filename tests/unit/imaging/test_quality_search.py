@@ -46,10 +46,13 @@ def test_the_lowest_quality_that_reaches_the_target(fmt: str, kind: str, target:
     assert found.reached and found.score >= target
     # The score reported is the written bytes' score, measured again from scratch.
     assert search.measure(pixels, found.data, fmt) == pytest.approx(found.score, abs=1e-6)
-    # One quality lower falls short (or the search is at its floor).
+    # One quality lower falls short (or the search is at its floor) -- unless the pass is within CLOSE of the
+    # target, where the search stops without looking: then it is at most two steps above the exact answer.
     if found.quality > search.BOTTOM:
-        below = save(im, {**PLAIN, "format": fmt}, found.quality - 1, 0)
-        assert search.measure(pixels, below, fmt) < target
+        close = found.score - target < search.CLOSE[fmt]
+        steps = 3 if close else 1
+        lower = max(search.BOTTOM, found.quality - steps)
+        assert search.measure(pixels, save(im, {**PLAIN, "format": fmt}, lower, 0), fmt) < target
     assert found.probes == len(calls) <= search.MAX_PROBES + 1
     assert all(n == 1 for n in calls.values())  # no quality encoded twice
     assert found.fields("auto", target) == {"quality": found.quality, "score": round(found.score, 2),
@@ -101,6 +104,16 @@ def test_next_probe(probes: dict[int, float], want: int | None) -> None:
     assert search._next(probes, 75.0, 0.7) == want
 
 
+@pytest.mark.parametrize("probes,want", [
+    ({71: 75.3}, None),  # a pass within 0.6 of the target: its neighbour would fail; stop
+    ({60: 70.0, 71: 75.59}, None),  # the same with a gap below
+    ({71: 75.7}, 69),  # not within 0.6: step down by the slope, 71 - 0.7 / 0.6 = 69.8, rounded down
+    ({60: 74.0, 80: 75.7}, 72),  # not within: the secant, 60 + 1 * 20 / 1.7 = 71.8, rounded up
+])
+def test_a_pass_close_to_the_target_ends_the_search(probes: dict[int, float], want: int | None) -> None:
+    assert search._next(probes, 75.0, 0.6, 0.6) == want
+
+
 def test_start_quality_interpolates_the_table() -> None:
     lo, mid, hi = (search.start_quality("jpeg", t) for t in (65.0, 75.0, 85.0))
     assert (lo, mid, hi) == tuple(q for _, q in search.START["jpeg"])
@@ -126,6 +139,7 @@ def test_identical_files_are_scored_once(monkeypatch: pytest.MonkeyPatch) -> Non
         return real(self, data)
 
     monkeypatch.setattr(search.Scorer, "__call__", counting)
+    monkeypatch.setitem(search.CLOSE, "jpeg", 0.0)  # search to the exact answer: past the repeated files
     # An encoder that ignores odd qualities' last step: q and q - 1 give the same file for every odd q.
     found = search.search(search.pixels_of(im), "jpeg", 75.0, lambda q: im.jpegsave_buffer(Q=q - q % 2))
     assert found.reached and len(scored) < found.probes  # some probe reused a score
