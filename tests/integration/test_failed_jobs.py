@@ -124,6 +124,10 @@ def test_cli_lists_and_retries_records_until_the_job_succeeds(env: Env) -> None:
     assert all(d.stat().st_size > 0 for d in dsts[:2])  # the worker ran them again and they succeeded
     left = env.records()
     assert [r["unique"] for r in left] == ["late-2"]  # the BAD_REQUEST one was not selected, so it stays
+    # The job's log line follows its file's rename by a moment (seen in a fresh-clone run): wait for it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "job function=resize outcome=ok" not in env.worker.log():
+        time.sleep(0.05)
     assert "job function=resize outcome=ok" in env.worker.log()
 
 
