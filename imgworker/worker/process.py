@@ -254,10 +254,11 @@ def run(config: WorkerConfig) -> int:
                 started_at[i] = time.monotonic()
                 started_wall[i] = time.time()
         time.sleep(0.1)
-    # Every child is gone: a late stop signal must not kill the exit (Python's finalization puts SIGTERM's
-    # default action back in place of `forward`).
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    # Every child is gone: a late SIGTERM must not kill the exit (Python's finalization puts its default action
+    # back in place of `forward`); Ctrl-C gets Python's KeyboardInterrupt back, to break an exit that hangs.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if server is not None:
         server.stop()
     shutil.rmtree(beats, ignore_errors=True)

@@ -343,8 +343,10 @@ def _ignore_late_signals(loop: asyncio.AbstractEventLoop) -> None:
     """The worker has stopped: a signal from here on (a shell's exit trap after its ``kill``, an impatient
     operator) must neither kill it mid-exit nor meet the closing loop. loop.close() shuts its self-pipe before
     it drops the signal handlers, and a signal between the two writes to the closed pipe ("Exception ignored
-    ... BrokenPipeError"); after them, SIGTERM's default action would end a clean exit with -15."""
+    ... BrokenPipeError"); after them, SIGTERM's default action would end a clean exit with -15. SIGTERM and
+    SIGHUP are ignored; SIGINT gets Python's KeyboardInterrupt back, so Ctrl-C at a terminal can still break
+    an exit that hangs."""
     for sig in STOP_SIGNALS:
-        loop.remove_signal_handler(sig)
-        signal.signal(sig, signal.SIG_IGN)
-
+        loop.remove_signal_handler(sig)  # SIGINT: back to signal.default_int_handler
+        if sig != signal.SIGINT:
+            signal.signal(sig, signal.SIG_IGN)
