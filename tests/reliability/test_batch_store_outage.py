@@ -11,7 +11,6 @@ only those objects; a failed-job record the store refuses goes to the worker's l
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from integration.test_batch import jpeg
+from support.fixtures_reliability import run_in_thread
 from support.fixtures_s3 import TEST_SECRET, CountingProxy, MotoServer, start_s3_worker, wait_for_workers
 from support.workerproc import WorkerProc
 
@@ -64,17 +64,7 @@ def _manifest(s3: Any, bucket: str) -> dict[str, Any]:
 def _run_batch_with_outage(g: Gearmand, proxy: CountingProxy, s3: Any, bucket: str) -> Any:
     """The batch in the foreground on a thread; the store cut for OUTAGE_S once 10 objects are done."""
     payload = {"src": f"s3://{bucket}/in/", "dst": f"s3://{bucket}/out/", "width": 32, "in_flight": 8}
-    outcome: list[Any] = []
-
-    def run() -> None:
-        with Client([g.address], timeout=300) as client:
-            try:
-                outcome.append(client.run("batch", payload))
-            except ImgworkerError as exc:
-                outcome.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
+    t, outcome = run_in_thread([g.address], "batch", payload, timeout=300, catch=ImgworkerError)
     deadline = time.monotonic() + 60
     # The map has started: outputs are appearing (counted on the server itself, not through the proxy).
     while time.monotonic() < deadline and not outcome:

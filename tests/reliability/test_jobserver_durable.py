@@ -14,7 +14,14 @@ from typing import Any
 
 import pyvips
 from support.corpus import photo
-from support.fixtures_reliability import NamedWorker, fixed_port_gearmand, function_status, make_tiny_image, wait_for
+from support.fixtures_reliability import (
+    NamedWorker,
+    fixed_port_gearmand,
+    function_status,
+    make_tiny_image,
+    run_in_thread,
+    wait_for,
+)
 
 from imgworker import Client
 from imgworker.client import default_unique
@@ -111,20 +118,11 @@ def test_foreground_jobs_are_never_written_to_the_queue() -> None:
     """Only background jobs go to sqlite (a foreground job's client is gone after a crash anyway), so the
     durable queue costs foreground traffic nothing."""
     import sqlite3
-    import threading
 
     with Gearmand() as server:
-        done: list[Any] = []
-
-        def run() -> None:
-            with Client([server.address], timeout=30) as client:
-                try:
-                    done.append(client.run("nobody_serves_this", {"src": "file:///x", "dst": "file:///y"}))
-                except Exception as exc:  # the timeout: nobody serves it
-                    done.append(exc)
-
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
+        # Exception: the timeout, as nobody serves it.
+        t, done = run_in_thread([server.address], "nobody_serves_this", {"src": "file:///x", "dst": "file:///y"},
+                                timeout=30, catch=Exception)
         wait_for(lambda: getattr(function_status(server.address, "nobody_serves_this"), "queued", 0) == 1, 20)
         assert server.queue_file is not None
         with sqlite3.connect(server.queue_file) as db:

@@ -6,7 +6,6 @@ resubmitted by the documented policy (docs/reliability.md). SIGKILL with jobs ru
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from support.fixtures_reliability import (
     fixed_port_gearmand,
     function_status,
     make_tiny_image,
+    run_in_thread,
     wait_for,
 )
 
@@ -76,17 +76,7 @@ def test_foreground_client_gets_clear_error_on_server_loss_and_can_resubmit(
     root = _root(tmp_path)
     worker_factory([server.address], [root, SOURCE.parent]).wait_ready()
     payload = {"src": SOURCE.as_uri(), "dst": (root / "out" / "big.jpg").as_uri(), **SLOW}
-    outcome: list[Any] = []
-
-    def run() -> None:
-        with Client([server.address], timeout=60) as client:
-            try:
-                outcome.append(client.run("resize", payload))
-            except Unavailable as exc:
-                outcome.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
+    t, outcome = run_in_thread([server.address], "resize", payload, timeout=60, catch=Unavailable)
     wait_for(lambda: getattr(function_status(server.address, "resize"), "running", 0) == 1, 20, 0.02, "job running")
     server.kill()
     t.join(30)  # a ceiling; the client's own timeout (120 s) would say "did not finish", not "connection lost"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pyvips
 from support.corpus import photo
-from support.fixtures_reliability import NamedWorker, function_status, wait_for
+from support.fixtures_reliability import NamedWorker, function_status, run_in_thread, wait_for
 
 from imgworker import Client
 from imgworker.core.errors import Unavailable
@@ -153,22 +153,16 @@ def test_job_retries_cap_turns_a_poison_job_into_a_clear_error(worker_factory: C
     root = tmp_path / "root"
     (root / "out").mkdir(parents=True)
     with Gearmand(extra_args=("--job-retries", "1")) as server:
-        outcome: list[Any] = []
+        outcomes: list[list[Any]] = []
 
         def submit(payload: dict[str, Any]) -> threading.Thread:
-            def run() -> None:
-                with Client([server.address], timeout=60) as client:
-                    try:
-                        outcome.append(client.run("resize", payload))
-                    except Unavailable as exc:
-                        outcome.append(exc)
-
-            t = threading.Thread(target=run, daemon=True)
-            t.start()
+            t, outcome = run_in_thread([server.address], "resize", payload, timeout=60, catch=Unavailable)
+            outcomes.append(outcome)
             return t
 
         _a, payload, thread = _start_killed_job(server, worker_factory, root, submit)
         thread.join(30)
+        outcome = outcomes[0]
         assert len(outcome) == 1 and isinstance(outcome[0], Unavailable), outcome
         assert outcome[0].retryable
         # The job is gone from the server: a new worker gets nothing, and the destination was never written.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from imgworker import Client
 from imgworker.gearman import FunctionStatus, WorkerInfo
 from imgworker.gearman import status as _admin_status
 from imgworker.gearman import workers as _admin_workers
@@ -30,6 +32,7 @@ __all__ = [
     "fixed_port_gearmand",
     "function_status",
     "make_tiny_image",
+    "run_in_thread",
     "wait_for",
     "worker_factory",
 ]
@@ -50,6 +53,24 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def run_in_thread(servers: Sequence[str], function: str, payload: dict[str, Any], *, timeout: float,
+                  catch: type[BaseException] | tuple[type[BaseException], ...]) -> tuple[threading.Thread, list[Any]]:
+    """A foreground job on a daemon thread (started): the list gets its result, or the ``catch`` exception it
+    raised; anything else ends the thread with the list empty."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        with Client(list(servers), timeout=timeout) as client:
+            try:
+                outcome.append(client.run(function, payload))
+            except catch as exc:
+                outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, outcome
 
 
 def admin_workers(server: str) -> list[WorkerInfo]:
